@@ -1,0 +1,287 @@
+"""The method registry: each transplant method turns a `Context` into a `Prediction`.
+
+A method only estimates the tokens in `ctx.alignment.predict`; copies and special tokens are
+settled before any method runs, and whatever a method leaves undefined falls back to the mean
+of the base rows (and is counted in the report). The hypernetwork registers here as one more
+method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from .embedder import TextEmbedder, token_text
+from .errors import InputError
+from .heuristics import gaussian, hybrid, knn, omp, subword
+from .heuristics.mixture import Mixture
+from .vocab import Alignment, Decomposer, Vocab
+
+
+@dataclass
+class MethodOptions:
+    """Knobs of the heuristics. Defaults were chosen on *.train.txt slices (bench/tune.py)."""
+
+    k: int = 8  # neighbours for the global estimate: more blurs, fewer is noisy
+    temperature: float = 0.05  # softmax temperature over neighbour cosines
+    threshold: float = 0.4  # neighbours below this cosine say nothing about the token
+    weight: float = 0.3  # share of the global estimate in hybrid, where both exist
+    local_temperature: float = 0.3  # TokenAdapt's local softmax over piece similarity
+    omp_k: int = 8  # atoms per token for OMP through a donor
+    seed: int = 0  # for the gaussian baseline
+
+    @classmethod
+    def from_dict(cls, options: dict) -> MethodOptions:
+        known = set(asdict(cls()))
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise InputError(f"unknown method option(s) {unknown}; known: {sorted(known)}")
+        return cls(**options)
+
+
+class Prediction(Protocol):
+    """Rows for some new tokens, for any of the base model's embedding matrices."""
+
+    @property
+    def defined(self) -> Tensor: ...  # [n_new] bool
+
+    def rows(self, matrix: str, base: Tensor) -> Tensor: ...  # [n_base, d] -> [n_new, d]
+
+
+class MixturePrediction:
+    def __init__(self, mixture: Mixture) -> None:
+        self.mixture = mixture
+
+    @property
+    def defined(self) -> Tensor:
+        return self.mixture.defined
+
+    def rows(self, matrix: str, base: Tensor) -> Tensor:
+        return self.mixture.apply(base)
+
+
+class GaussianPrediction:
+    def __init__(self, mask: Tensor, seed: int) -> None:
+        self.mask, self.seed = mask, seed
+
+    @property
+    def defined(self) -> Tensor:
+        return self.mask
+
+    def rows(self, matrix: str, base: Tensor) -> Tensor:
+        return gaussian.gaussian(base, self.mask.shape[0], self.seed)
+
+
+@dataclass
+class Donor:
+    """A model that already speaks the new tokenizer: its vocabulary and input embeddings."""
+
+    vocab: Vocab
+    embeddings: Tensor  # [donor rows, d']
+
+
+class Context:
+    """Everything a method may look at; expensive parts are computed on first use."""
+
+    def __init__(
+        self,
+        base: Vocab,
+        new: Vocab,
+        alignment: Alignment,
+        decomposer: Decomposer,
+        base_rows: int,
+        options: MethodOptions,
+        embedder_path: Path | None = None,
+        donor: Donor | None = None,
+        progress: Callable[[str, float], None] | None = None,
+    ) -> None:
+        self.base, self.new, self.alignment = base, new, alignment
+        self.decomposer = decomposer
+        self.base_rows = base_rows  # usable base rows: min(embedding rows, base vocab size)
+        self.options = options
+        self.embedder_path = embedder_path
+        self.donor = donor
+        self.progress = progress or (lambda stage, fraction: None)
+
+    @property
+    def n_new(self) -> int:
+        return len(self.new)
+
+    @property
+    def todo(self) -> Tensor:
+        mask = torch.zeros(self.n_new, dtype=torch.bool)
+        mask[self.alignment.predict] = True
+        return mask
+
+    @cached_property
+    def pieces(self) -> dict[int, list[int]]:
+        out = {}
+        for i in self.alignment.predict:
+            s = self.new.surfaces[i]
+            assert s is not None
+            out[i] = self.decomposer(s)
+        return out
+
+    @cached_property
+    def embedder(self) -> TextEmbedder:
+        return TextEmbedder(self.embedder_path)
+
+    @cached_property
+    def base_keys(self) -> tuple[Tensor, Tensor]:
+        """Unit text embeddings of the base tokens that have a row: (ids [m], vectors [m, e])."""
+        ids = [i for i in range(self.base_rows) if self.base.surfaces[i] is not None]
+        texts = [token_text(self.base.surfaces[i]) for i in ids]  # type: ignore[arg-type]
+        vectors = self.embedder.encode_cached(texts, lambda f: self.progress("embed base", f))
+        return torch.tensor(ids, dtype=torch.long), vectors
+
+    @cached_property
+    def new_queries(self) -> tuple[Tensor, Tensor]:
+        ids = self.alignment.predict
+        texts = [token_text(self.new.surfaces[i]) for i in ids]  # type: ignore[arg-type]
+        vectors = self.embedder.encode_cached(texts, lambda f: self.progress("embed new", f))
+        return torch.tensor(ids, dtype=torch.long), vectors
+
+
+Method = Callable[[Context], Prediction]
+METHODS: dict[str, Method] = {}
+
+
+def register(name: str) -> Callable[[Method], Method]:
+    def wrap(fn: Method) -> Method:
+        METHODS[name] = fn
+        return fn
+
+    return wrap
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise InputError(f"unknown method {name!r}; choose one of {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+def _starts_word(surface: bytes | None) -> bool:
+    return bool(surface) and surface[:1] in (b" ", b"\n", b"\t")  # type: ignore[index]
+
+
+def local_weighted(ctx: Context) -> Mixture:
+    """TokenAdapt's local estimate: pieces weighted by similarity to the whole token and length."""
+    pieces = {i: p for i, p in ctx.pieces.items() if p}
+    query_ids, queries = ctx.new_queries
+    key_ids, keys = ctx.base_keys
+    key_row = {int(j): r for r, j in enumerate(key_ids)}
+    query_row = {int(i): r for r, i in enumerate(query_ids)}
+    similarity, lengths = {}, {}
+    for i, p in pieces.items():
+        q = queries[query_row[i]]
+        sims = [float(keys[key_row[j]] @ q) if j in key_row else 0.0 for j in p]
+        similarity[i] = torch.tensor(sims)
+        lengths[i] = torch.tensor([len(ctx.base.surfaces[j] or b"") for j in p])
+    return subword.weighted(
+        pieces, similarity, lengths, ctx.n_new, ctx.base_rows, ctx.options.local_temperature
+    )
+
+
+def global_knn(ctx: Context) -> Mixture:
+    """Nearest base tokens in text-embedding space, searched among tokens of the same word
+    position: the embedder cannot tell " Haus" from "Haus", the language model can."""
+    query_ids, queries = ctx.new_queries
+    key_ids, keys = ctx.base_keys
+    o = ctx.options
+    out = Mixture.empty(ctx.n_new, ctx.base_rows)
+    q_start = torch.tensor(
+        [_starts_word(ctx.new.surfaces[int(i)]) for i in query_ids], dtype=torch.bool
+    )
+    k_start = torch.tensor(
+        [_starts_word(ctx.base.surfaces[int(j)]) for j in key_ids], dtype=torch.bool
+    )
+    for flag in (True, False):
+        qm, km = q_start == flag, k_start == flag
+        out = out + knn.knn(
+            queries[qm],
+            query_ids[qm],
+            keys[km],
+            key_ids[km],
+            ctx.n_new,
+            ctx.base_rows,
+            o.k,
+            o.temperature,
+            o.threshold,
+        )
+    return out
+
+
+@register("copy")
+def _copy(ctx: Context) -> Prediction:
+    """Only exact copies; every other new token gets the mean row."""
+    return MixturePrediction(Mixture.empty(ctx.n_new, ctx.base_rows))
+
+
+@register("mean")
+def _mean(ctx: Context) -> Prediction:
+    return _copy(ctx)  # the fallback for undefined tokens *is* the mean
+
+
+@register("gaussian")
+def _gaussian(ctx: Context) -> Prediction:
+    return GaussianPrediction(ctx.todo, ctx.options.seed)
+
+
+@register("subword")
+def _subword(ctx: Context) -> Prediction:
+    return MixturePrediction(subword.fvt(ctx.pieces, ctx.n_new, ctx.base_rows))
+
+
+@register("subword-weighted")
+def _subword_weighted(ctx: Context) -> Prediction:
+    return MixturePrediction(local_weighted(ctx))
+
+
+@register("knn")
+def _knn(ctx: Context) -> Prediction:
+    return MixturePrediction(global_knn(ctx))
+
+
+@register("hybrid")
+def _hybrid(ctx: Context) -> Prediction:
+    return MixturePrediction(
+        hybrid.hybrid(local_weighted(ctx), global_knn(ctx), ctx.options.weight)
+    )
+
+
+@register("omp")
+def _omp(ctx: Context) -> Prediction:
+    if ctx.donor is None:
+        raise InputError("method 'omp' needs --donor: a model that already uses the new tokenizer")
+    donor = ctx.donor
+    donor_by_surface = donor.vocab.by_surface()
+    n_donor = donor.embeddings.shape[0]
+
+    def donor_id(i: int) -> int | None:
+        j = donor_by_surface.get(ctx.new.surfaces[i])  # type: ignore[arg-type]
+        return j if j is not None and j < n_donor else None
+
+    shared = [(d, b) for n, b in ctx.alignment.copies.items() if (d := donor_id(n)) is not None]
+    todo = [(n, d) for n in ctx.alignment.predict if (d := donor_id(n)) is not None]
+    if not shared:
+        raise InputError("the donor shares no tokens with the base model; OMP has nothing to use")
+    shared_donor = torch.tensor([d for d, _ in shared])
+    shared_base = torch.tensor([b for _, b in shared])
+    new_ids = torch.tensor([n for n, _ in todo], dtype=torch.long)
+    donor_rows = donor.embeddings[torch.tensor([d for _, d in todo], dtype=torch.long)]
+    mixture = omp.omp_mixture(
+        new_ids,
+        donor_rows,
+        donor.embeddings[shared_donor],
+        shared_base,
+        ctx.n_new,
+        ctx.base_rows,
+        ctx.options.omp_k,
+    )
+    return MixturePrediction(mixture)

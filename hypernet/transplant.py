@@ -1,0 +1,342 @@
+"""Orchestration: base model + new tokenizer -> a checkpoint that speaks the new tokenizer.
+
+resolve -> align vocabularies -> predict rows -> write the checkpoint -> evaluate -> report.
+Callers (the CLI, the service's worker) pass a progress callback and a cancel check; the cancel
+check is consulted between stages, and the output folder only appears once everything is done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from transformers import PreTrainedTokenizerFast
+
+from . import evaluate as ev
+from .errors import Cancelled, InputError
+from .heuristics.mean import mean
+from .io import Checkpoint, atomic_folder, open_checkpoint, write_weights
+from .methods import Context, Donor, MethodOptions, get_method
+from .models import cache_root, load_tokenizer, resolve_model, resolve_tokenizer
+from .vocab import Alignment, Decomposer, Vocab, align, load_vocab
+
+Progress = Callable[[str, float], None]
+
+
+@dataclass
+class TransplantRequest:
+    model: str  # folder, hub id, or a bundled name such as smollm2-135m
+    tokenizer: str  # folder, tokenizer.json file, or hub id
+    out: Path
+    method: str = "hybrid"
+    options: dict = field(default_factory=dict)
+    donor: str | None = None  # a model that already speaks the new tokenizer (for omp)
+    eval_text: Path | None = None
+    eval_bytes: int | None = None  # evaluate on at most this many bytes of eval_text
+    embedder: Path | None = None  # text-embedding model for the global heuristic
+
+
+@dataclass
+class Report:
+    method: str
+    options: dict
+    base_model: str
+    tokenizer: str
+    tied: bool
+    base_tokenizer: dict
+    new_tokenizer: dict
+    vocab: dict
+    timings: dict[str, float] = field(default_factory=dict)
+    eval: dict | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class _Stages:
+    """Times each stage, reports progress, and honours cancellation between stages."""
+
+    def __init__(self, progress: Progress | None, cancelled: Callable[[], bool] | None) -> None:
+        self.progress = progress or (lambda stage, fraction: None)
+        self.cancelled = cancelled or (lambda: False)
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[Callable[[float], None]]:
+        if self.cancelled():
+            raise Cancelled(f"cancelled before {name}")
+        start = time.perf_counter()
+        self.progress(name, 0.0)
+        yield lambda fraction: self.progress(name, fraction)
+        self.timings[name] = round(time.perf_counter() - start, 3)
+        self.progress(name, 1.0)
+
+
+def _tokenizer_summary(vocab: Vocab) -> dict:
+    return {
+        "family": vocab.family,
+        "size": len(vocab),
+        "specials": {vocab.tokens[i]: r for i, r in sorted(vocab.special_roles.items())},
+        "normalization": vocab.notes(),
+    }
+
+
+def assemble(
+    base: Tensor, alignment: Alignment, predicted: Tensor, defined: Tensor, special_ids: list[int]
+) -> tuple[Tensor, int]:
+    """New matrix: copies and specials from `base`, predicted rows where defined, the mean of
+    the base rows elsewhere; unmatched specials get the mean of the base special rows.
+    Returns the matrix and how many rows fell back to a mean."""
+    n_new, d = predicted.shape
+    assert base.ndim == 2 and base.shape[1] == d
+    out = torch.where(defined.unsqueeze(1), predicted, mean(base, 1).expand(n_new, d))
+    pairs = {**alignment.copies, **alignment.specials}
+    if pairs:
+        new_ids = torch.tensor(list(pairs), dtype=torch.long)
+        out[new_ids] = base[torch.tensor(list(pairs.values()), dtype=torch.long)].float()
+    if alignment.unmatched_specials:
+        pool = base[special_ids] if special_ids else base
+        out[alignment.unmatched_specials] = mean(pool, 1).expand(
+            len(alignment.unmatched_specials), d
+        )
+    fallback = set(alignment.predict) - set(torch.nonzero(defined).flatten().tolist())
+    return out, len(fallback) + len(alignment.unmatched_specials)
+
+
+def _chat_template(
+    base_tok: PreTrainedTokenizerFast, new_tok: PreTrainedTokenizerFast, base: Vocab, new: Vocab
+) -> str | None:
+    """The new tokenizer's template, or the base one with special spellings swapped by role."""
+    if new_tok.chat_template:
+        return new_tok.chat_template
+    template = base_tok.chat_template
+    if not template or not isinstance(template, str):
+        return None
+    new_by_role = {r: new.tokens[i] for i, r in sorted(new.special_roles.items(), reverse=True)}
+    for i, role in base.special_roles.items():
+        spelled = base.tokens[i]
+        if role in new_by_role and spelled not in new_tok.get_vocab():
+            template = template.replace(spelled, new_by_role[role])
+    return template
+
+
+def _write_configs(ckpt: Checkpoint, tok: PreTrainedTokenizerFast, out: Path, tied: bool) -> None:
+    config = dict(ckpt.config)
+    config["vocab_size"] = len(tok)
+    config["tie_word_embeddings"] = tied
+    ids = {
+        "bos_token_id": tok.bos_token_id,
+        "eos_token_id": tok.eos_token_id,
+        "pad_token_id": tok.pad_token_id,
+    }
+    config.update(ids)
+    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    generation_file = ckpt.path / "generation_config.json"
+    generation = json.loads(generation_file.read_text()) if generation_file.is_file() else {}
+    generation.update({k: v for k, v in ids.items() if v is not None})
+    (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+
+
+def _eval_shares(tok: PreTrainedTokenizerFast, text: str, alignment: Alignment) -> dict:
+    """Of the eval text's tokens under the new tokenizer: how many have copied vs predicted rows."""
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    copied = set(alignment.copies) | set(alignment.specials)
+    n_copied = sum(1 for i in ids if i in copied)
+    return {
+        "tokens": len(ids),
+        "copied_share": round(n_copied / max(1, len(ids)), 4),
+        "predicted_share": round(1 - n_copied / max(1, len(ids)), 4),
+    }
+
+
+def _baseline_eval(model_dir: Path, text: str, progress: Callable[[float], None]) -> dict:
+    """The base model's own score on `text`; cached, since every transplant compares with it."""
+    key = hashlib.sha256()
+    for name in ("config.json", "tokenizer.json"):
+        file = model_dir / name
+        key.update(file.read_bytes() if file.is_file() else b"")
+    for file in sorted(model_dir.glob("*.safetensors")):
+        key.update(f"{file.name}:{file.stat().st_size}:{file.stat().st_mtime_ns}".encode())
+    key.update(text.encode())
+    cache = cache_root() / "evals" / f"{key.hexdigest()[:32]}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    result = ev.evaluate_folder(model_dir, text, progress=progress).to_dict()
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(result))
+    return result
+
+
+def transplant(
+    request: TransplantRequest,
+    progress: Progress | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> Report:
+    """Run a whole transplant; returns the report also written into the checkpoint."""
+    stages = _Stages(progress, cancelled)
+    options = MethodOptions.from_dict(request.options)
+    method = get_method(request.method)
+    text = None
+    if request.eval_text is not None:
+        text = ev.read_eval_text(Path(request.eval_text), request.eval_bytes)
+        if not text:
+            raise InputError(f"eval text {request.eval_text} is empty")
+    if Path(request.out).exists():
+        raise InputError(f"{request.out} already exists; choose a new --out or remove it")
+
+    with stages.stage("resolve"):
+        model_dir = resolve_model(request.model)
+        ckpt = open_checkpoint(model_dir)
+        base_tok = load_tokenizer(model_dir)
+        new_tok = load_tokenizer(resolve_tokenizer(request.tokenizer))
+        donor = None
+        if request.donor is not None:
+            donor_dir = resolve_model(request.donor)
+            donor_ckpt = open_checkpoint(donor_dir)
+            donor = Donor(
+                load_vocab(load_tokenizer(donor_dir)), donor_ckpt.read(donor_ckpt.input_name)
+            )
+
+    with stages.stage("align"):
+        base_vocab, new_vocab = load_vocab(base_tok), load_vocab(new_tok)
+        matrices = {"input": ckpt.read(ckpt.input_name)}
+        if ckpt.output_name is not None:
+            matrices["output"] = ckpt.read(ckpt.output_name)
+        base_rows = min(matrices["input"].shape[0], len(base_vocab))
+        alignment = align(base_vocab, new_vocab, base_rows)
+
+    with stages.stage("predict") as tick:
+        ctx = Context(
+            base_vocab,
+            new_vocab,
+            alignment,
+            Decomposer(base_tok, base_vocab, base_rows),
+            base_rows,
+            options,
+            request.embedder,
+            donor,
+            lambda stage, f: tick(f),
+        )
+        prediction = method(ctx)
+        defined = prediction.defined & ctx.todo
+        specials = [i for i in base_vocab.special_ids() if i < base_rows]
+        new_matrices, fallbacks = {}, 0
+        for name, matrix in matrices.items():
+            usable = matrix[:base_rows]
+            rows = prediction.rows(name, usable)
+            new_matrices[name], fallbacks = assemble(usable, alignment, rows, defined, specials)
+
+    vocab_report = alignment.summary(len(new_vocab))
+    vocab_report["mean_fallback"] = fallbacks
+    report = Report(
+        method=request.method,
+        options=asdict(options),
+        base_model=request.model,
+        tokenizer=request.tokenizer,
+        tied=ckpt.tied,
+        base_tokenizer=_tokenizer_summary(base_vocab),
+        new_tokenizer=_tokenizer_summary(new_vocab),
+        vocab=vocab_report,
+    )
+    with atomic_folder(Path(request.out)) as tmp:
+        with stages.stage("write") as tick:
+            replaced = {ckpt.input_name: new_matrices["input"]}
+            if ckpt.output_name is not None:
+                replaced[ckpt.output_name] = new_matrices["output"]
+            write_weights(ckpt, tmp, replaced, progress=tick)
+            _write_configs(ckpt, new_tok, tmp, ckpt.tied)
+            new_tok.chat_template = _chat_template(base_tok, new_tok, base_vocab, new_vocab)
+            new_tok.save_pretrained(tmp)
+        if text is not None:
+            with stages.stage("evaluate") as tick:
+                before = _baseline_eval(model_dir, text, lambda f: tick(f / 2))
+                after = ev.evaluate_folder(tmp, text, progress=lambda f: tick(0.5 + f / 2))
+                report.eval = {
+                    "text": str(request.eval_text),
+                    "bytes": after.bytes,
+                    "before": before,
+                    "after": after.to_dict(),
+                    "ratio": round(after.bits_per_byte / before["bits_per_byte"], 4),
+                    **_eval_shares(new_tok, text, alignment),
+                }
+        if stages.cancelled():
+            raise Cancelled("cancelled before the checkpoint was kept")
+        report.timings = stages.timings
+        (tmp / "transplant_report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        (tmp / "README.md").write_text(model_card(report))
+    return report
+
+
+def model_card(report: Report) -> str:
+    """The checkpoint's README.md: where it came from and what quality it kept."""
+    v = report.vocab
+    lines = [
+        "---",
+        "library_name: transformers",
+        "tags: [tokengraft, tokenizer-transplant]",
+        "---",
+        "",
+        f"# {report.base_model} with a new tokenizer",
+        "",
+        f"Embeddings for the tokenizer `{report.tokenizer}` were predicted zero-shot with "
+        f"tokengraft's `{report.method}` method from `{report.base_model}`. No weights other "
+        "than the embedding matrices changed.",
+        "",
+        "## Vocabulary",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| base tokenizer | {report.base_tokenizer['family']}, "
+        f"{report.base_tokenizer['size']} tokens |",
+        f"| new tokenizer | {report.new_tokenizer['family']}, "
+        f"{report.new_tokenizer['size']} tokens |",
+        f"| copied (same surface form) | {v['copied']} ({v['overlap']:.1%}) |",
+        f"| special tokens matched by role | {v['specials_by_role']} |",
+        f"| special tokens without a counterpart | {v['specials_unmatched']} |",
+        f"| predicted | {v['predicted']} |",
+        f"| fell back to the mean row | {v['mean_fallback']} |",
+        f"| tied embeddings | {report.tied} |",
+        "",
+    ]
+    notes = report.new_tokenizer["normalization"]
+    if notes:
+        lines += ["New tokenizer: " + "; ".join(notes) + ".", ""]
+    if report.eval:
+        e = report.eval
+        b, a = e["before"], e["after"]
+        lines += [
+            "## Quality",
+            "",
+            f"On {e['bytes']} bytes of `{Path(e['text']).name}` (bits per byte are comparable "
+            "across tokenizers; perplexity is not):",
+            "",
+            "| | bits per byte | tokens per byte |",
+            "|---|---|---|",
+            f"| base model, its own tokenizer | {b['bits_per_byte']:.4f} | "
+            f"{b['tokens_per_byte']:.4f} |",
+            f"| this checkpoint | {a['bits_per_byte']:.4f} | {a['tokens_per_byte']:.4f} |",
+            "",
+            f"After/before: {e['ratio']:.3f}. Of the text's tokens, {e['copied_share']:.1%} have "
+            f"copied rows and {e['predicted_share']:.1%} predicted ones.",
+            "",
+        ]
+    lines += [
+        "## Method",
+        "",
+        "```json",
+        json.dumps({"method": report.method, "options": report.options}, indent=2),
+        "```",
+        "",
+        "Stage timings (s): "
+        + ", ".join(f"{k} {t:.1f}" for k, t in report.timings.items())
+        + ".",
+        "",
+    ]
+    return "\n".join(lines)

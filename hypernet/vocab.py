@@ -1,0 +1,335 @@
+"""Vocabulary alignment across tokenizer families.
+
+Every token is reduced to its *surface form*: the bytes it stands for in text, with a leading
+space where the token starts a word. Byte-level BPE spells bytes with the GPT-2 byte map (`Ġ` is
+a space), SentencePiece writes spaces as `▁` and unknown bytes as `<0xNN>`, WordPiece marks
+word-internal pieces with `##`. Once reduced, tokens of different families compare as bytes.
+
+Special tokens have no surface form: they are matched by *role* (bos, eos, pad, unk, chat turn
+markers...), never by spelling alone.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from transformers import PreTrainedTokenizerFast
+
+from .errors import InputError
+
+BYTE_FALLBACK = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+
+# Roles that a special token can play, and the attribute names transformers uses for them.
+ROLE_ATTRIBUTES = {
+    "bos": "bos_token",
+    "eos": "eos_token",
+    "pad": "pad_token",
+    "unk": "unk_token",
+    "cls": "cls_token",
+    "sep": "sep_token",
+    "mask": "mask_token",
+}
+# When the other side has no token for a role, the closest stand-in: BERT's [CLS] opens a
+# sequence like bos, [SEP] closes it like eos, and a pad token is most often eos reused.
+ROLE_FALLBACKS = {"cls": "bos", "bos": "cls", "sep": "eos", "eos": "sep", "pad": "eos"}
+# Well-known spellings, for tokens that the tokenizer config does not name.
+SPELLED_ROLES = {
+    "<s>": "bos",
+    "</s>": "eos",
+    "<unk>": "unk",
+    "<pad>": "pad",
+    "<mask>": "mask",
+    "[CLS]": "cls",
+    "[SEP]": "sep",
+    "[UNK]": "unk",
+    "[PAD]": "pad",
+    "[MASK]": "mask",
+    "<|endoftext|>": "eos",
+    "<|begin_of_text|>": "bos",
+    "<|end_of_text|>": "eos",
+    "<|im_start|>": "turn_start",
+    "<|im_end|>": "turn_end",
+    "<|start_header_id|>": "turn_start",
+    "<|eot_id|>": "turn_end",
+    "<start_of_turn>": "turn_start",
+    "<end_of_turn>": "turn_end",
+}
+
+
+@lru_cache(maxsize=1)
+def gpt2_byte_decoder() -> dict[str, int]:
+    """The inverse of GPT-2's printable byte map (byte-level BPE spells byte b as chr(map[b]))."""
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    chars = printable[:]
+    n = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(printable, chars, strict=True)}
+
+
+@lru_cache(maxsize=1)
+def gpt2_byte_encoder() -> dict[int, str]:
+    return {b: c for c, b in gpt2_byte_decoder().items()}
+
+
+@dataclass
+class Vocab:
+    """One tokenizer's tokens as surface bytes, plus its special tokens by role."""
+
+    tokens: list[str]  # raw token strings, by id
+    surfaces: list[bytes | None]  # surface bytes by id; None for special tokens
+    family: str  # byte_level | sentencepiece | wordpiece | other
+    special_roles: dict[int, str] = field(default_factory=dict)  # id -> role
+    lowercase: bool = False  # the normalizer lowercases text before tokenizing
+    strip_accents: bool = False
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def by_surface(self) -> dict[bytes, int]:
+        """Surface form -> lowest id with that form."""
+        index: dict[bytes, int] = {}
+        for i, s in enumerate(self.surfaces):
+            if s is not None and s not in index:
+                index[s] = i
+        return index
+
+    def special_ids(self) -> list[int]:
+        return sorted(self.special_roles)
+
+    def notes(self) -> list[str]:
+        """What the report should say about this tokenizer's normalization."""
+        out = []
+        if self.lowercase:
+            out.append("lowercases text: cased forms share one token")
+        if self.strip_accents:
+            out.append("strips accents: accented forms share one token")
+        return out
+
+
+def _components(spec: dict | None) -> list[dict]:
+    """Flatten a tokenizer.json normalizer/pre-tokenizer/decoder, Sequences included."""
+    if not spec:
+        return []
+    if spec.get("type") == "Sequence":
+        items = spec.get("normalizers") or spec.get("pretokenizers") or spec.get("decoders") or []
+        return [c for item in items for c in _components(item)]
+    return [spec]
+
+
+def detect_family(spec: dict) -> str:
+    """Tell the tokenizer family from its tokenizer.json (the `backend_tokenizer` JSON)."""
+    model = spec.get("model") or {}
+    parts = _components(spec.get("pre_tokenizer")) + _components(spec.get("decoder"))
+    kinds = {p.get("type") for p in parts}
+    if "ByteLevel" in kinds:
+        return "byte_level"
+    if model.get("type") == "WordPiece":
+        return "wordpiece"
+    if "Metaspace" in kinds or model.get("byte_fallback") or model.get("type") == "Unigram":
+        return "sentencepiece"
+    if any(p.get("type") == "Replace" and "▁" in json.dumps(p) for p in parts):
+        return "sentencepiece"
+    return "other"
+
+
+def _normalizer_flags(spec: dict) -> tuple[bool, bool]:
+    lowercase = strip = False
+    for part in _components(spec.get("normalizer")):
+        kind = part.get("type")
+        if kind == "Lowercase":
+            lowercase = True
+        elif kind == "StripAccents":
+            strip = True
+        elif kind == "BertNormalizer":
+            lowercase = lowercase or bool(part.get("lowercase"))
+            accents = part.get("strip_accents")
+            strip = strip or bool(part.get("lowercase") if accents is None else accents)
+    return lowercase, strip
+
+
+def surface(token: str, family: str, continuing_prefix: str = "##") -> bytes:
+    """The bytes a (non-special) token stands for, with a leading space if it starts a word."""
+    if family == "byte_level":
+        decoder = gpt2_byte_decoder()
+        if all(c in decoder for c in token):
+            return bytes(decoder[c] for c in token)
+        return token.encode()  # an added token spelled in plain text
+    if family == "sentencepiece":
+        m = BYTE_FALLBACK.match(token)
+        if m:
+            return bytes([int(m.group(1), 16)])
+        return token.replace("▁", " ").encode()
+    if family == "wordpiece":
+        if continuing_prefix and token.startswith(continuing_prefix) and token != continuing_prefix:
+            return token[len(continuing_prefix) :].encode()
+        return b" " + token.encode()
+    return token.encode()
+
+
+def _special_roles(tokenizer: PreTrainedTokenizerFast) -> dict[int, str]:
+    """Roles of special and added-special tokens: from the config first, then by spelling."""
+    roles: dict[int, str] = {}
+    for role, attr in ROLE_ATTRIBUTES.items():
+        token = getattr(tokenizer, attr, None)
+        if token is None:
+            continue
+        tid = tokenizer.convert_tokens_to_ids(str(token))
+        if isinstance(tid, int) and tid >= 0 and tid not in roles:
+            roles[tid] = role
+    for tid, added in tokenizer.added_tokens_decoder.items():
+        if not added.special or tid in roles or BYTE_FALLBACK.match(added.content):
+            continue  # byte-fallback pieces <0xNN> are text, however they were registered
+        roles[tid] = SPELLED_ROLES.get(added.content, f"token:{added.content}")
+    return roles
+
+
+def load_vocab(tokenizer: PreTrainedTokenizerFast) -> Vocab:
+    """Surface forms and special roles of every id of a fast tokenizer."""
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    family = detect_family(spec)
+    size = len(tokenizer)
+    if size == 0:
+        raise InputError("tokenizer has an empty vocabulary")
+    id_to_token = {i: t for t, i in tokenizer.get_vocab().items()}
+    tokens = [id_to_token.get(i, "") for i in range(size)]
+    prefix = (spec.get("model") or {}).get("continuing_subword_prefix") or "##"
+    roles = _special_roles(tokenizer)
+    surfaces: list[bytes | None] = []
+    for i, tok in enumerate(tokens):
+        if i in roles or not tok:
+            surfaces.append(None)
+        elif i in tokenizer.added_tokens_decoder and not BYTE_FALLBACK.match(tok):
+            surfaces.append(tok.encode())  # added, not special: plain text
+        else:
+            surfaces.append(surface(tok, family, prefix))
+    lowercase, strip = _normalizer_flags(spec)
+    return Vocab(tokens, surfaces, family, roles, lowercase, strip)
+
+
+@dataclass
+class Alignment:
+    """Which new tokens take an existing row as is."""
+
+    copies: dict[int, int]  # new id -> base id, same surface form
+    specials: dict[int, int]  # new id -> base id, same role or spelling
+    unmatched_specials: list[int]  # new special ids with no counterpart in the base model
+    predict: list[int]  # new ids that need an embedding predicted
+
+    def summary(self, n_new: int) -> dict[str, float | int]:
+        return {
+            "new_vocab_size": n_new,
+            "copied": len(self.copies),
+            "specials_by_role": len(self.specials),
+            "specials_unmatched": len(self.unmatched_specials),
+            "predicted": len(self.predict),
+            "overlap": round(len(self.copies) / max(1, n_new), 4),
+        }
+
+
+def align(base: Vocab, new: Vocab, base_rows: int) -> Alignment:
+    """Match new tokens to base tokens: by surface form, special tokens by spelling then role.
+
+    `base_rows` is the number of embedding rows; base ids at or beyond it have no row to copy.
+    """
+    base_by_surface = {s: i for s, i in base.by_surface().items() if i < base_rows}
+    copies: dict[int, int] = {}
+    predict: list[int] = []
+    for i, s in enumerate(new.surfaces):
+        if s is None:
+            continue
+        j = base_by_surface.get(s)
+        if j is None:
+            predict.append(i)
+        else:
+            copies[i] = j
+    base_special_by_token = {base.tokens[i]: i for i in base.special_roles if i < base_rows}
+    base_by_role: dict[str, int] = {}
+    for i, role in sorted(base.special_roles.items()):
+        if i < base_rows:
+            base_by_role.setdefault(role, i)
+    specials: dict[int, int] = {}
+    unmatched: list[int] = []
+    for i, role in sorted(new.special_roles.items()):
+        j = base_special_by_token.get(new.tokens[i])
+        if j is None:
+            j = base_by_role.get(role)
+        if j is None and role in ROLE_FALLBACKS:
+            j = base_by_role.get(ROLE_FALLBACKS[role])
+        if j is None:
+            unmatched.append(i)
+        else:
+            specials[i] = j
+    # A special token whose role is unknown but whose spelling is ordinary text (e.g. an
+    # added token "<code>") still has a surface form worth decomposing.
+    for i in list(unmatched):
+        if new.tokens[i].encode() in base_by_surface:
+            specials[i] = base_by_surface[new.tokens[i].encode()]
+            unmatched.remove(i)
+    return Alignment(copies, specials, unmatched, predict)
+
+
+class Decomposer:
+    """Split any byte string into base-tokenizer pieces, bypassing its pre-tokenizer.
+
+    A new token's surface is not ordinary text (it may be a fragment of a UTF-8 character, or
+    start with a space), so it goes straight to the base tokenizer's model in that model's own
+    spelling: GPT-2 bytes for byte-level BPE, `▁` and `<0xNN>` for SentencePiece.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerFast, vocab: Vocab, rows: int) -> None:
+        self.model = tokenizer.backend_tokenizer.model
+        self.backend = tokenizer.backend_tokenizer
+        self.vocab = vocab
+        self.rows = rows
+        self.byte_ids = self._byte_ids(tokenizer)
+
+    def _byte_ids(self, tokenizer: PreTrainedTokenizerFast) -> dict[int, int]:
+        """Base id of each single byte, where the base vocabulary has one."""
+        out: dict[int, int] = {}
+        for i, s in enumerate(self.vocab.surfaces):
+            if s is not None and len(s) == 1 and i < self.rows:
+                out.setdefault(s[0], i)
+        return out
+
+    def __call__(self, text: bytes) -> list[int]:
+        family = self.vocab.family
+        if family == "byte_level":
+            ids = self._tokenize_model(self._gpt2_spelling(text))
+        elif family == "sentencepiece":
+            ids = self._sentencepiece(text)
+        else:
+            ids = self._encode_text(text)
+        return [i for i in ids if i < self.rows]
+
+    def _tokenize_model(self, spelled: str) -> list[int]:
+        return [t.id for t in self.model.tokenize(spelled)] if spelled else []
+
+    @staticmethod
+    def _gpt2_spelling(text: bytes) -> str:
+        encoder = gpt2_byte_encoder()
+        return "".join(encoder[b] for b in text)
+
+    def _sentencepiece(self, text: bytes) -> list[int]:
+        try:
+            decoded = text.decode()
+        except UnicodeDecodeError:  # a fragment of a character: spell it byte by byte
+            return [self.byte_ids[b] for b in text if b in self.byte_ids]
+        return self._tokenize_model(decoded.replace(" ", "▁"))
+
+    def _encode_text(self, text: bytes) -> list[int]:
+        """WordPiece and others: run the full pipeline on the text (lossy for fragments)."""
+        decoded = text.decode(errors="replace")
+        if self.vocab.lowercase:
+            decoded = decoded.lower()
+        return self.backend.encode(decoded, add_special_tokens=False).ids

@@ -1,0 +1,1 @@
+"""tokengraft's command line and (later) HTTP service around the hypernet library."""

@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hypernet.heuristics import gaussian, hybrid, knn, mean, omp, subword
+from hypernet.heuristics.copy import copy
+from hypernet.heuristics.mixture import Mixture
+
+
+@pytest.fixture
+def base() -> torch.Tensor:
+    torch.manual_seed(0)
+    return torch.randn(10, 4)
+
+
+def test_copy_takes_rows_verbatim(base: torch.Tensor) -> None:
+    rows = copy({0: 3, 2: 7}, n_new=3, n_base=10).apply(base)
+    assert rows.shape == (3, 4)
+    assert torch.equal(rows[0], base[3]) and torch.equal(rows[2], base[7])
+    assert torch.equal(rows[1], torch.zeros(4))
+
+
+def test_mixture_checks_shapes(base: torch.Tensor) -> None:
+    m = copy({0: 3}, n_new=2, n_base=10)
+    with pytest.raises(AssertionError):
+        m.apply(base[:5])
+    with pytest.raises(AssertionError):
+        Mixture.one_hot({5: 0}, n_new=2, n_base=10)
+
+
+def test_fvt_is_the_mean_of_pieces(base: torch.Tensor) -> None:
+    m = subword.fvt({0: [1, 2, 3], 1: [], 2: [4]}, n_new=3, n_base=10)
+    rows = m.apply(base)
+    assert torch.allclose(rows[0], base[[1, 2, 3]].mean(0))
+    assert torch.allclose(rows[2], base[4])
+    assert m.defined.tolist() == [True, False, True]
+
+
+def test_weighted_prefers_similar_and_longer_pieces(base: torch.Tensor) -> None:
+    pieces = {0: [1, 2]}
+    m = subword.weighted(
+        pieces, {0: torch.tensor([0.9, 0.1])}, {0: torch.tensor([3, 3])}, 1, 10, temperature=0.1
+    )
+    w = m.weights.tolist()
+    assert w[0] > 0.99 and abs(sum(w) - 1) < 1e-6
+    m = subword.weighted(
+        pieces, {0: torch.tensor([0.5, 0.5])}, {0: torch.tensor([1, 3])}, 1, 10, temperature=1.0
+    )
+    assert m.weights.tolist() == pytest.approx([0.25, 0.75])
+
+
+def test_knn_finds_the_nearest_key_and_respects_threshold() -> None:
+    keys = torch.nn.functional.normalize(torch.eye(4)[:3] + 0.01, dim=1)
+    queries = torch.nn.functional.normalize(torch.tensor([[1.0, 0.05, 0, 0], [0, 0, 0, 1.0]]))
+    m = knn.knn(
+        queries, torch.tensor([5, 6]), keys, torch.tensor([7, 8, 9]), n_new=7, n_base=10,
+        k=2, temperature=0.01, threshold=0.5,
+    )
+    assert m.defined.nonzero().flatten().tolist() == [5]  # query 6 has no key above 0.5
+    assert m.cols.tolist() == [7] and m.weights.tolist() == pytest.approx([1.0])
+
+
+def test_hybrid_mixes_where_both_exist_and_falls_back(base: torch.Tensor) -> None:
+    local = copy({0: 1, 1: 2}, 3, 10)
+    global_ = copy({0: 3, 2: 4}, 3, 10)
+    rows = hybrid.hybrid(local, global_, w=0.25).apply(base)
+    assert torch.allclose(rows[0], 0.75 * base[1] + 0.25 * base[3])
+    assert torch.allclose(rows[1], base[2]) and torch.allclose(rows[2], base[4])
+
+
+def test_mean_and_gaussian_baselines(base: torch.Tensor) -> None:
+    assert torch.allclose(mean.mean(base, 3), base.mean(0).expand(3, 4))
+    big = torch.randn(5000, 3) @ torch.tensor([[2.0, 0, 0], [1, 1, 0], [0, 0, 0.5]]) + 3
+    draws = gaussian.gaussian(big, 20000, seed=1)
+    assert draws.shape == (20000, 3)
+    assert torch.allclose(draws.mean(0), big.mean(0), atol=0.1)
+    assert torch.allclose(torch.cov(draws.T), torch.cov(big.T), atol=0.15)
+    assert torch.equal(draws, gaussian.gaussian(big, 20000, seed=1))
+
+
+def test_omp_recovers_a_sparse_combination() -> None:
+    torch.manual_seed(0)
+    dictionary = torch.randn(50, 16)
+    target = 2.0 * dictionary[3] - 0.5 * dictionary[17]
+    chosen, coefs = omp.omp(target.unsqueeze(0), dictionary, k=2)
+    assert sorted(chosen[0].tolist()) == [3, 17]
+    got = dict(zip(chosen[0].tolist(), coefs[0].tolist(), strict=True))
+    assert got[3] == pytest.approx(2.0, abs=1e-4) and got[17] == pytest.approx(-0.5, abs=1e-4)
+
+
+def test_omp_mixture_applies_donor_coefficients_to_base_rows() -> None:
+    torch.manual_seed(0)
+    donor_shared = torch.randn(20, 64)
+    base = torch.randn(30, 5)
+    shared_base_ids = torch.arange(10, 30)
+    donor_new = (donor_shared[2] + donor_shared[5]).unsqueeze(0)
+    m = omp.omp_mixture(torch.tensor([1]), donor_new, donor_shared, shared_base_ids, 2, 30, k=2)
+    rows = m.apply(base)
+    assert torch.allclose(rows[1], base[12] + base[15], atol=1e-4)

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import tiny
+
+from hypernet.vocab import Decomposer, align, gpt2_byte_decoder, load_vocab, surface
+
+
+def test_gpt2_byte_map_is_a_bijection_over_bytes() -> None:
+    decoder = gpt2_byte_decoder()
+    assert sorted(decoder.values()) == list(range(256))
+    assert decoder["Ġ"] == ord(" ") and decoder["Ċ"] == ord("\n")
+
+
+def test_surface_forms_per_family() -> None:
+    assert surface("Ġhello", "byte_level") == b" hello"
+    assert surface("Ã¼", "byte_level") == "ü".encode()
+    assert surface("▁hello", "sentencepiece") == b" hello"
+    assert surface("<0xC3>", "sentencepiece") == b"\xc3"
+    assert surface("##ello", "wordpiece") == b"ello"
+    assert surface("hello", "wordpiece") == b" hello"
+
+
+def test_families_and_normalizers_are_detected() -> None:
+    assert load_vocab(tiny.byte_level()).family == "byte_level"
+    assert load_vocab(tiny.sentencepiece()).family == "sentencepiece"
+    wp = load_vocab(tiny.wordpiece())
+    assert wp.family == "wordpiece"
+    assert wp.lowercase and wp.strip_accents
+    assert any("lowercases" in n for n in wp.notes())
+
+
+def test_special_tokens_have_roles_and_no_surface() -> None:
+    v = load_vocab(tiny.byte_level())
+    roles = {v.tokens[i]: r for i, r in v.special_roles.items()}
+    assert roles == {"<|im_start|>": "bos", "<|im_end|>": "eos", "<|endoftext|>": "unk"}
+    assert all(v.surfaces[i] is None for i in v.special_roles)
+    w = load_vocab(tiny.wordpiece())
+    assert {w.tokens[i]: r for i, r in w.special_roles.items()} == {
+        "[PAD]": "pad", "[UNK]": "unk", "[CLS]": "cls", "[SEP]": "sep", "[MASK]": "mask",
+    }  # fmt: skip
+
+
+def test_exact_matches_are_by_surface_across_families() -> None:
+    base = load_vocab(tiny.byte_level(vocab_size=400))
+    new = load_vocab(tiny.sentencepiece())
+    alignment = align(base, new, base_rows=len(base))
+    assert alignment.copies, "byte-level and sentencepiece vocabularies share surface forms"
+    for i, j in alignment.copies.items():
+        assert new.surfaces[i] == base.surfaces[j]
+        assert new.tokens[i] != base.tokens[j] or new.tokens[i].isascii()
+    # "▁the" (sentencepiece) and "Ġthe" (byte-level) are the same token
+    the_new = new.tokens.index("▁the")
+    assert base.tokens[alignment.copies[the_new]] == "Ġthe"
+    covered = set(alignment.copies) | set(alignment.specials) | set(alignment.predict)
+    covered |= set(alignment.unmatched_specials)
+    assert covered == set(range(len(new)))
+
+
+def test_specials_match_by_role_across_families() -> None:
+    base = load_vocab(tiny.byte_level())
+    new = load_vocab(tiny.wordpiece())
+    alignment = align(base, new, base_rows=len(base))
+    named = {new.tokens[i]: base.tokens[j] for i, j in alignment.specials.items()}
+    assert named["[CLS]"] == "<|im_start|>"  # cls -> bos
+    assert named["[SEP]"] == "<|im_end|>"  # sep -> eos
+    assert named["[UNK]"] == "<|endoftext|>"
+    assert named["[PAD]"] == "<|im_end|>"  # pad -> eos when the base has no pad role of its own
+    assert [new.tokens[i] for i in alignment.unmatched_specials] == ["[MASK]"]
+
+
+def test_base_ids_beyond_the_embedding_rows_are_not_copied() -> None:
+    tok = tiny.byte_level()
+    base = load_vocab(tok)
+    rows = len(base) - 50
+    alignment = align(base, base, base_rows=rows)
+    assert all(j < rows for j in alignment.copies.values())
+    assert len(alignment.predict) == 50
+
+
+def test_decomposer_pieces_spell_the_surface() -> None:
+    tok = tiny.byte_level()
+    vocab = load_vocab(tok)
+    split = Decomposer(tok, vocab, len(vocab))
+    for text in [" Hundehütte".encode(), "ß".encode()[:1], b"    return", "Grüße".encode()]:
+        pieces = split(text)
+        assert pieces and b"".join(vocab.surfaces[i] for i in pieces) == text
+
+
+def test_decomposer_sentencepiece_uses_byte_fallback_for_fragments() -> None:
+    tok = tiny.sentencepiece()
+    vocab = load_vocab(tok)
+    split = Decomposer(tok, vocab, len(vocab))
+    assert b"".join(vocab.surfaces[i] for i in split(b" schnelle")) == b" schnelle"
+    assert [vocab.surfaces[i] for i in split(b"\xc3")] == [b"\xc3"]
