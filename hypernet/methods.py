@@ -225,31 +225,37 @@ def _copy(ctx: Context) -> Prediction:
 
 @register("mean")
 def _mean(ctx: Context) -> Prediction:
+    """Baseline: every new token gets the mean of the base rows."""
     return _copy(ctx)  # the fallback for undefined tokens *is* the mean
 
 
 @register("gaussian")
 def _gaussian(ctx: Context) -> Prediction:
+    """Baseline: draws from a normal fitted to the base rows."""
     return GaussianPrediction(ctx.todo, ctx.options.seed)
 
 
 @register("subword")
 def _subword(ctx: Context) -> Prediction:
+    """Mean of the base pieces of each new token (FVT)."""
     return MixturePrediction(subword.fvt(ctx.pieces, ctx.n_new, ctx.base_rows))
 
 
 @register("subword-weighted")
 def _subword_weighted(ctx: Context) -> Prediction:
+    """Base pieces weighted by similarity and length (TokenAdapt local)."""
     return MixturePrediction(local_weighted(ctx))
 
 
 @register("knn")
 def _knn(ctx: Context) -> Prediction:
+    """Top-k similar base tokens in text-embedding space (global)."""
     return MixturePrediction(global_knn(ctx))
 
 
 @register("hybrid")
 def _hybrid(ctx: Context) -> Prediction:
+    """(1 - w) * weighted local + w * global; the default."""
     return MixturePrediction(
         hybrid.hybrid(local_weighted(ctx), global_knn(ctx), ctx.options.weight)
     )
@@ -257,6 +263,7 @@ def _hybrid(ctx: Context) -> Prediction:
 
 @register("omp")
 def _omp(ctx: Context) -> Prediction:
+    """OMP over shared tokens in a donor model's space (needs --donor)."""
     if ctx.donor is None:
         raise InputError("method 'omp' needs --donor: a model that already uses the new tokenizer")
     donor = ctx.donor

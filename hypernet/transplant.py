@@ -111,19 +111,31 @@ def assemble(
 
 
 def _chat_template(
-    base_tok: PreTrainedTokenizerFast, new_tok: PreTrainedTokenizerFast, base: Vocab, new: Vocab
+    base_tok: PreTrainedTokenizerFast,
+    new_tok: PreTrainedTokenizerFast,
+    base: Vocab,
+    new: Vocab,
+    alignment: Alignment,
 ) -> str | None:
-    """The new tokenizer's template, or the base one with special spellings swapped by role."""
+    """The new tokenizer's template, or the base one with each special token's spelling
+    replaced by the new token that took its role."""
     if new_tok.chat_template:
         return new_tok.chat_template
     template = base_tok.chat_template
     if not template or not isinstance(template, str):
         return None
-    new_by_role = {r: new.tokens[i] for i, r in sorted(new.special_roles.items(), reverse=True)}
-    for i, role in base.special_roles.items():
-        spelled = base.tokens[i]
-        if role in new_by_role and spelled not in new_tok.get_vocab():
-            template = template.replace(spelled, new_by_role[role])
+    def rank(i: int, j: int) -> int:  # same role first; pad only when nothing else took it
+        role = new.special_roles.get(i)
+        return 0 if role == base.special_roles.get(j) else 2 if role == "pad" else 1
+
+    takers: dict[int, int] = {}
+    for i, j in sorted(alignment.specials.items()):
+        if j not in takers or rank(i, j) < rank(takers[j], j):
+            takers[j] = i
+    new_vocab = new_tok.get_vocab()
+    for j, i in takers.items():
+        if base.tokens[j] not in new_vocab:
+            template = template.replace(base.tokens[j], new.tokens[i])
     return template
 
 
@@ -252,7 +264,9 @@ def transplant(
                 replaced[ckpt.output_name] = new_matrices["output"]
             write_weights(ckpt, tmp, replaced, progress=tick)
             _write_configs(ckpt, new_tok, tmp, ckpt.tied)
-            new_tok.chat_template = _chat_template(base_tok, new_tok, base_vocab, new_vocab)
+            new_tok.chat_template = _chat_template(
+                base_tok, new_tok, base_vocab, new_vocab, alignment
+            )
             new_tok.save_pretrained(tmp)
         if text is not None:
             with stages.stage("evaluate") as tick:

