@@ -58,13 +58,16 @@ class TextEmbedder:
     def encode_cached(
         self, texts: list[str], progress: Callable[[float], None] | None = None
     ) -> Tensor:
+        """Like `encode`, but each distinct text is embedded once and the result is cached."""
         digest = hashlib.sha256(str(self.path.resolve()).encode())
         for t in texts:
             digest.update(t.encode(errors="surrogatepass") + b"\0")
         file = cache_root() / "embeddings" / f"{digest.hexdigest()[:32]}.safetensors"
         if file.exists():
             return load_file(file)["embeddings"]
-        vectors = self.encode(texts, progress=progress)
+        unique = list(dict.fromkeys(texts))
+        position = {t: i for i, t in enumerate(unique)}
+        vectors = self.encode(unique, progress=progress)[[position[t] for t in texts]]
         file.parent.mkdir(parents=True, exist_ok=True)
         tmp = file.with_suffix(f".tmp{id(vectors)}")
         save_file({"embeddings": vectors.contiguous()}, tmp)

@@ -7,6 +7,7 @@ scored with overlapping windows so every token has context, yet each token count
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -83,6 +84,9 @@ def evaluate(
     all_ids = torch.tensor(ids, dtype=torch.long)
     n_targets = len(ids) - 1
     scored, nll = 0, 0.0
+    # Most causal LMs can skip the output layer on positions that are only context: with a
+    # large vocabulary that saves a good share of the time and most of the logits' memory.
+    trims = "logits_to_keep" in inspect.signature(model.forward).parameters
     was_training = model.training
     model.eval()
     try:
@@ -90,9 +94,14 @@ def evaluate(
             for i in range(0, len(spans), batch_size):
                 batch = spans[i : i + batch_size]  # all the same length: no padding needed
                 inputs = torch.stack([all_ids[s:e] for s, e, _ in batch]).to(model.device)
-                logits = model(input_ids=inputs).logits
+                keep = max(end - first for _, end, first in batch) + 1
+                extra = {"logits_to_keep": keep} if trims else {}
+                logits = model(input_ids=inputs, **extra).logits
+                offset = inputs.shape[1] - logits.shape[1]  # positions whose logits were skipped
                 for row, (start, end, first) in enumerate(batch):
-                    pred = logits[row, first - 1 - start : end - 1 - start].float()
+                    pred = logits[
+                        row, first - 1 - start - offset : end - 1 - start - offset
+                    ].float()
                     target = inputs[row, first - start : end - start]
                     nll += F.cross_entropy(pred, target, reduction="sum").item()
                     scored += end - first

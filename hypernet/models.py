@@ -92,7 +92,8 @@ def import_gguf(gguf_file: Path, out: Path) -> Path:
         except (OSError, ValueError, KeyError, IndexError, RuntimeError, struct.error) as e:
             raise InputError(f"cannot read GGUF file {gguf_file}: {_first_line(e)}") from e
         config = loaded.config
-        del config.quantization_config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config  # the weights are dequantized now
         config.tie_word_embeddings = (
             loaded.get_output_embeddings().weight is loaded.get_input_embeddings().weight
         )
@@ -165,6 +166,8 @@ def resolve_model(name: str) -> Path:
         return _import_cached(gguf_file, cache_root() / "models" / name)
     if path.is_file() and path.suffix == ".gguf":
         return _import_cached(path, _gguf_cache_dir(path))
+    if path.is_file():
+        raise InputError(f"model {name!r} is a file; give a model folder or a .gguf file")
     if _looks_like_path(name):
         raise InputError(f"model {name!r} not found: no such folder or .gguf file")
     folder = _hub_snapshot(name, MODEL_FILES, "model")
@@ -189,8 +192,12 @@ def resolve_tokenizer(name: str) -> Path:
     if path.is_file() and path.suffix == ".json":
         _parse_tokenizer_json(path)
         return path
-    if path.is_dir() or name in BUNDLED or path.suffix == ".gguf":
-        folder = resolve_model(name) if not path.is_dir() else path
+    if path.is_dir():
+        folder = path
+    elif name in BUNDLED or path.suffix == ".gguf":
+        folder = resolve_model(name)
+    elif path.is_file():
+        raise InputError(f"tokenizer {name!r} is neither a tokenizer.json file nor a folder")
     elif _looks_like_path(name):
         raise InputError(f"tokenizer {name!r} not found: no such file or folder")
     else:

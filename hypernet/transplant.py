@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -23,7 +24,7 @@ from . import evaluate as ev
 from .errors import Cancelled, InputError
 from .heuristics.mean import mean
 from .io import Checkpoint, atomic_folder, open_checkpoint, write_weights
-from .methods import Context, Donor, MethodOptions, get_method
+from .methods import Context, Donor, Method, MethodOptions, get_method
 from .models import cache_root, load_tokenizer, resolve_model, resolve_tokenizer
 from .vocab import Alignment, Decomposer, Vocab, align, load_vocab
 
@@ -124,6 +125,7 @@ def _chat_template(
     template = base_tok.chat_template
     if not template or not isinstance(template, str):
         return None
+
     def rank(i: int, j: int) -> int:  # same role first; pad only when nothing else took it
         role = new.special_roles.get(i)
         return 0 if role == base.special_roles.get(j) else 2 if role == "pad" else 1
@@ -186,6 +188,84 @@ def _baseline_eval(model_dir: Path, text: str, progress: Callable[[float], None]
     return result
 
 
+def load_donor(name: str) -> Donor:
+    """A model that already speaks the new tokenizer, for OMP: its vocabulary and input rows."""
+    folder = resolve_model(name)
+    ckpt = open_checkpoint(folder)
+    return Donor(load_vocab(load_tokenizer(folder)), ckpt.read(ckpt.input_name))
+
+
+@dataclass
+class Setup:
+    """A base model and a new tokenizer, aligned: everything before a method runs.
+
+    Kept apart from `transplant` so that benchmarks and tuning can try many methods and
+    options on one alignment without re-reading the model.
+    """
+
+    ckpt: Checkpoint
+    base_tok: PreTrainedTokenizerFast
+    new_tok: PreTrainedTokenizerFast
+    base_vocab: Vocab
+    new_vocab: Vocab
+    alignment: Alignment
+    matrices: dict[str, Tensor]  # "input" and, when untied, "output": usable base rows only
+    embedder: Path | None
+    donor: Donor | None
+
+    @classmethod
+    def load(
+        cls,
+        model_dir: Path,
+        new_tok: PreTrainedTokenizerFast,
+        embedder: Path | None = None,
+        donor: Donor | None = None,
+    ) -> Setup:
+        ckpt = open_checkpoint(model_dir)
+        base_tok = load_tokenizer(model_dir)
+        base_vocab, new_vocab = load_vocab(base_tok), load_vocab(new_tok)
+        matrices = {"input": ckpt.read(ckpt.input_name)}
+        if ckpt.output_name is not None:
+            matrices["output"] = ckpt.read(ckpt.output_name)
+        # Rows beyond the tokenizer are padding; ids beyond the rows have nothing to copy.
+        base_rows = min(matrices["input"].shape[0], len(base_vocab))
+        matrices = {k: m[:base_rows] for k, m in matrices.items()}
+        alignment = align(base_vocab, new_vocab, base_rows)
+        return cls(
+            ckpt, base_tok, new_tok, base_vocab, new_vocab, alignment, matrices, embedder, donor
+        )
+
+    @cached_property
+    def context(self) -> Context:
+        base_rows = self.matrices["input"].shape[0]
+        return Context(
+            self.base_vocab,
+            self.new_vocab,
+            self.alignment,
+            Decomposer(self.base_tok, self.base_vocab, base_rows),
+            base_rows,
+            MethodOptions(),
+            self.embedder,
+            self.donor,
+        )
+
+    def predict(
+        self, method: Method, options: MethodOptions, progress: Progress | None = None
+    ) -> tuple[dict[str, Tensor], int]:
+        """New matrices (same keys as `matrices`) and how many rows fell back to a mean."""
+        ctx = self.context
+        ctx.options = options
+        ctx.progress = progress or (lambda stage, fraction: None)
+        prediction = method(ctx)
+        defined = prediction.defined & ctx.todo
+        specials = [i for i in self.base_vocab.special_ids() if i < ctx.base_rows]
+        out, fallbacks = {}, 0
+        for name, matrix in self.matrices.items():
+            rows = prediction.rows(name, matrix)
+            out[name], fallbacks = assemble(matrix, self.alignment, rows, defined, specials)
+        return out, fallbacks
+
+
 def transplant(
     request: TransplantRequest,
     progress: Progress | None = None,
@@ -205,46 +285,15 @@ def transplant(
 
     with stages.stage("resolve"):
         model_dir = resolve_model(request.model)
-        ckpt = open_checkpoint(model_dir)
-        base_tok = load_tokenizer(model_dir)
+        donor = load_donor(request.donor) if request.donor is not None else None
         new_tok = load_tokenizer(resolve_tokenizer(request.tokenizer))
-        donor = None
-        if request.donor is not None:
-            donor_dir = resolve_model(request.donor)
-            donor_ckpt = open_checkpoint(donor_dir)
-            donor = Donor(
-                load_vocab(load_tokenizer(donor_dir)), donor_ckpt.read(donor_ckpt.input_name)
-            )
-
     with stages.stage("align"):
-        base_vocab, new_vocab = load_vocab(base_tok), load_vocab(new_tok)
-        matrices = {"input": ckpt.read(ckpt.input_name)}
-        if ckpt.output_name is not None:
-            matrices["output"] = ckpt.read(ckpt.output_name)
-        base_rows = min(matrices["input"].shape[0], len(base_vocab))
-        alignment = align(base_vocab, new_vocab, base_rows)
+        setup = Setup.load(model_dir, new_tok, request.embedder, donor)
+    with stages.stage("predict"):
+        new_matrices, fallbacks = setup.predict(method, options, stages.progress)
 
-    with stages.stage("predict") as tick:
-        ctx = Context(
-            base_vocab,
-            new_vocab,
-            alignment,
-            Decomposer(base_tok, base_vocab, base_rows),
-            base_rows,
-            options,
-            request.embedder,
-            donor,
-            lambda stage, f: tick(f),
-        )
-        prediction = method(ctx)
-        defined = prediction.defined & ctx.todo
-        specials = [i for i in base_vocab.special_ids() if i < base_rows]
-        new_matrices, fallbacks = {}, 0
-        for name, matrix in matrices.items():
-            usable = matrix[:base_rows]
-            rows = prediction.rows(name, usable)
-            new_matrices[name], fallbacks = assemble(usable, alignment, rows, defined, specials)
-
+    ckpt, base_tok, alignment = setup.ckpt, setup.base_tok, setup.alignment
+    base_vocab, new_vocab = setup.base_vocab, setup.new_vocab
     vocab_report = alignment.summary(len(new_vocab))
     vocab_report["mean_fallback"] = fallbacks
     report = Report(
@@ -348,9 +397,7 @@ def model_card(report: Report) -> str:
         json.dumps({"method": report.method, "options": report.options}, indent=2),
         "```",
         "",
-        "Stage timings (s): "
-        + ", ".join(f"{k} {t:.1f}" for k, t in report.timings.items())
-        + ".",
+        "Stage timings (s): " + ", ".join(f"{k} {t:.1f}" for k, t in report.timings.items()) + ".",
         "",
     ]
     return "\n".join(lines)

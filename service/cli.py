@@ -121,8 +121,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_tokenizer_train(args: argparse.Namespace) -> int:
-    from hypernet.models import resolve_model
     from hypernet.tokenizer_train import train_tokenizer
+
+    from hypernet.models import resolve_model
 
     like = resolve_model(args.like) if args.like else None
     out = train_tokenizer(
@@ -222,6 +223,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # our own bars and messages say what matters
+    hf_logging.disable_progress_bar()
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

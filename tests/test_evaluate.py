@@ -8,6 +8,7 @@ import tiny
 import torch
 import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from hypernet.errors import InputError
 from hypernet.evaluate import evaluate, evaluate_folder, read_eval_text
@@ -73,6 +74,22 @@ def test_sliding_windows_count_each_token_once(tokenizer: PreTrainedTokenizerFas
     assert 0 < full.bits_per_byte < math.inf
     assert full.tokens == len(ids) - 1 and full.bytes == n_bytes
     assert full.tokens_per_byte == full.tokens / full.bytes
+
+
+class Untrimmed(LlamaForCausalLM):
+    """A causal LM whose forward cannot skip logits, like a few architectures."""
+
+    def forward(self, input_ids: torch.Tensor) -> CausalLMOutputWithPast:
+        return super().forward(input_ids=input_ids)
+
+
+def test_models_without_logits_to_keep_score_the_same(tokenizer: PreTrainedTokenizerFast) -> None:
+    model = llama(len(tokenizer))
+    untrimmed = Untrimmed(model.config)
+    untrimmed.load_state_dict(model.state_dict())
+    a = evaluate(model, tokenizer, TEXT, window=40, stride=16, batch_size=2)
+    b = evaluate(untrimmed, tokenizer, TEXT, window=40, stride=16, batch_size=2)
+    assert a.bits_per_byte == pytest.approx(b.bits_per_byte, abs=1e-5)
 
 
 def test_uniform_model_scores_log2_vocab_per_token(tokenizer: PreTrainedTokenizerFast) -> None:

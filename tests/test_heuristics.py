@@ -54,8 +54,15 @@ def test_knn_finds_the_nearest_key_and_respects_threshold() -> None:
     keys = torch.nn.functional.normalize(torch.eye(4)[:3] + 0.01, dim=1)
     queries = torch.nn.functional.normalize(torch.tensor([[1.0, 0.05, 0, 0], [0, 0, 0, 1.0]]))
     m = knn.knn(
-        queries, torch.tensor([5, 6]), keys, torch.tensor([7, 8, 9]), n_new=7, n_base=10,
-        k=2, temperature=0.01, threshold=0.5,
+        queries,
+        torch.tensor([5, 6]),
+        keys,
+        torch.tensor([7, 8, 9]),
+        n_new=7,
+        n_base=10,
+        k=2,
+        temperature=0.01,
+        threshold=0.5,
     )
     assert m.defined.nonzero().flatten().tolist() == [5]  # query 6 has no key above 0.5
     assert m.cols.tolist() == [7] and m.weights.tolist() == pytest.approx([1.0])

@@ -46,6 +46,11 @@ def test_missing_and_unknown_models_are_input_errors(tmp_path: Path) -> None:
         resolve_model(str(tmp_path / "empty"))
     with pytest.raises(InputError, match="not found"):
         resolve_tokenizer("no-such-org/no-such-tokenizer")
+    (tmp_path / "tokenizer.model").write_bytes(b"")
+    with pytest.raises(InputError, match="is a file"):
+        resolve_model(str(tmp_path / "tokenizer.model"))
+    with pytest.raises(InputError, match="neither a tokenizer.json file nor a folder"):
+        resolve_tokenizer(str(tmp_path / "tokenizer.model"))
 
 
 def test_pickle_only_weights_are_refused(tmp_path: Path) -> None:

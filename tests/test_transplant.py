@@ -53,7 +53,10 @@ def test_tied_transplant_loads_generates_and_copies(
     tok = AutoTokenizer.from_pretrained(out)
     assert model.config.vocab_size == len(tok) == report.vocab["new_vocab_size"]
     assert model.config.tie_word_embeddings and report.tied
-    assert model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+    assert (
+        model.get_output_embeddings().weight.data_ptr()
+        == model.get_input_embeddings().weight.data_ptr()
+    )
     ids = tok("The quick brown fox", return_tensors="pt")
     generated = model.generate(**ids, max_new_tokens=5, do_sample=False)
     assert generated.shape[1] == ids["input_ids"].shape[1] + 5
@@ -106,8 +109,12 @@ def test_chat_template_follows_roles(base_tied: Path, wp_tokenizer: Path, tmp_pa
 
 
 @pytest.mark.parametrize("method", sorted(set(METHODS) - {"omp"}))
-def test_every_method_runs(method: str, base_tied: Path, sp_tokenizer: Path, tmp_path: Path) -> None:
-    report = transplant(TransplantRequest(str(base_tied), str(sp_tokenizer), tmp_path / "o", method))
+def test_every_method_runs(
+    method: str, base_tied: Path, sp_tokenizer: Path, tmp_path: Path
+) -> None:
+    report = transplant(
+        TransplantRequest(str(base_tied), str(sp_tokenizer), tmp_path / "o", method)
+    )
     w = _embeddings(tmp_path / "o")["model.embed_tokens.weight"]
     assert torch.isfinite(w).all() and w.shape[0] == report.vocab["new_vocab_size"]
 
@@ -127,13 +134,19 @@ def test_eval_report(base_tied: Path, sp_tokenizer: Path, tmp_path: Path) -> Non
     text = tmp_path / "eval.txt"
     text.write_text("\n".join(tiny.TEXT[:6]))
     report = transplant(
-        TransplantRequest(str(base_tied), str(sp_tokenizer), tmp_path / "o", "subword", eval_text=text)
+        TransplantRequest(
+            str(base_tied), str(sp_tokenizer), tmp_path / "o", "subword", eval_text=text
+        )
     )
     e = report.eval
     assert e is not None and e["bytes"] == len(text.read_bytes())
     assert e["before"]["bits_per_byte"] > 0 and e["after"]["bits_per_byte"] > 0
-    assert e["ratio"] == pytest.approx(e["after"]["bits_per_byte"] / e["before"]["bits_per_byte"], abs=1e-3)
-    assert 0 < e["copied_share"] <= 1 and e["copied_share"] + e["predicted_share"] == pytest.approx(1)
+    assert e["ratio"] == pytest.approx(
+        e["after"]["bits_per_byte"] / e["before"]["bits_per_byte"], abs=1e-3
+    )
+    assert 0 < e["copied_share"] <= 1 and e["copied_share"] + e["predicted_share"] == pytest.approx(
+        1
+    )
     assert "evaluate" in report.timings
 
 

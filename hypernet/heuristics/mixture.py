@@ -93,7 +93,9 @@ class Mixture:
             f"mixture over {self.n_base} base rows applied to {tuple(base.shape)}"
         )
         matrix = torch.sparse_coo_tensor(
-            torch.stack([self.rows, self.cols]), self.weights, (self.n_new, self.n_base),
+            torch.stack([self.rows, self.cols]),
+            self.weights,
+            (self.n_new, self.n_base),
             check_invariants=True,
         ).coalesce()
         return torch.sparse.mm(matrix, base.float())

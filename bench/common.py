@@ -1,0 +1,71 @@
+"""Shared pieces of the benchmarks: corpora, tokenizers, and measured subprocess runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CORPORA = Path(os.environ.get("TOKENGRAFT_CORPORA", REPO.parent / "shared" / "corpora"))
+OUT = REPO / "bench" / "out"
+LANGS = ("de", "es", "python", "en")
+
+
+@dataclass
+class Run:
+    """A finished child process: what it printed, its wall time, and its peak resident memory."""
+
+    stdout: str
+    seconds: float
+    peak_mb: float
+
+
+def run(args: list[str], env: dict[str, str] | None = None) -> Run:
+    """Run `tokengraft ARGS` in a fresh process; peak RSS from wait4, so it is this child's."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", *args],
+        stdout=subprocess.PIPE,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        text=True,
+    )
+    assert proc.stdout is not None
+    stdout = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"tokengraft {' '.join(args)} failed with {proc.returncode}")
+    return Run(stdout, time.perf_counter() - start, usage.ru_maxrss / 1024)
+
+
+def target_tokenizers(base: Path, vocab_size: int = 32000) -> dict[str, Path]:
+    """32k BPE tokenizers trained on each *.train.txt "like" the base model, plus MiniLM's
+    WordPiece. Trained once, kept under bench/out/."""
+    from hypernet.tokenizer_train import train_tokenizer
+
+    from hypernet.models import bundled_embedder
+
+    out: dict[str, Path] = {}
+    for lang in LANGS:
+        folder = OUT / "tokenizers" / f"{lang}-bpe-{vocab_size // 1000}k"
+        if not folder.exists():
+            train_tokenizer([CORPORA / f"{lang}.train.txt"], "bpe", vocab_size, folder, like=base)
+        out[lang] = folder
+    out["minilm"] = bundled_embedder()
+    return out
+
+
+def eval_file(target: str) -> Path:
+    """The eval text for a target tokenizer (MiniLM's WordPiece is English)."""
+    return CORPORA / f"{'en' if target == 'minilm' else target}.eval.txt"
+
+
+def write_json(path: Path, data: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")

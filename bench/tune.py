@@ -1,0 +1,97 @@
+"""Choose the heuristics' defaults by measurement, on *train* text only.
+
+Coordinate descent over the hybrid method's options: starting from the current defaults, each
+option in turn takes the value from its grid that minimises the mean bits-per-byte ratio
+(transplanted / original) over the targets, scored on a slice cut from the end of each
+`*.train.txt` (the `*.eval.txt` files are for reporting only). One model load, one alignment per
+target; only the prediction changes between trials. Writes bench/out/tune.json.
+
+    python bench/tune.py [--bytes 8000] [--targets de es python]
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, replace
+
+import torch
+from common import CORPORA, OUT, target_tokenizers, write_json
+from transformers import AutoModelForCausalLM
+
+from hypernet.evaluate import evaluate
+from hypernet.methods import MethodOptions, get_method
+from hypernet.models import load_tokenizer, resolve_model
+from hypernet.transplant import Setup
+
+GRID = {
+    "weight": [0.0, 0.15, 0.3, 0.5, 0.7],
+    "temperature": [0.02, 0.05, 0.1, 0.2],
+    "k": [4, 8, 16, 32],
+    "threshold": [0.2, 0.3, 0.4, 0.5, 0.6],
+    "local_temperature": [0.1, 0.3, 1.0, 3.0],
+}
+
+
+def train_slice(lang: str, size: int) -> str:
+    data = (CORPORA / f"{lang}.train.txt").read_bytes()[-size:]
+    return data.decode(errors="ignore").split("\n", 1)[-1]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--bytes", type=int, default=8000)
+    p.add_argument("--targets", nargs="+", default=["de", "es", "python"])
+    p.add_argument("--rounds", type=int, default=1)
+    args = p.parse_args()
+
+    base = resolve_model("smollm2-135m")
+    tokenizers = target_tokenizers(base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
+    base_tok = load_tokenizer(base)
+    original_embeddings = model.get_input_embeddings().weight.detach().clone()
+    texts = {t: train_slice(t, args.bytes) for t in args.targets}
+
+    def restore() -> None:
+        model.resize_token_embeddings(original_embeddings.shape[0])
+        model.get_input_embeddings().weight.data.copy_(original_embeddings)
+
+    originals = {t: evaluate(model, base_tok, texts[t]).bits_per_byte for t in args.targets}
+    setups = {t: Setup.load(base, load_tokenizer(tokenizers[t])) for t in args.targets}
+    method = get_method("hybrid")
+    trials: list[dict] = []
+
+    def score(options: MethodOptions) -> float:
+        ratios = {}
+        for t, setup in setups.items():
+            matrices, _ = setup.predict(method, options)
+            model.resize_token_embeddings(matrices["input"].shape[0])
+            model.get_input_embeddings().weight.data.copy_(matrices["input"])
+            bpb = evaluate(model, setup.new_tok, texts[t]).bits_per_byte
+            ratios[t] = bpb / originals[t]
+        restore()
+        mean = sum(ratios.values()) / len(ratios)
+        trials.append({"options": asdict(options), "ratios": ratios, "mean": mean})
+        print(f"{mean:.4f} {ratios} {asdict(options)}", flush=True)
+        return mean
+
+    best = MethodOptions()
+    best_score = score(best)
+    for _ in range(args.rounds):
+        for name, values in GRID.items():
+            for value in values:
+                if getattr(best, name) == value:
+                    continue
+                candidate = replace(best, **{name: value})
+                s = score(candidate)
+                if s < best_score:
+                    best, best_score = candidate, s
+    write_json(
+        OUT / "tune.json",
+        {"bytes": args.bytes, "originals": originals, "best": asdict(best),
+         "best_score": best_score, "trials": trials},
+    )  # fmt: skip
+    print(f"best mean ratio {best_score:.4f} with {asdict(best)}")
+
+
+if __name__ == "__main__":
+    main()
