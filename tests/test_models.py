@@ -125,3 +125,15 @@ def test_bundled_smollm2_converts_once_and_generates(repo_cache: Path) -> None:
     with torch.inference_mode():
         out = model.generate(**prompt, max_new_tokens=8, do_sample=False)
     assert "Paris" in tokenizer.decode(out[0, prompt["input_ids"].shape[1] :])
+
+
+@pytest.mark.usefixtures("offline")
+def test_cached_hub_id_resolves_offline(tmp_path: Path) -> None:
+    """A hub id whose snapshot is in the local hub cache works with no network."""
+    repo = tmp_path / "hub" / "models--acme--tiny-llama"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    tiny.model_dir(snapshot, tiny.byte_level())
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    assert resolve_model("acme/tiny-llama") == snapshot
+    assert (resolve_tokenizer("acme/tiny-llama") / "tokenizer.json").is_file()
