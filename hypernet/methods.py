@@ -217,16 +217,10 @@ def global_knn(ctx: Context) -> Mixture:
     return out
 
 
-@register("copy")
-def _copy(ctx: Context) -> Prediction:
-    """Only exact copies; every other new token gets the mean row."""
-    return MixturePrediction(Mixture.empty(ctx.n_new, ctx.base_rows))
-
-
 @register("mean")
 def _mean(ctx: Context) -> Prediction:
-    """Baseline: every new token gets the mean of the base rows."""
-    return _copy(ctx)  # the fallback for undefined tokens *is* the mean
+    """Baseline: copies, and the mean of the base rows for every other token."""
+    return MixturePrediction(Mixture.empty(ctx.n_new, ctx.base_rows))  # the fallback *is* the mean
 
 
 @register("gaussian")

@@ -27,7 +27,7 @@ from .vocab import ROLE_ATTRIBUTES, detect_family
 Kind = Literal["bpe", "unigram", "wordpiece"]
 KINDS = ("bpe", "unigram", "wordpiece")
 DEFAULT_SPECIALS: dict[str, dict[str, str]] = {
-    "bpe": {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>"},
+    "bpe": dict.fromkeys(("bos_token", "eos_token", "unk_token"), "<|endoftext|>"),
     "unigram": {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>"},
     "wordpiece": {
         "pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",

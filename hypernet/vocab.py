@@ -305,12 +305,23 @@ class Decomposer:
     def __call__(self, text: bytes) -> list[int]:
         family = self.vocab.family
         if family == "byte_level":
-            ids = self._tokenize_model(self._gpt2_spelling(text))
+            ids = self._byte_level(text)
         elif family == "sentencepiece":
             ids = self._sentencepiece(text)
         else:
             ids = self._encode_text(text)
         return [i for i in ids if i < self.rows]
+
+    def _byte_level(self, text: bytes) -> list[int]:
+        """Bytes the base vocabulary lacks (SmolLM2 lacks 21) are dropped, and split the text:
+        BPE must not merge across them as if they were not there."""
+        ids: list[int] = []
+        start = 0
+        for end in range(len(text) + 1):
+            if end == len(text) or text[end] not in self.byte_ids:
+                ids += self._tokenize_model(self._gpt2_spelling(text[start:end]))
+                start = end + 1
+        return ids
 
     def _tokenize_model(self, spelled: str) -> list[int]:
         return [t.id for t in self.model.tokenize(spelled)] if spelled else []

@@ -40,8 +40,9 @@ def german_bpe(tmp_path_factory: pytest.TempPathFactory, repo_cache: Path) -> Pa
 def test_hybrid_transplant_of_smollm2_beats_the_mean_baseline(
     german_bpe: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], repo_cache: Path
 ) -> None:
-    common = ["--model", "smollm2-135m", "--tokenizer", str(german_bpe), "--eval-text",
-              str(CORPORA / "de.eval.txt"), "--eval-bytes", "3000", "--json", "--quiet"]  # fmt: skip
+    text = str(CORPORA / "de.eval.txt")
+    common = ["--model", "smollm2-135m", "--tokenizer", str(german_bpe), "--eval-text", text,
+              "--eval-bytes", "3000", "--json", "--quiet"]  # fmt: skip
     hybrid = _json(capsys, ["transplant", *common, "--out", str(tmp_path / "hybrid")])
     mean = _json(capsys, ["transplant", *common, "--method", "mean", "--out", str(tmp_path / "m")])
 

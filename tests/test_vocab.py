@@ -92,3 +92,13 @@ def test_decomposer_sentencepiece_uses_byte_fallback_for_fragments() -> None:
     split = Decomposer(tok, vocab, len(vocab))
     assert b"".join(vocab.surfaces[i] for i in split(b" schnelle")) == b" schnelle"
     assert [vocab.surfaces[i] for i in split(b"\xc3")] == [b"\xc3"]
+
+
+def test_decomposer_splits_at_bytes_the_base_lacks() -> None:
+    tok = tiny.byte_level(text=["ab ab ab abab", "xyz"])  # byte 0x06 is in the alphabet...
+    vocab = load_vocab(tok)
+    rows = len(vocab)
+    split = Decomposer(tok, vocab, rows)
+    del split.byte_ids[0x06]  # ...so pretend the base lacks it, as SmolLM2 lacks 21 bytes
+    pieces = [vocab.surfaces[i] for i in split(b"a\x06b")]
+    assert pieces == [b"a", b"b"], "no piece may span the missing byte"
