@@ -254,18 +254,24 @@ def align(base: Vocab, new: Vocab, base_rows: int) -> Alignment:
         else:
             copies[i] = j
     base_special_by_token = {base.tokens[i]: i for i in base.special_roles if i < base_rows}
+    # A token may hold a role by configuration (bos_token = "<|im_start|>") and another by its
+    # well-known spelling (<|im_start|> opens a chat turn); both are worth matching on.
     base_by_role: dict[str, int] = {}
     for i, role in sorted(base.special_roles.items()):
         if i < base_rows:
             base_by_role.setdefault(role, i)
+    for i in sorted(base.special_roles):
+        if i < base_rows and base.tokens[i] in SPELLED_ROLES:
+            base_by_role.setdefault(SPELLED_ROLES[base.tokens[i]], i)
     specials: dict[int, int] = {}
     unmatched: list[int] = []
     for i, role in sorted(new.special_roles.items()):
+        spelled_role = SPELLED_ROLES.get(new.tokens[i])
+        candidates = [role, spelled_role, ROLE_FALLBACKS.get(role)]
         j = base_special_by_token.get(new.tokens[i])
-        if j is None:
-            j = base_by_role.get(role)
-        if j is None and role in ROLE_FALLBACKS:
-            j = base_by_role.get(ROLE_FALLBACKS[role])
+        for candidate in candidates:
+            if j is None and candidate is not None:
+                j = base_by_role.get(candidate)
         if j is None:
             unmatched.append(i)
         else:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 import tiny
 
 from hypernet.vocab import Decomposer, align, gpt2_byte_decoder, load_vocab, surface
@@ -102,3 +103,27 @@ def test_decomposer_splits_at_bytes_the_base_lacks() -> None:
     del split.byte_ids[0x06]  # ...so pretend the base lacks it, as SmolLM2 lacks 21 bytes
     pieces = [vocab.surfaces[i] for i in split(b"a\x06b")]
     assert pieces == [b"a", b"b"], "no piece may span the missing byte"
+
+
+def test_chat_turn_tokens_match_by_spelled_role() -> None:
+    """A Llama-3-style <|eot_id|> finds SmolLM2-style <|im_end|>, although the base config
+    names that token eos and not a turn end."""
+    base = load_vocab(tiny.byte_level())
+    new_tok = tiny.sentencepiece()
+    new_tok.add_special_tokens({"additional_special_tokens": ["<|start_header_id|>", "<|eot_id|>"]})
+    new = load_vocab(new_tok)
+    alignment = align(base, new, len(base))
+    named = {new.tokens[i]: base.tokens[j] for i, j in alignment.specials.items()}
+    assert named["<|start_header_id|>"] == "<|im_start|>"
+    assert named["<|eot_id|>"] == "<|im_end|>"
+
+
+def test_empty_vocabulary_is_an_input_error() -> None:
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    from hypernet.errors import InputError
+
+    empty = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.BPE()))
+    with pytest.raises(InputError, match="empty vocabulary"):
+        load_vocab(empty)
