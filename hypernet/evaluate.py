@@ -69,8 +69,8 @@ def evaluate(
     if window < 2 or not 1 <= stride < window:
         raise InputError(f"need window >= 2 and 1 <= stride < window, got {window}/{stride}")
     limit = getattr(model.config, "max_position_embeddings", None)
-    if limit is not None and window > limit:
-        raise InputError(f"window {window} exceeds the model's {limit} positions")
+    if limit is not None and window > limit:  # a shorter model: its own length, same overlap
+        window, stride = limit, max(1, min(stride, limit // 2))
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, got {batch_size}")
     ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]

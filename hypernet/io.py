@@ -132,12 +132,17 @@ def _find(tensors: dict[str, TensorInfo], suffixes: tuple[str, ...]) -> str | No
     return None
 
 
+def require_absent(out: Path) -> None:
+    """Outputs never overwrite: checked before any work, and again when the output is kept."""
+    if Path(out).exists():
+        raise InputError(f"{out} already exists; choose a new --out or remove it")
+
+
 @contextmanager
 def atomic_folder(out: Path) -> Iterator[Path]:
     """Yield a temp folder that becomes `out` only if the block finishes without error."""
     out = Path(out)
-    if out.exists():
-        raise InputError(f"{out} already exists; choose a new --out or remove it")
+    require_absent(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:

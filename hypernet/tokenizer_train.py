@@ -20,7 +20,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import PreTrainedTokenizerFast
 
 from .errors import InputError
-from .io import atomic_folder
+from .io import atomic_folder, require_absent
 from .models import load_tokenizer
 from .vocab import ROLE_ATTRIBUTES, detect_family
 
@@ -123,8 +123,7 @@ def train_tokenizer(
     """Train a tokenizer on `corpus` and save it (tokenizer.json + config) to `out`."""
     if kind not in KINDS:
         raise InputError(f"unknown tokenizer kind {kind!r}; choose one of {', '.join(KINDS)}")
-    if Path(out).exists():
-        raise InputError(f"{out} already exists; choose a new --out or remove it")
+    require_absent(out)
     for file in corpus:
         if not Path(file).is_file() or Path(file).stat().st_size == 0:
             raise InputError(f"corpus file {file} is missing or empty")

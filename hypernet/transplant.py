@@ -23,7 +23,7 @@ from transformers import PreTrainedTokenizerFast
 from . import evaluate as ev
 from .errors import Cancelled, InputError
 from .heuristics.mean import mean
-from .io import Checkpoint, atomic_folder, open_checkpoint, write_weights
+from .io import Checkpoint, atomic_folder, open_checkpoint, require_absent, write_weights
 from .methods import Context, Donor, Method, MethodOptions, get_method
 from .models import cache_root, load_tokenizer, resolve_model, resolve_tokenizer
 from .vocab import Alignment, Decomposer, Vocab, align, load_vocab
@@ -280,8 +280,7 @@ def transplant(
         text = ev.read_eval_text(Path(request.eval_text), request.eval_bytes)
         if not text:
             raise InputError(f"eval text {request.eval_text} is empty")
-    if Path(request.out).exists():
-        raise InputError(f"{request.out} already exists; choose a new --out or remove it")
+    require_absent(request.out)
 
     with stages.stage("resolve"):
         model_dir = resolve_model(request.model)

@@ -112,7 +112,7 @@ def test_without_bos_the_first_token_is_not_scored() -> None:
 
 def test_bad_arguments_are_input_errors(tokenizer: PreTrainedTokenizerFast) -> None:
     model = llama(len(tokenizer))
-    for kw in [{"window": 8, "stride": 8}, {"window": 8, "stride": 0}, {"window": 4096}]:
+    for kw in [{"window": 8, "stride": 8}, {"window": 8, "stride": 0}, {"window": 1}]:
         with pytest.raises(InputError):
             evaluate(model, tokenizer, TEXT, **kw)
     with pytest.raises(InputError):
@@ -146,3 +146,10 @@ def test_read_eval_text_cuts_at_a_line_or_character(tmp_path: Path) -> None:
         read_eval_text(file, None)
     with pytest.raises(InputError):
         read_eval_text(tmp_path / "missing.txt", None)
+
+
+def test_window_longer_than_the_model_is_clamped(tokenizer: PreTrainedTokenizerFast) -> None:
+    model = llama(len(tokenizer))
+    model.config.max_position_embeddings = 64
+    clamped = evaluate(model, tokenizer, TEXT, window=1024, stride=512)
+    assert clamped == evaluate(model, tokenizer, TEXT, window=64, stride=32)
