@@ -6,7 +6,7 @@ option in turn takes the value from its grid that minimises the mean bits-per-by
 `*.train.txt` (the `*.eval.txt` files are for reporting only). One model load, one alignment per
 target; only the prediction changes between trials. Writes bench/out/tune.json.
 
-    python bench/tune.py [--bytes 8000] [--targets de es python]
+    python bench/tune.py [--bytes 8000] [--targets de es python] [--grid weight k ...]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ GRID = {
     "k": [4, 8, 16, 32],
     "threshold": [0.2, 0.3, 0.4, 0.5, 0.6],
     "local_temperature": [0.1, 0.3, 1.0, 3.0],
+    "keep_norm": [False, True],
 }
 
 
@@ -42,6 +43,7 @@ def main() -> None:
     p.add_argument("--bytes", type=int, default=8000)
     p.add_argument("--targets", nargs="+", default=["de", "es", "python"])
     p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--grid", nargs="+", default=list(GRID), help="options to sweep")
     args = p.parse_args()
 
     base = resolve_model("smollm2-135m")
@@ -77,8 +79,8 @@ def main() -> None:
     best = MethodOptions()
     best_score = score(best)
     for _ in range(args.rounds):
-        for name, values in GRID.items():
-            for value in values:
+        for name in args.grid:
+            for value in GRID[name]:
                 if getattr(best, name) == value:
                     continue
                 candidate = replace(best, **{name: value})
