@@ -24,12 +24,12 @@ from hypernet.models import load_tokenizer, resolve_model
 from hypernet.transplant import Setup
 
 GRID = {
-    "weight": [0.0, 0.15, 0.3, 0.5, 0.7],
-    "temperature": [0.02, 0.05, 0.1, 0.2],
-    "k": [4, 8, 16, 32],
-    "threshold": [0.2, 0.3, 0.4, 0.5, 0.6],
-    "local_temperature": [0.1, 0.3, 1.0, 3.0],
+    "weight": [0.3, 0.5, 0.7],
+    "threshold": [0.3, 0.4, 0.5],
+    "temperature": [0.02, 0.05, 0.1],
     "keep_norm": [False, True],
+    "k": [4, 8, 16],
+    "local_temperature": [0.3, 1.0],
 }
 
 

@@ -31,7 +31,7 @@ class MethodOptions:
     k: int = 8  # neighbours for the global estimate: more blurs, fewer is noisy
     temperature: float = 0.05  # softmax temperature over neighbour cosines
     threshold: float = 0.4  # neighbours below this cosine say nothing about the token
-    weight: float = 0.3  # share of the global estimate in hybrid, where both exist
+    weight: float = 0.5  # share of the global estimate in hybrid, where both exist
     local_temperature: float = 0.3  # TokenAdapt's local softmax over piece similarity
     omp_k: int = 8  # atoms per token for OMP through a donor
     keep_norm: bool = False  # rescale mixed rows to their pieces' mean norm
@@ -109,6 +109,7 @@ class Context:
         self.embedder_path = embedder_path
         self.donor = donor
         self.progress = progress or (lambda stage, fraction: None)
+        self._neighbours: tuple[int, list[tuple[Tensor, Tensor, Tensor, Tensor]]] | None = None
 
     @property
     def n_new(self) -> int:
@@ -142,6 +143,40 @@ class Context:
         return torch.tensor(ids, dtype=torch.long), vectors
 
     @cached_property
+    def piece_scores(self) -> tuple[dict[int, list[int]], dict[int, Tensor], dict[int, Tensor]]:
+        """For each new token with pieces: the pieces, their cosine with the whole token in
+        text-embedding space, and their length in bytes."""
+        pieces = {i: p for i, p in self.pieces.items() if p}
+        query_ids, queries = self.new_queries
+        key_ids, keys = self.base_keys
+        key_row = {int(j): r for r, j in enumerate(key_ids)}
+        query_row = {int(i): r for r, i in enumerate(query_ids)}
+        similarity, lengths = {}, {}
+        for i, p in pieces.items():
+            rows = torch.tensor([key_row.get(j, -1) for j in p])
+            sims = keys[rows.clamp(min=0)] @ queries[query_row[i]]
+            similarity[i] = torch.where(rows >= 0, sims, torch.zeros_like(sims))
+            lengths[i] = torch.tensor([len(self.base.surfaces[j] or b"") for j in p])
+        return pieces, similarity, lengths
+
+    def neighbours(self, k: int) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
+        """Top-k base neighbours of the new tokens, searched separately among word-initial and
+        word-internal tokens: the embedder cannot tell " Haus" from "Haus", the model can.
+        One search serves every smaller k: (sims, key positions, new ids, base ids) per part."""
+        if self._neighbours is None or self._neighbours[0] < k:
+            query_ids, queries = self.new_queries
+            key_ids, keys = self.base_keys
+            q_start = torch.tensor([_starts_word(self.new.surfaces[int(i)]) for i in query_ids])
+            k_start = torch.tensor([_starts_word(self.base.surfaces[int(j)]) for j in key_ids])
+            parts = []
+            for flag in (True, False):
+                qm, km = q_start == flag, k_start == flag
+                sims, found = knn.search(queries[qm], keys[km], k)
+                parts.append((sims, found, query_ids[qm], key_ids[km]))
+            self._neighbours = (k, parts)
+        return self._neighbours[1]
+
+    @cached_property
     def new_queries(self) -> tuple[Tensor, Tensor]:
         ids = self.alignment.predict
         texts = [token_text(self.new.surfaces[i]) for i in ids]  # type: ignore[arg-type]
@@ -173,48 +208,21 @@ def _starts_word(surface: bytes | None) -> bool:
 
 def local_weighted(ctx: Context) -> Mixture:
     """TokenAdapt's local estimate: pieces weighted by similarity to the whole token and length."""
-    pieces = {i: p for i, p in ctx.pieces.items() if p}
-    query_ids, queries = ctx.new_queries
-    key_ids, keys = ctx.base_keys
-    key_row = {int(j): r for r, j in enumerate(key_ids)}
-    query_row = {int(i): r for r, i in enumerate(query_ids)}
-    similarity, lengths = {}, {}
-    for i, p in pieces.items():
-        q = queries[query_row[i]]
-        sims = [float(keys[key_row[j]] @ q) if j in key_row else 0.0 for j in p]
-        similarity[i] = torch.tensor(sims)
-        lengths[i] = torch.tensor([len(ctx.base.surfaces[j] or b"") for j in p])
+    pieces, similarity, lengths = ctx.piece_scores
     return subword.weighted(
         pieces, similarity, lengths, ctx.n_new, ctx.base_rows, ctx.options.local_temperature
     )
 
 
 def global_knn(ctx: Context) -> Mixture:
-    """Nearest base tokens in text-embedding space, searched among tokens of the same word
-    position: the embedder cannot tell " Haus" from "Haus", the language model can."""
-    query_ids, queries = ctx.new_queries
-    key_ids, keys = ctx.base_keys
+    """Nearest base tokens in text-embedding space (see `Context.neighbours`)."""
     o = ctx.options
     out = Mixture.empty(ctx.n_new, ctx.base_rows)
-    q_start = torch.tensor(
-        [_starts_word(ctx.new.surfaces[int(i)]) for i in query_ids], dtype=torch.bool
-    )
-    k_start = torch.tensor(
-        [_starts_word(ctx.base.surfaces[int(j)]) for j in key_ids], dtype=torch.bool
-    )
-    for flag in (True, False):
-        qm, km = q_start == flag, k_start == flag
-        out = out + knn.knn(
-            queries[qm],
-            query_ids[qm],
-            keys[km],
-            key_ids[km],
-            ctx.n_new,
-            ctx.base_rows,
-            o.k,
-            o.temperature,
+    for sims, found, query_ids, key_ids in ctx.neighbours(o.k):
+        out = out + knn.mix(
+            sims, found, query_ids, key_ids, ctx.n_new, ctx.base_rows, o.k, o.temperature,
             o.threshold,
-        )
+        )  # fmt: skip
     return out
 
 

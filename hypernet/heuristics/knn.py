@@ -22,6 +22,43 @@ def _index(dim: int) -> faiss.Index:
     return index
 
 
+def search(queries: Tensor, keys: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Top-k cosine neighbours: (similarities [n, k], key positions [n, k], -1 where none)."""
+    assert queries.ndim == keys.ndim == 2 and queries.shape[1] == keys.shape[1]
+    assert k >= 1
+    if queries.shape[0] == 0 or keys.shape[0] == 0:
+        return torch.zeros(queries.shape[0], 0), torch.zeros(queries.shape[0], 0, dtype=torch.long)
+    index = _index(keys.shape[1])
+    index.add(np.ascontiguousarray(keys.float().numpy()))
+    sims, found = index.search(np.ascontiguousarray(queries.float().numpy()), min(k, len(keys)))
+    return torch.from_numpy(sims), torch.from_numpy(found).long()
+
+
+def mix(
+    sims: Tensor,
+    found: Tensor,
+    query_ids: Tensor,
+    key_ids: Tensor,
+    n_new: int,
+    n_base: int,
+    k: int,
+    temperature: float,
+    threshold: float,
+) -> Mixture:
+    """Weights from a search: the first k neighbours above `threshold`, softmax(sim / T)."""
+    assert sims.shape == found.shape and sims.shape[0] == query_ids.shape[0]
+    assert temperature > 0
+    sims, found = sims[:, :k], found[:, :k]
+    keep = (sims >= threshold) & (found >= 0)
+    logits = torch.where(keep, sims / temperature, torch.full_like(sims, -torch.inf))
+    any_kept = keep.any(dim=1)
+    weights = torch.softmax(logits[any_kept], dim=1)
+    rows = query_ids[any_kept].unsqueeze(1).expand_as(weights)
+    cols = key_ids[found[any_kept].clamp(min=0)]
+    nonzero = keep[any_kept]
+    return Mixture(n_new, n_base, rows[nonzero], cols[nonzero], weights[nonzero].float())
+
+
 def knn(
     queries: Tensor,
     query_ids: Tensor,
@@ -34,20 +71,6 @@ def knn(
     threshold: float,
 ) -> Mixture:
     """queries [n, e] for new ids query_ids [n]; keys [m, e] for base ids key_ids [m]."""
-    assert queries.ndim == keys.ndim == 2 and queries.shape[1] == keys.shape[1]
     assert query_ids.shape == (queries.shape[0],) and key_ids.shape == (keys.shape[0],)
-    assert k >= 1 and temperature > 0
-    if queries.shape[0] == 0 or keys.shape[0] == 0:
-        return Mixture.empty(n_new, n_base)
-    index = _index(keys.shape[1])
-    index.add(np.ascontiguousarray(keys.float().numpy()))
-    sims, found = index.search(np.ascontiguousarray(queries.float().numpy()), min(k, len(keys)))
-    sims_t, found_t = torch.from_numpy(sims), torch.from_numpy(found)
-    keep = (sims_t >= threshold) & (found_t >= 0)
-    logits = torch.where(keep, sims_t / temperature, torch.full_like(sims_t, -torch.inf))
-    any_kept = keep.any(dim=1)
-    weights = torch.softmax(logits[any_kept], dim=1)
-    rows = query_ids[any_kept].unsqueeze(1).expand_as(weights)
-    cols = key_ids[found_t[any_kept].clamp(min=0)]
-    nonzero = keep[any_kept]
-    return Mixture(n_new, n_base, rows[nonzero], cols[nonzero], weights[nonzero].float())
+    sims, found = search(queries, keys, k)
+    return mix(sims, found, query_ids, key_ids, n_new, n_base, k, temperature, threshold)
