@@ -7,15 +7,26 @@ A new token with no neighbour above the threshold stays undefined.
 
 from __future__ import annotations
 
-import faiss
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from torch import Tensor
 
 from .mixture import Mixture
 
+if TYPE_CHECKING:
+    import faiss
+
 
 def _index(dim: int) -> faiss.Index:
+    """An exact inner-product index; faiss is imported here, the only place that needs it."""
+    try:
+        import faiss
+    except ImportError as e:
+        raise ImportError(
+            "the knn and hybrid methods need faiss: pip install 'tokengraft[cpu]' (or [gpu])"
+        ) from e
     index = faiss.IndexFlatIP(dim)
     if torch.cuda.is_available() and hasattr(faiss, "StandardGpuResources"):
         index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
