@@ -48,7 +48,7 @@ def test_hybrid_transplant_of_smollm2_beats_the_mean_baseline(
 
     assert hybrid["method"] == "hybrid" and hybrid["tied"]
     v = hybrid["vocab"]
-    assert v["new_vocab_size"] == 8000 and v["copied"] > 3000 and v["specials_unmatched"] == 0
+    assert v["new_vocab_size"] == 8000 and v["copied"] > 2000 and v["specials_unmatched"] == 0
     e = hybrid["eval"]
     assert e["before"] == mean["eval"]["before"]
     assert 1.0 < e["before"]["bits_per_byte"] < 3.0
