@@ -27,7 +27,6 @@ GRID = {
     "weight": [0.3, 0.5, 0.7],
     "threshold": [0.3, 0.4, 0.5],
     "temperature": [0.02, 0.05, 0.1],
-    "keep_norm": [False, True],
     "k": [4, 8, 16],
     "local_temperature": [0.3, 1.0],
 }

@@ -34,7 +34,6 @@ class MethodOptions:
     weight: float = 0.5  # share of the global estimate in hybrid, where both exist
     local_temperature: float = 0.3  # TokenAdapt's local softmax over piece similarity
     omp_k: int = 8  # atoms per token for OMP through a donor
-    keep_norm: bool = False  # rescale mixed rows to their pieces' mean norm
     seed: int = 0  # for the gaussian baseline
 
     @classmethod
@@ -56,15 +55,15 @@ class Prediction(Protocol):
 
 
 class MixturePrediction:
-    def __init__(self, mixture: Mixture, keep_norm: bool = False) -> None:
-        self.mixture, self.keep_norm = mixture, keep_norm
+    def __init__(self, mixture: Mixture) -> None:
+        self.mixture = mixture
 
     @property
     def defined(self) -> Tensor:
         return self.mixture.defined
 
     def rows(self, matrix: str, base: Tensor) -> Tensor:
-        return self.mixture.apply(base, self.keep_norm)
+        return self.mixture.apply(base)
 
 
 class GaussianPrediction:
@@ -241,28 +240,26 @@ def _gaussian(ctx: Context) -> Prediction:
 @register("subword")
 def _subword(ctx: Context) -> Prediction:
     """Mean of the base pieces of each new token (FVT)."""
-    return MixturePrediction(
-        subword.fvt(ctx.pieces, ctx.n_new, ctx.base_rows), ctx.options.keep_norm
-    )
+    return MixturePrediction(subword.fvt(ctx.pieces, ctx.n_new, ctx.base_rows))
 
 
 @register("subword-weighted")
 def _subword_weighted(ctx: Context) -> Prediction:
     """Base pieces weighted by similarity and length (TokenAdapt local)."""
-    return MixturePrediction(local_weighted(ctx), ctx.options.keep_norm)
+    return MixturePrediction(local_weighted(ctx))
 
 
 @register("knn")
 def _knn(ctx: Context) -> Prediction:
     """Top-k similar base tokens in text-embedding space (global)."""
-    return MixturePrediction(global_knn(ctx), ctx.options.keep_norm)
+    return MixturePrediction(global_knn(ctx))
 
 
 @register("hybrid")
 def _hybrid(ctx: Context) -> Prediction:
     """(1 - w) * weighted local + w * global; the default."""
     mixture = hybrid.hybrid(local_weighted(ctx), global_knn(ctx), ctx.options.weight)
-    return MixturePrediction(mixture, ctx.options.keep_norm)
+    return MixturePrediction(mixture)
 
 
 @register("omp")
@@ -295,4 +292,4 @@ def _omp(ctx: Context) -> Prediction:
         ctx.base_rows,
         ctx.options.omp_k,
     )
-    return MixturePrediction(mixture, ctx.options.keep_norm)
+    return MixturePrediction(mixture)

@@ -105,13 +105,3 @@ def test_omp_mixture_applies_donor_coefficients_to_base_rows() -> None:
     m = omp.omp_mixture(torch.tensor([1]), donor_new, donor_shared, shared_base_ids, 2, 30, k=2)
     rows = m.apply(base)
     assert torch.allclose(rows[1], base[12] + base[15], atol=1e-4)
-
-
-def test_keep_norm_rescales_to_the_pieces_mean_norm() -> None:
-    base = torch.tensor([[3.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
-    m = subword.fvt({0: [0, 1]}, n_new=1, n_base=3)
-    plain = m.apply(base)
-    kept = m.apply(base, keep_norm=True)
-    assert plain.norm() < 2.0
-    assert kept.norm().item() == pytest.approx(2.0)  # (3 + 1) / 2
-    assert torch.allclose(kept / kept.norm(), plain / plain.norm())

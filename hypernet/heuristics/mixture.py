@@ -87,29 +87,15 @@ class Mixture:
             torch.cat([self.weights, other.weights]),
         )
 
-    def _matrix(self, weights: Tensor) -> Tensor:
-        return torch.sparse_coo_tensor(
-            torch.stack([self.rows, self.cols]),
-            weights,
-            (self.n_new, self.n_base),
-            check_invariants=True,
-        ).coalesce()
-
-    def apply(self, base: Tensor, keep_norm: bool = False) -> Tensor:
-        """[n_base, d] base rows -> [n_new, d] float32 rows (zeros where undefined).
-
-        Averaging shrinks vectors that point different ways; with `keep_norm` each new row is
-        rescaled to the weighted mean norm of the rows it mixes, so that as an output
-        embedding it is not systematically less likely than the tokens around it.
-        """
+    def apply(self, base: Tensor) -> Tensor:
+        """[n_base, d] base rows -> [n_new, d] float32 rows (zeros where undefined)."""
         assert base.ndim == 2 and base.shape[0] == self.n_base, (
             f"mixture over {self.n_base} base rows applied to {tuple(base.shape)}"
         )
-        base = base.float()
-        rows = torch.sparse.mm(self._matrix(self.weights), base)
-        if not keep_norm:
-            return rows
-        share = self._matrix(self.weights.abs())
-        total = torch.sparse.sum(share, dim=1).to_dense().clamp(min=1e-12).unsqueeze(1)
-        target = torch.sparse.mm(share, base.norm(dim=1, keepdim=True)) / total
-        return rows * (target / rows.norm(dim=1, keepdim=True).clamp(min=1e-12))
+        matrix = torch.sparse_coo_tensor(
+            torch.stack([self.rows, self.cols]),
+            self.weights,
+            (self.n_new, self.n_base),
+            check_invariants=True,
+        ).coalesce()
+        return torch.sparse.mm(matrix, base.float())
