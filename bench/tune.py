@@ -24,11 +24,11 @@ from hypernet.models import load_tokenizer, resolve_model
 from hypernet.transplant import Setup
 
 GRID = {
-    "weight": [0.3, 0.5, 0.7],
-    "threshold": [0.3, 0.4, 0.5],
-    "temperature": [0.02, 0.05, 0.1],
-    "k": [4, 8, 16],
-    "local_temperature": [0.3, 1.0],
+    "weight": [0.3, 0.4, 0.5, 0.6, 0.7],
+    "threshold": [0.2, 0.3, 0.4, 0.5],
+    "temperature": [0.02, 0.05, 0.1, 0.2, 0.3],
+    "k": [4, 8, 16, 32],
+    "local_temperature": [0.3, 1.0, 3.0],
 }
 
 
