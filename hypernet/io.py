@@ -37,7 +37,6 @@ DTYPES = {
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
     "U8": torch.uint8, "BOOL": torch.bool,
 }  # fmt: skip
-DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 SHARD_BYTES = 2 * 1024**3
 
 

@@ -22,6 +22,7 @@ from transformers import PreTrainedTokenizerFast
 
 from . import evaluate as ev
 from .errors import Cancelled, InputError
+from .heuristics.copy import copy
 from .heuristics.mean import mean
 from .io import Checkpoint, atomic_folder, open_checkpoint, require_absent, write_weights
 from .methods import Context, Donor, Method, MethodOptions, get_method
@@ -98,10 +99,8 @@ def assemble(
     n_new, d = predicted.shape
     assert base.ndim == 2 and base.shape[1] == d
     out = torch.where(defined.unsqueeze(1), predicted, mean(base, 1).expand(n_new, d))
-    pairs = {**alignment.copies, **alignment.specials}
-    if pairs:
-        new_ids = torch.tensor(list(pairs), dtype=torch.long)
-        out[new_ids] = base[torch.tensor(list(pairs.values()), dtype=torch.long)].float()
+    copied = copy({**alignment.copies, **alignment.specials}, n_new, base.shape[0])
+    out = torch.where(copied.defined.unsqueeze(1), copied.apply(base), out)
     if alignment.unmatched_specials:
         pool = base[special_ids] if special_ids else base
         out[alignment.unmatched_specials] = mean(pool, 1).expand(
