@@ -140,20 +140,29 @@ def _chat_template(
     return template
 
 
+def _first_id(tok: PreTrainedTokenizerFast, *attributes: str) -> int | None:
+    for attr in attributes:
+        value = getattr(tok, attr, None)
+        if value is not None:
+            return int(value)
+    return None
+
+
 def _write_configs(ckpt: Checkpoint, tok: PreTrainedTokenizerFast, out: Path, tied: bool) -> None:
     config = dict(ckpt.config)
     config["vocab_size"] = len(tok)
     config["tie_word_embeddings"] = tied
+    # A BERT-style vocabulary opens with [CLS] and closes with [SEP]: they stand in for bos/eos.
     ids = {
-        "bos_token_id": tok.bos_token_id,
-        "eos_token_id": tok.eos_token_id,
+        "bos_token_id": _first_id(tok, "bos_token_id", "cls_token_id"),
+        "eos_token_id": _first_id(tok, "eos_token_id", "sep_token_id"),
         "pad_token_id": tok.pad_token_id,
     }
     config.update(ids)
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     generation_file = ckpt.path / "generation_config.json"
     generation = json.loads(generation_file.read_text()) if generation_file.is_file() else {}
-    generation.update({k: v for k, v in ids.items() if v is not None})
+    generation.update(ids)  # the base model's ids mean other tokens now, even where None
     (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
 
 

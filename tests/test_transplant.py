@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,12 @@ def wp_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("wp")
     tiny.wordpiece().save_pretrained(path)
     return path / "tokenizer.json"  # a bare tokenizer.json file works too
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _embeddings(path: Path) -> dict[str, torch.Tensor]:
@@ -99,6 +106,11 @@ def test_untied_padded_model_predicts_head_separately(
     assert "lowercases text: cased forms share one token" in report.new_tokenizer["normalization"]
     model = AutoModelForCausalLM.from_pretrained(out)
     assert not model.config.tie_word_embeddings
+    new_tok = AutoTokenizer.from_pretrained(out)
+    assert model.config.bos_token_id == new_tok.cls_token_id  # no bos: [CLS] opens a sequence
+    assert model.config.eos_token_id == new_tok.sep_token_id
+    assert model.generation_config.eos_token_id == new_tok.sep_token_id
+    assert (out.stat().st_mode & 0o777) == 0o777 & ~_umask()
 
 
 def test_chat_template_follows_roles(base_tied: Path, wp_tokenizer: Path, tmp_path: Path) -> None:
