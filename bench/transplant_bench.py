@@ -44,13 +44,16 @@ def main() -> None:
         orig = json.loads(original.stdout)
         results.append({"target": target, "method": "original", **orig})
         print(f"{target:<7} original  bpb {orig['bits_per_byte']:.4f}", flush=True)
-        for method in args.methods:
+        # MiniLM itself speaks its WordPiece vocabulary: a real donor for OMP.
+        donor = ["--donor", str(targets[target])] if target == "minilm" else None
+        for method in args.methods + (["omp"] if donor else []):
             out = OUT / "checkpoints" / f"{target}-{method}"
             shutil.rmtree(out, ignore_errors=True)
             r = run(
                 ["transplant", "--model", str(base), "--tokenizer", str(targets[target]),
                  "--method", method, "--out", str(out), "--eval-text", str(text),
-                 "--eval-bytes", str(args.eval_bytes), "--json", "--quiet"]
+                 "--eval-bytes", str(args.eval_bytes), "--json", "--quiet",
+                 *(donor if method == "omp" and donor else [])]
             )  # fmt: skip
             report = json.loads(r.stdout)
             shutil.rmtree(out, ignore_errors=True)
@@ -73,8 +76,9 @@ def main() -> None:
                 flush=True,
             )
     write_json(OUT / "transplant.json", {"eval_bytes": args.eval_bytes, "results": results})
-    print_table(results, names, args.methods)
-    plot(results, names, args.methods)
+    methods = args.methods + (["omp"] if "minilm" in names else [])
+    print_table(results, names, methods)
+    plot(results, names, methods)
 
 
 def print_table(results: list[dict], targets: list[str], methods: list[str]) -> None:
