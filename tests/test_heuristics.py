@@ -53,17 +53,12 @@ def test_weighted_prefers_similar_and_longer_pieces(base: torch.Tensor) -> None:
 def test_knn_finds_the_nearest_key_and_respects_threshold() -> None:
     keys = torch.nn.functional.normalize(torch.eye(4)[:3] + 0.01, dim=1)
     queries = torch.nn.functional.normalize(torch.tensor([[1.0, 0.05, 0, 0], [0, 0, 0, 1.0]]))
-    m = knn.knn(
-        queries,
-        torch.tensor([5, 6]),
-        keys,
-        torch.tensor([7, 8, 9]),
-        n_new=7,
-        n_base=10,
-        k=2,
-        temperature=0.01,
-        threshold=0.5,
-    )
+    sims, found = knn.search(queries, keys, k=2)
+    assert found[0, 0] == 0 and sims.shape == (2, 2)
+    m = knn.mix(
+        sims, found, torch.tensor([5, 6]), torch.tensor([7, 8, 9]), n_new=7, n_base=10, k=2,
+        temperature=0.01, threshold=0.5,
+    )  # fmt: skip
     assert m.defined.nonzero().flatten().tolist() == [5]  # query 6 has no key above 0.5
     assert m.cols.tolist() == [7] and m.weights.tolist() == pytest.approx([1.0])
 

@@ -2,7 +2,8 @@
 
 FAISS exact inner-product search over unit vectors (cosine), on the GPU when faiss has one.
 Neighbours below `threshold` are dropped; the rest are mixed by softmax(similarity / T).
-A new token with no neighbour above the threshold stays undefined.
+A new token with no neighbour above the threshold stays undefined. The search (`search`) is
+kept apart from the weighting (`mix`) so that one search serves every k, T and threshold.
 """
 
 from __future__ import annotations
@@ -68,20 +69,3 @@ def mix(
     cols = key_ids[found[any_kept].clamp(min=0)]
     nonzero = keep[any_kept]
     return Mixture(n_new, n_base, rows[nonzero], cols[nonzero], weights[nonzero].float())
-
-
-def knn(
-    queries: Tensor,
-    query_ids: Tensor,
-    keys: Tensor,
-    key_ids: Tensor,
-    n_new: int,
-    n_base: int,
-    k: int,
-    temperature: float,
-    threshold: float,
-) -> Mixture:
-    """queries [n, e] for new ids query_ids [n]; keys [m, e] for base ids key_ids [m]."""
-    assert query_ids.shape == (queries.shape[0],) and key_ids.shape == (keys.shape[0],)
-    sims, found = search(queries, keys, k)
-    return mix(sims, found, query_ids, key_ids, n_new, n_base, k, temperature, threshold)
