@@ -29,10 +29,10 @@ class MethodOptions:
     """Knobs of the heuristics. Defaults were chosen on *.train.txt slices (bench/tune.py)."""
 
     k: int = 16  # neighbours for the global estimate: more blurs, fewer is noisy
-    temperature: float = 0.1  # softmax temperature over neighbour cosines
+    temperature: float = 0.05  # softmax temperature over neighbour cosines
     threshold: float = 0.3  # neighbours below this cosine say nothing about the token
-    weight: float = 0.5  # share of the global estimate in hybrid, where both exist
-    local_temperature: float = 1.0  # TokenAdapt's local softmax over piece similarity
+    weight: float = 0.4  # share of the global estimate in hybrid, where both exist
+    local_temperature: float = 3.0  # TokenAdapt's local softmax over piece similarity
     omp_k: int = 8  # atoms per token for OMP through a donor
     seed: int = 0  # for the gaussian baseline
 
