@@ -130,7 +130,7 @@ def evaluate_folder(
     tokenizer = load_tokenizer(model_dir)
     model = AutoModelForCausalLM.from_pretrained(
         model_dir, dtype=torch.float32, trust_remote_code=False, use_safetensors=True
-    )
+    ).to("cuda" if torch.cuda.is_available() else "cpu")
     return evaluate(
         model, tokenizer, text, window=window, stride=stride, batch_size=batch_size,
         progress=progress,
