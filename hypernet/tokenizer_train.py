@@ -1,32 +1,54 @@
 """Train BPE, Unigram or WordPiece tokenizers, optionally as drop-in replacements for a model's.
 
-With `like`, the new tokenizer keeps the base model's special tokens (same strings, first in the
-vocabulary, in the base's order), its chat template and special-token settings, and its text
-pipeline (normalizer, pre-tokenizer, decoder) when that pipeline suits the new kind:
-- bpe and unigram keep the base pipeline unless the base is WordPiece (whose `##` decoder and
-  BERT pre-tokenizer only make sense for WordPiece); then they use their own defaults;
-- wordpiece keeps a WordPiece base's pipeline, and uses BERT's otherwise.
-Byte-level pipelines start from all 256 byte symbols, so every text round-trips exactly.
+With `like`, the new tokenizer keeps what the base model was trained to expect: its special
+tokens (same strings and flags, first in the vocabulary, in the base's order), its post-processor
+(ids moved to the new vocabulary), its padding and truncation, its chat template and its
+tokenizer_config settings. The text pipeline (normalizer, pre-tokenizer, decoder) follows this
+rule, because a pipeline only fits the model kinds it was designed for:
+- bpe or unigram like a byte-level or SentencePiece-style base: the base pipeline, unchanged
+  (Unigram works on byte-level symbols as well as BPE does); byte_fallback when the base has it;
+- wordpiece like a WordPiece base: the base pipeline and its continuing-subword prefix;
+- bpe or unigram like a WordPiece base: the base normalizer (the model only ever saw, say,
+  lowercased text), then the kind's own pre-tokenizer and decoder as without `like`;
+- wordpiece like any other base: BERT's pipeline, but cased and with accents kept, as the base
+  model distinguishes them.
+Without `like`, bpe is GPT-2-style byte-level, unigram is SentencePiece-style (Metaspace with
+byte_fallback) and wordpiece is bert-base-uncased-style.
+
+Every byte stays encodable: byte-level pipelines start from all 256 byte symbols, byte_fallback
+pipelines hold the 256 `<0xNN>` pieces right after the special tokens, as Llama's do.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import (
+    AddedToken,
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
 from transformers import PreTrainedTokenizerFast
 
 from .errors import InputError
 from .io import atomic_folder, require_absent
 from .models import load_tokenizer
-from .vocab import ROLE_ATTRIBUTES, detect_family
+from .vocab import BYTE_FALLBACK, ROLE_ATTRIBUTES, detect_family
 
 Kind = Literal["bpe", "unigram", "wordpiece"]
-KINDS = ("bpe", "unigram", "wordpiece")
-DEFAULT_SPECIALS: dict[str, dict[str, str]] = {
+KINDS: tuple[str, ...] = get_args(Kind)
+BYTE_PIECES = [f"<0x{b:02X}>" for b in range(256)]
+BYTE_PIECE_SCORE = -1e6  # Unigram: never prefer a byte piece over real pieces for literal text
+DEFAULT_ROLES: dict[str, dict[str, str]] = {
     "bpe": dict.fromkeys(("bos_token", "eos_token", "unk_token"), "<|endoftext|>"),
     "unigram": {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>"},
     "wordpiece": {
@@ -34,81 +56,307 @@ DEFAULT_SPECIALS: dict[str, dict[str, str]] = {
         "mask_token": "[MASK]",
     },
 }  # fmt: skip
-CONFIG_KEYS = ("chat_template", "model_max_length", "clean_up_tokenization_spaces")
+# tokenizer_config.json keys copied only when the base's config sets them (transformers 5 no
+# longer saves the add_* flags; the post-processor carries their effect, the keys document it).
+RAW_CONFIG_KEYS = ("add_bos_token", "add_eos_token")
+BASE_ATTRIBUTES = (
+    "model_max_length", "clean_up_tokenization_spaces", "padding_side", "truncation_side",
+    "model_input_names",
+)  # fmt: skip
+
+
+def _json(component: Any) -> dict[str, Any]:
+    return json.loads(component.__getstate__())
+
+
+def _components(node: dict | None) -> list[dict]:
+    """Leaves of a pipeline component, Sequences opened."""
+    if not node:
+        return []
+    if node.get("type") == "Sequence":
+        items = next((v for v in node.values() if isinstance(v, list)), [])
+        return [leaf for item in items for leaf in _components(item)]
+    return [node]
+
+
+@dataclass
+class _Recipe:
+    """Everything that decides how the new tokenizer is built, before any corpus is read."""
+
+    kind: Kind
+    normalizer: dict | None
+    pre_tokenizer: dict | None
+    decoder: dict | None
+    byte_fallback: bool = False
+    roles: dict[str, str] = field(default_factory=dict)  # e.g. bos_token -> "<s>"
+    specials: list[AddedToken] = field(default_factory=list)
+    extra_specials: list[str] = field(default_factory=list)  # transformers' extra_special_tokens
+    post_processor: dict | None = None
+    padding: dict | None = None
+    truncation: dict | None = None
+    config: dict[str, Any] = field(default_factory=dict)  # extra tokenizer_config.json entries
+    wordpiece: dict[str, Any] = field(default_factory=dict)  # continuing prefix, max chars
+
+    @property
+    def byte_level(self) -> bool:
+        return any(c.get("type") == "ByteLevel" for c in _components(self.pre_tokenizer))
+
+    @property
+    def alphabet(self) -> list[str]:
+        return pre_tokenizers.ByteLevel.alphabet() if self.byte_level else []
+
+    @property
+    def byte_pieces(self) -> list[str]:
+        return BYTE_PIECES if self.byte_fallback else []
+
+    @property
+    def smallest_vocab(self) -> int:
+        return len(self.specials) + len(self.alphabet) + len(self.byte_pieces) + 1
+
+    def training_pre_tokenizer(self) -> dict | None:
+        """SentencePiece-style pipelines that keep text in one piece would let merges cross
+        words; train them split at `▁`, as SentencePiece itself does, and save them unchanged."""
+        pre = self.pre_tokenizer
+        if pre is None:
+            if "▁" not in json.dumps(self.normalizer, ensure_ascii=False):
+                return None  # a pipeline that never splits; trained as it will run
+            return _json(pre_tokenizers.Metaspace(prepend_scheme="never"))  # ▁ already in place
+        if pre.get("type") == "Metaspace" and not pre.get("split", True):
+            return {**pre, "split": True}
+        return pre
+
+
+def _default_recipe(kind: Kind, cased: bool = False) -> _Recipe:
+    if kind == "bpe":
+        return _Recipe(
+            kind,
+            None,
+            _json(pre_tokenizers.ByteLevel(add_prefix_space=False)),
+            _json(decoders.ByteLevel()),
+            post_processor=_json(processors.ByteLevel(trim_offsets=False)),
+        )
+    if kind == "unigram":
+        return _Recipe(
+            kind,
+            None,
+            _json(pre_tokenizers.Metaspace()),
+            _json(decoders.Sequence([decoders.ByteFallback(), decoders.Metaspace()])),
+            byte_fallback=True,
+        )
+    single = "[CLS] $A [SEP]"
+    bert = normalizers.BertNormalizer(lowercase=not cased, strip_accents=False if cased else None)
+    return _Recipe(
+        kind,
+        _json(bert),
+        _json(pre_tokenizers.BertPreTokenizer()),
+        _json(decoders.WordPiece()),
+        post_processor=_json(
+            processors.TemplateProcessing(
+                single=single,
+                pair=f"{single} $B:1 [SEP]:1",
+                special_tokens=[("[CLS]", 0), ("[SEP]", 0)],
+            )
+        ),
+    )
+
+
+def _recipe_like(kind: Kind, like: Path) -> _Recipe:
+    """The recipe for a drop-in replacement of the tokenizer in `like` (module docstring)."""
+    base = load_tokenizer(like)
+    spec = json.loads(base.backend_tokenizer.to_str())
+    model = spec.get("model") or {}
+    base_is_wordpiece = detect_family(spec) == "wordpiece"
+    if (kind == "wordpiece") == base_is_wordpiece:
+        recipe = _Recipe(
+            kind,
+            spec.get("normalizer"),
+            spec.get("pre_tokenizer"),
+            spec.get("decoder"),
+            byte_fallback=kind != "wordpiece" and bool(model.get("byte_fallback")),
+        )
+    else:
+        recipe = _default_recipe(kind, cased=True)
+        if kind != "wordpiece":
+            recipe.normalizer = spec.get("normalizer")
+    if kind == "wordpiece" and base_is_wordpiece:
+        recipe.wordpiece = {
+            "continuing_subword_prefix": model.get("continuing_subword_prefix", "##"),
+            "max_input_chars_per_word": model.get("max_input_chars_per_word", 100),
+        }
+    recipe.post_processor = spec.get("post_processor")
+    if not recipe.byte_level and recipe.post_processor:
+        recipe.post_processor = _without_byte_level(recipe.post_processor)
+    recipe.padding, recipe.truncation = spec.get("padding"), spec.get("truncation")
+    recipe.roles = {
+        attr: str(getattr(base, attr))
+        for attr in ROLE_ATTRIBUTES.values()
+        if getattr(base, attr, None) is not None
+    }
+    recipe.specials = [
+        a
+        for _, a in sorted(base.added_tokens_decoder.items())
+        if a.special and not BYTE_FALLBACK.match(a.content)
+    ]
+    recipe.extra_specials = [str(t) for t in base.extra_special_tokens]
+    config_file = Path(like) / "tokenizer_config.json"
+    raw = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    recipe.config = {k: raw[k] for k in RAW_CONFIG_KEYS if k in raw}
+    recipe.config.update({k: getattr(base, k) for k in BASE_ATTRIBUTES})
+    if base.chat_template:
+        recipe.config["chat_template"] = base.chat_template
+    return recipe
+
+
+def _without_byte_level(processor: dict) -> dict | None:
+    """ByteLevel post-processing only trims byte-level offsets; other pipelines must drop it."""
+    if processor.get("type") == "ByteLevel":
+        return None
+    if processor.get("type") == "Sequence":
+        kept = [p for p in processor.get("processors", []) if p.get("type") != "ByteLevel"]
+        return {**processor, "processors": kept} if kept else None
+    return processor
+
+
+def _retarget(node: Any, token_id: Callable[[str], int]) -> Any:
+    """A post-processor copy whose special-token ids come from `token_id`."""
+    if isinstance(node, dict):
+        out = {k: _retarget(v, token_id) for k, v in node.items()}
+        if isinstance(out.get("tokens"), list) and isinstance(out.get("ids"), list):
+            out["ids"] = [token_id(t) for t in out["tokens"]]  # TemplateProcessing
+        return out
+    if isinstance(node, list):
+        if len(node) == 2 and isinstance(node[0], str) and isinstance(node[1], int):
+            return [node[0], token_id(node[0])]  # BertProcessing / RobertaProcessing pairs
+        return [_retarget(v, token_id) for v in node]
+    return node
+
+
+def _complete_specials(recipe: _Recipe) -> None:
+    """Role tokens and the tokens the post-processor inserts are special tokens too, even where
+    the base kept them in its plain vocabulary. WordPiece, and Unigram without byte coverage,
+    fail on unseen characters unless they have an unknown token: they get one."""
+    named: list[str] = []
+    _retarget(recipe.post_processor, lambda t: named.append(t) or 0)
+    if recipe.padding:
+        named.append(recipe.padding["pad_token"])
+    covered = recipe.byte_level or recipe.byte_fallback
+    if "unk_token" not in recipe.roles and recipe.kind != "bpe" and not covered:
+        recipe.roles["unk_token"] = "[UNK]" if recipe.kind == "wordpiece" else "<unk>"
+    have = {t.content for t in recipe.specials}
+    for token in [*recipe.roles.values(), *named]:
+        if token not in have:
+            recipe.specials.append(AddedToken(token, normalized=False, special=True))
+            have.add(token)
 
 
 def _lines(corpus: list[Path], max_bytes: int | None) -> Iterator[list[str]]:
-    """Batches of lines from the corpus files, stopping after `max_bytes` bytes."""
-    seen = 0
+    """Batches of corpus lines, cut off after `max_bytes` UTF-8 bytes."""
+    left = max_bytes
     for file in corpus:
         with open(file, encoding="utf-8", errors="replace") as f:
             batch: list[str] = []
             for line in f:
-                seen += len(line.encode())
+                if left is not None:
+                    data = line.encode()
+                    if len(data) >= left:
+                        batch.append(data[:left].decode(errors="ignore"))
+                        yield batch
+                        return
+                    left -= len(data)
                 batch.append(line)
                 if len(batch) == 1000:
                     yield batch
                     batch = []
-                if max_bytes is not None and seen >= max_bytes:
-                    break
             if batch:
                 yield batch
-        if max_bytes is not None and seen >= max_bytes:
-            return
 
 
-def _pipeline(kind: Kind, base: dict | None) -> dict[str, Any]:
-    """normalizer / pre_tokenizer / decoder JSON for the new tokenizer (see module docstring)."""
-    base_family = detect_family(base) if base else None
-    keep = base is not None and ((kind == "wordpiece") == (base_family == "wordpiece"))
-    if keep:
-        assert base is not None
-        return {k: base.get(k) for k in ("normalizer", "pre_tokenizer", "decoder")}
-    if kind == "bpe":
-        parts: tuple[Any, Any, Any] = (
-            None,
-            pre_tokenizers.ByteLevel(add_prefix_space=False),
-            decoders.ByteLevel(),
-        )
-    elif kind == "unigram":
-        parts = (normalizers.NFKC(), pre_tokenizers.Metaspace(), decoders.Metaspace())
-    else:
-        parts = (
-            normalizers.BertNormalizer(lowercase=True),
-            pre_tokenizers.BertPreTokenizer(),
-            decoders.WordPiece(),
-        )
-    return {
-        key: (json.loads(part.__getstate__()) if part is not None else None)
-        for key, part in zip(("normalizer", "pre_tokenizer", "decoder"), parts, strict=True)
-    }
+def _trainer(recipe: _Recipe, vocab_size: int, progress: bool) -> trainers.Trainer:
+    specials = [*recipe.specials, *recipe.byte_pieces]
+    if recipe.kind == "bpe":
+        return trainers.BpeTrainer(
+            vocab_size=vocab_size, special_tokens=specials, initial_alphabet=recipe.alphabet,
+            show_progress=progress,
+        )  # fmt: skip
+    if recipe.kind == "unigram":
+        return trainers.UnigramTrainer(
+            vocab_size=vocab_size, special_tokens=specials, initial_alphabet=recipe.alphabet,
+            unk_token=recipe.roles.get("unk_token"), show_progress=progress,
+        )  # fmt: skip
+    return trainers.WordPieceTrainer(
+        vocab_size=vocab_size, special_tokens=specials, show_progress=progress,
+        continuing_subword_prefix=recipe.wordpiece.get("continuing_subword_prefix", "##"),
+    )  # fmt: skip
 
 
-def _empty_tokenizer(kind: Kind, pipeline: dict[str, Any], unk: str | None) -> Tokenizer:
+def _untrained(recipe: _Recipe) -> Tokenizer:
     model: models.Model
-    if kind == "bpe":
-        model = models.BPE(unk_token=None)
-    elif kind == "unigram":
+    unk = recipe.roles.get("unk_token")
+    if recipe.kind == "bpe":
+        model = models.BPE(unk_token=None if recipe.byte_level else unk)
+    elif recipe.kind == "unigram":
         model = models.Unigram()
     else:
-        model = models.WordPiece(unk_token=unk or "[UNK]")
+        model = models.WordPiece(unk_token=unk, **recipe.wordpiece)
     spec = json.loads(Tokenizer(model).to_str())
-    spec.update(pipeline)
+    spec.update(
+        normalizer=recipe.normalizer,
+        pre_tokenizer=recipe.training_pre_tokenizer(),
+        decoder=recipe.decoder,
+    )
     return Tokenizer.from_str(json.dumps(spec))
 
 
-def _remap_ids(node: Any, tok: Tokenizer) -> Any:
-    """Rewrite a post-processor's special-token ids for the new vocabulary."""
-    if isinstance(node, dict):
-        out = {k: _remap_ids(v, tok) for k, v in node.items()}
-        if isinstance(out.get("tokens"), list) and isinstance(out.get("ids"), list):
-            out["ids"] = [tok.token_to_id(t) for t in out["tokens"]]
-        return out
-    if isinstance(node, list):
-        if len(node) == 2 and isinstance(node[0], str) and isinstance(node[1], int):
-            return [node[0], tok.token_to_id(node[0])]  # RobertaProcessing's (token, id)
-        return [_remap_ids(v, tok) for v in node]
-    return node
+def _finish(recipe: _Recipe, trained: Tokenizer) -> Tokenizer:
+    """Put back what training needed changed, and move the base's ids to the new vocabulary."""
+    spec = json.loads(trained.to_str())
+    token_id = trained.token_to_id
+    spec["pre_tokenizer"] = recipe.pre_tokenizer
+    spec["post_processor"] = _retarget(recipe.post_processor, token_id)
+    spec["truncation"] = recipe.truncation
+    if recipe.padding:
+        spec["padding"] = {**recipe.padding, "pad_id": token_id(recipe.padding["pad_token"])}
+    if recipe.byte_fallback:
+        spec["model"]["byte_fallback"] = True
+        pieces = set(BYTE_PIECES)
+        spec["added_tokens"] = [t for t in spec["added_tokens"] if t["content"] not in pieces]
+        if recipe.kind == "unigram":
+            spec["model"]["vocab"] = [
+                [p, BYTE_PIECE_SCORE if p in pieces else s] for p, s in spec["model"]["vocab"]
+            ]
+    return Tokenizer.from_str(json.dumps(spec))
+
+
+def _check_corpus(corpus: list[Path]) -> list[Path]:
+    files = [Path(c) for c in corpus]
+    if not files:
+        raise InputError("no corpus files given")
+    for file in files:
+        if not file.is_file():
+            raise InputError(f"corpus file {file} not found")
+    if sum(f.stat().st_size for f in files) == 0:
+        raise InputError("the corpus is empty")
+    return files
+
+
+def _save(recipe: _Recipe, tok: Tokenizer, folder: Path) -> None:
+    """tokenizer.json, tokenizer_config.json (chat template inline) and special_tokens_map.json."""
+    # add_* flags given to the constructor would rebuild the post-processor: file only
+    raw = {k: v for k, v in recipe.config.items() if k in RAW_CONFIG_KEYS}
+    settings = {k: v for k, v in recipe.config.items() if k not in RAW_CONFIG_KEYS}
+    if recipe.extra_specials:
+        settings["extra_special_tokens"] = recipe.extra_specials
+    wrapped = PreTrainedTokenizerFast(tokenizer_object=tok, **recipe.roles, **settings)
+    wrapped.save_pretrained(folder, save_jinja_files=False)
+    config_file = folder / "tokenizer_config.json"
+    config = json.loads(config_file.read_text()) | raw
+    config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+    tokens_map: dict[str, Any] = dict(recipe.roles)
+    if recipe.extra_specials:
+        tokens_map["additional_special_tokens"] = recipe.extra_specials
+    (folder / "special_tokens_map.json").write_text(
+        json.dumps(tokens_map, indent=2, ensure_ascii=False) + "\n"
+    )
 
 
 def train_tokenizer(
@@ -120,64 +368,40 @@ def train_tokenizer(
     max_bytes: int | None = None,
     progress: bool = False,
 ) -> Path:
-    """Train a tokenizer on `corpus` and save it (tokenizer.json + config) to `out`."""
+    """Train a `kind` tokenizer of at most `vocab_size` tokens on the corpus files (streamed line
+    by line, at most `max_bytes` bytes) and save it to the new folder `out`, as a drop-in
+    replacement for the tokenizer in folder `like` when given."""
     if kind not in KINDS:
         raise InputError(f"unknown tokenizer kind {kind!r}; choose one of {', '.join(KINDS)}")
+    out = Path(out)
     require_absent(out)
-    for file in corpus:
-        if not Path(file).is_file() or Path(file).stat().st_size == 0:
-            raise InputError(f"corpus file {file} is missing or empty")
-    base_spec, settings, specials = None, dict(DEFAULT_SPECIALS[kind]), []
-    base_tok = None
+    files = _check_corpus(corpus)
+    if max_bytes is not None and max_bytes <= 0:
+        raise InputError(f"max bytes must be positive, not {max_bytes}")
     if like is not None:
-        base_tok = load_tokenizer(like)
-        base_spec = json.loads(base_tok.backend_tokenizer.to_str())
-        settings = {
-            attr: str(getattr(base_tok, attr))
-            for attr in ROLE_ATTRIBUTES.values()
-            if getattr(base_tok, attr, None) is not None
-        }
-        specials = [
-            a.content for _, a in sorted(base_tok.added_tokens_decoder.items()) if a.special
-        ]
-    for token in settings.values():
-        if token not in specials:
-            specials.append(token)
-    pipeline = _pipeline(kind, base_spec)
-    byte_level = "ByteLevel" in json.dumps(pipeline.get("pre_tokenizer"))
-    alphabet = pre_tokenizers.ByteLevel.alphabet() if byte_level else []
-    smallest = len(specials) + len(alphabet) + 1
-    if vocab_size < smallest:
-        raise InputError(f"vocab size {vocab_size} is too small: needs at least {smallest}")
-
-    tok = _empty_tokenizer(kind, pipeline, settings.get("unk_token"))
-    trainer: trainers.Trainer
-    if kind == "bpe":
-        trainer = trainers.BpeTrainer(
-            vocab_size=vocab_size, special_tokens=specials, initial_alphabet=alphabet,
-            show_progress=progress,
-        )  # fmt: skip
-    elif kind == "unigram":
-        trainer = trainers.UnigramTrainer(
-            vocab_size=vocab_size, special_tokens=specials, initial_alphabet=alphabet,
-            unk_token=settings.get("unk_token"), show_progress=progress,
-        )  # fmt: skip
+        recipe = _recipe_like(kind, like)
     else:
-        trainer = trainers.WordPieceTrainer(
-            vocab_size=vocab_size, special_tokens=specials, show_progress=progress
+        recipe = _default_recipe(kind)
+        recipe.roles = dict(DEFAULT_ROLES[kind])
+    _complete_specials(recipe)
+    if vocab_size < recipe.smallest_vocab:
+        raise InputError(
+            f"vocab size {vocab_size} is too small: needs at least {recipe.smallest_vocab} "
+            f"({len(recipe.specials)} special tokens, "
+            f"{len(recipe.alphabet) + len(recipe.byte_pieces)} byte tokens, 1 learned token)"
         )
-    tok.train_from_iterator(_lines([Path(c) for c in corpus], max_bytes), trainer)
-    if tok.get_vocab_size() <= len(specials):
-        raise InputError("the corpus produced no tokens")
-    if base_spec is not None and base_spec.get("post_processor"):
-        spec = json.loads(tok.to_str())
-        spec["post_processor"] = _remap_ids(base_spec["post_processor"], tok)
-        tok = Tokenizer.from_str(json.dumps(spec))
 
-    extra = {}
-    if base_tok is not None:
-        extra = {k: getattr(base_tok, k) for k in CONFIG_KEYS if getattr(base_tok, k, None)}
-    wrapped = PreTrainedTokenizerFast(tokenizer_object=tok, **settings, **extra)
-    with atomic_folder(Path(out)) as tmp:
-        wrapped.save_pretrained(tmp)
-    return Path(out)
+    tok = _untrained(recipe)
+    tok.train_from_iterator(_lines(files, max_bytes), _trainer(recipe, vocab_size, progress))
+    fixed = len(recipe.specials) + len(recipe.alphabet) + len(recipe.byte_pieces)
+    if tok.get_vocab_size() <= fixed:
+        raise InputError("the corpus holds no text to learn tokens from")
+    if tok.get_vocab_size() > vocab_size:
+        raise InputError(
+            f"vocab size {vocab_size} is too small for this corpus: its characters and the "
+            f"special tokens alone take {tok.get_vocab_size()} tokens"
+        )
+    tok = _finish(recipe, tok)
+    with atomic_folder(out) as tmp:
+        _save(recipe, tok, tmp)
+    return out

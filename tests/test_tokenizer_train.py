@@ -1,92 +1,262 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
 import tiny
-from transformers import AutoTokenizer
+from tokenizers import (
+    Regex,
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from hypernet.errors import InputError
 from hypernet.tokenizer_train import train_tokenizer
 
-GERMAN = "Grüße aus München! Die Straße ist schön, 🙂 und der Fluß fließt.\n"
+GERMAN = "Grüße aus München! Die Straße ist schön, 🙂 und der Fluß fließt über Äcker.\n"
+HARD = [GERMAN, "日本語 ✓ \x00\t  two  spaces \r\n", "def f(x):\n\treturn x**2  # Ünïcödé"]
+SYLLABLES = ["sch", "ei", "ün", "ge", "ber", "straß", "en", "ung", "keit", "ö", "ä", "ü", "ß", "au",
+             "mü", "chen", "der", "die", "das", "tra", "fl", "ie", "ss"]  # fmt: skip
+BYTE_LEVEL_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+SENTENCEPIECE_SPECIALS = ["<unk>", "<s>", "</s>"]
+BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+BERT_TEMPLATE = processors.TemplateProcessing(
+    single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+    special_tokens=[("[CLS]", 2), ("[SEP]", 3)],
+)  # fmt: skip
+
+
+def _pseudo_german(n_lines: int) -> list[str]:
+    rng = random.Random(0)
+    words = ["".join(rng.choices(SYLLABLES, k=rng.randint(1, 4))) for _ in range(600)]
+    return [" ".join(rng.choices(words, k=rng.randint(4, 12))).capitalize() + ".\n" for _ in
+            range(n_lines)]  # fmt: skip
+
+
+def _split_byte_level() -> PreTrainedTokenizerFast:
+    """Byte-level BPE with a chat template whose pre-tokenizer is a Split regex, then ByteLevel,
+    as Llama 3's and Qwen's are."""
+    tok = tiny.byte_level()
+    tok.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    return tok
+
+
+def _llama_style() -> PreTrainedTokenizerFast:
+    """SentencePiece BPE as Llama 2 converts: spaces normalized to ▁, no pre-tokenizer, byte
+    fallback pieces in the plain vocabulary, bos added by the post-processor."""
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.decoder = decoders.Sequence(
+        [
+            decoders.Replace("▁", " "),
+            decoders.ByteFallback(),
+            decoders.Fuse(),
+            decoders.Strip(" ", 1),
+        ]
+    )
+    pieces = [f"<0x{b:02X}>" for b in range(256)]
+    trainer = trainers.BpeTrainer(
+        vocab_size=500, special_tokens=SENTENCEPIECE_SPECIALS + pieces, show_progress=False
+    )
+    tok.train_from_iterator(tiny.TEXT, trainer)
+    spec = json.loads(tok.to_str())
+    spec["added_tokens"] = spec["added_tokens"][:3]
+    tok = Tokenizer.from_str(json.dumps(spec))
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+
+
+def _bert_style() -> PreTrainedTokenizerFast:
+    tok = tiny.wordpiece()
+    tok.backend_tokenizer.post_processor = BERT_TEMPLATE
+    return tok
+
+
+def _spec(folder: Path) -> dict:
+    return json.loads((folder / "tokenizer.json").read_text())
+
+
+def _config(folder: Path, name: str = "tokenizer_config.json") -> dict:
+    return json.loads((folder / name).read_text())
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     file = tmp_path_factory.mktemp("corpus") / "text.txt"
-    file.write_text(("\n".join(tiny.TEXT) + "\n" + GERMAN) * 20)
+    file.write_text("".join(_pseudo_german(800)) + ("\n".join(tiny.TEXT) + "\n" + GERMAN) * 5)
     return file
 
 
 @pytest.fixture(scope="module")
 def bases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = {}
-    for name, make in [("byte_level", tiny.byte_level), ("sentencepiece", tiny.sentencepiece),
-                       ("wordpiece", tiny.wordpiece)]:  # fmt: skip
+    for name, make in [("byte_level", _split_byte_level), ("sentencepiece", _llama_style),
+                       ("wordpiece", _bert_style)]:  # fmt: skip
         folder = tmp_path_factory.mktemp(name)
         make().save_pretrained(folder)
         out[name] = folder
+    config = _config(out["sentencepiece"]) | {"add_bos_token": True, "add_eos_token": False}
+    (out["sentencepiece"] / "tokenizer_config.json").write_text(json.dumps(config))
     return out
+
+
+def _specials_first(tok: PreTrainedTokenizerFast, expected: list[str]) -> None:
+    assert tok.convert_ids_to_tokens(list(range(len(expected)))) == expected
+    for i in range(len(expected)):
+        assert tok.added_tokens_decoder[i].special
 
 
 def test_bpe_like_a_byte_level_model_is_drop_in(
     corpus: Path, bases: dict[str, Path], tmp_path: Path
 ) -> None:
-    out = train_tokenizer([corpus], "bpe", 400, tmp_path / "t", like=bases["byte_level"])
+    out = train_tokenizer([corpus], "bpe", 600, tmp_path / "t", like=bases["byte_level"])
+    assert sorted(p.name for p in out.iterdir()) == [
+        "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json"
+    ]  # fmt: skip
     tok = AutoTokenizer.from_pretrained(out)
     base = AutoTokenizer.from_pretrained(bases["byte_level"])
-    assert len(tok) == 400
-    assert [tok.convert_ids_to_tokens(i) for i in range(3)] == [
-        "<|endoftext|>", "<|im_start|>", "<|im_end|>"
-    ]  # fmt: skip
-    assert (tok.bos_token, tok.eos_token, tok.pad_token) == (
-        "<|im_start|>",
-        "<|im_end|>",
-        "<|im_end|>",
-    )
-    assert tok.chat_template == base.chat_template
-    spec = json.loads((out / "tokenizer.json").read_text())
-    base_spec = json.loads((bases["byte_level"] / "tokenizer.json").read_text())
-    assert spec["pre_tokenizer"] == base_spec["pre_tokenizer"]
-    for text in [GERMAN, "日本語 ✓ \x00\t  spaces  ", "def f(x):\n\treturn x"]:
+    assert len(tok) == 600
+    _specials_first(tok, BYTE_LEVEL_SPECIALS)
+    roles = ("bos_token", "eos_token", "pad_token", "unk_token")
+    assert [getattr(tok, r) for r in roles] == ["<|im_start|>", "<|im_end|>", "<|im_end|>",
+                                                "<|endoftext|>"]  # fmt: skip
+    assert tok.all_special_tokens == base.all_special_tokens
+    config = _config(out)
+    assert config["chat_template"] == tiny.CHAT_TEMPLATE == tok.chat_template
+    assert (config["bos_token"], config["eos_token"]) == ("<|im_start|>", "<|im_end|>")
+    assert _config(out, "special_tokens_map.json")["eos_token"] == "<|im_end|>"
+    spec, base_spec = _spec(out), _spec(bases["byte_level"])
+    assert spec["pre_tokenizer"]["pretokenizers"][0]["type"] == "Split"
+    for part in ("normalizer", "pre_tokenizer", "decoder", "post_processor"):
+        assert spec[part] == base_spec[part]
+    for text in HARD:
         assert tok.decode(tok(text)["input_ids"]) == text
     assert len(tok(GERMAN)["input_ids"]) < len(base(GERMAN)["input_ids"])
+    chat = [{"role": "user", "content": "Grüß Gott"}]
+    assert tok.apply_chat_template(chat, tokenize=False) == base.apply_chat_template(
+        chat, tokenize=False
+    )
+    turn = tok("<|im_start|>user")["input_ids"]
+    assert turn[0] == tok.convert_tokens_to_ids("<|im_start|>")
+
+
+def test_bpe_like_a_sentencepiece_model_keeps_byte_fallback_and_bos(
+    corpus: Path, bases: dict[str, Path], tmp_path: Path
+) -> None:
+    out = train_tokenizer([corpus], "bpe", 700, tmp_path / "t", like=bases["sentencepiece"])
+    tok = AutoTokenizer.from_pretrained(out)
+    assert len(tok) == 700
+    _specials_first(tok, SENTENCEPIECE_SPECIALS)
+    assert tok.convert_ids_to_tokens([3, 258]) == ["<0x00>", "<0xFF>"]
+    assert len(tok.added_tokens_decoder) == 3  # byte pieces are plain vocabulary, not specials
+    spec, base_spec = _spec(out), _spec(bases["sentencepiece"])
+    assert spec["model"]["byte_fallback"] and spec["model"]["unk_token"] == "<unk>"
+    for part in ("normalizer", "pre_tokenizer", "decoder"):
+        assert spec[part] == base_spec[part]
+    assert not any("▁" in t[1:] for t in tok.get_vocab())  # trained word by word
+    assert _config(out)["add_bos_token"] is True
+    for text in HARD:
+        ids = tok(text)["input_ids"]
+        assert ids[0] == tok.bos_token_id
+        assert tok.decode(ids, skip_special_tokens=True) == text
+
+
+def test_wordpiece_like_a_bert_model_keeps_its_template(
+    corpus: Path, bases: dict[str, Path], tmp_path: Path
+) -> None:
+    out = train_tokenizer([corpus], "wordpiece", 500, tmp_path / "t", like=bases["wordpiece"])
+    tok = AutoTokenizer.from_pretrained(out)
+    assert len(tok) == 500
+    _specials_first(tok, BERT_SPECIALS)
+    spec, base_spec = _spec(out), _spec(bases["wordpiece"])
+    for part in ("normalizer", "pre_tokenizer", "decoder"):
+        assert spec[part] == base_spec[part]
+    ids = tok("Die Donaudampfschifffahrt")["input_ids"]
+    assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
+    assert any(t.startswith("##") for t in tok.convert_ids_to_tokens(ids))
+    assert tok.decode(ids, skip_special_tokens=True) == "die donaudampfschifffahrt"
 
 
 @pytest.mark.parametrize("kind", ["bpe", "unigram", "wordpiece"])
 @pytest.mark.parametrize("base", ["byte_level", "sentencepiece", "wordpiece"])
-def test_every_kind_like_every_family_loads(
+def test_every_kind_like_every_family(
     kind: str, base: str, corpus: Path, bases: dict[str, Path], tmp_path: Path
 ) -> None:
-    out = train_tokenizer([corpus], kind, 450, tmp_path / "t", like=bases[base])  # type: ignore[arg-type]
+    out = train_tokenizer([corpus], kind, 650, tmp_path / "t", like=bases[base])  # type: ignore[arg-type]
     tok = AutoTokenizer.from_pretrained(out)
     base_tok = AutoTokenizer.from_pretrained(bases[base])
-    assert len(tok) <= 450
-    for attr in ("bos_token", "eos_token", "unk_token", "cls_token", "sep_token"):
+    assert 600 <= len(tok) <= 650
+    for attr in ("bos_token", "eos_token", "unk_token", "pad_token", "cls_token", "sep_token"):
         assert getattr(tok, attr) == getattr(base_tok, attr)
-    assert tok("Der Hund")["input_ids"]
+    for token in base_tok.all_special_tokens:
+        assert tok.added_tokens_decoder[tok.convert_tokens_to_ids(token)].special
+    spec = _spec(out)
+    assert spec["model"]["type"] == {"bpe": "BPE", "unigram": "Unigram"}.get(kind, "WordPiece")
+    if kind == "wordpiece" and base != "wordpiece":
+        assert spec["pre_tokenizer"]["type"] == "BertPreTokenizer"
+        assert spec["normalizer"]["lowercase"] is False  # the base model is cased
+    elif base == "wordpiece":
+        assert spec["normalizer"] == _spec(bases[base])["normalizer"]
+    if kind != "wordpiece" and base != "wordpiece":
+        exact = HARD  # byte-level or byte-fallback: every text survives
+    else:
+        exact = [text.lower() for text in HARD] if base == "wordpiece" else []
+        exact = [t for t in exact if t.isascii()]
+    for text in exact:
+        assert tok.decode(tok(text)["input_ids"], skip_special_tokens=True) == text
 
 
-def test_wordpiece_base_keeps_its_post_processor(
-    corpus: Path, bases: dict[str, Path], tmp_path: Path
+@pytest.mark.parametrize(
+    ("kind", "specials"),
+    [("bpe", ["<|endoftext|>"]), ("unigram", SENTENCEPIECE_SPECIALS), ("wordpiece", BERT_SPECIALS)],
+)
+def test_defaults_without_a_base(
+    kind: str, specials: list[str], corpus: Path, tmp_path: Path
 ) -> None:
-    spec = json.loads((bases["wordpiece"] / "tokenizer.json").read_text())
-    spec["post_processor"] = {
-        "type": "TemplateProcessing",
-        "single": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}},
-                   {"Sequence": {"id": "A", "type_id": 0}},
-                   {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
-        "pair": [{"Sequence": {"id": "A", "type_id": 0}}],
-        "special_tokens": {"[CLS]": {"id": "[CLS]", "ids": [999], "tokens": ["[CLS]"]},
-                           "[SEP]": {"id": "[SEP]", "ids": [998], "tokens": ["[SEP]"]}},
-    }  # fmt: skip
-    (bases["wordpiece"] / "tokenizer.json").write_text(json.dumps(spec))
-    out = train_tokenizer([corpus], "wordpiece", 300, tmp_path / "t", like=bases["wordpiece"])
+    out = train_tokenizer([corpus], kind, 600, tmp_path / "t")  # type: ignore[arg-type]
     tok = AutoTokenizer.from_pretrained(out)
-    ids = tok("der hund")["input_ids"]
-    assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
+    assert len(tok) == 600
+    _specials_first(tok, specials)
+    if kind == "wordpiece":
+        ids = tok("Die Straße")["input_ids"]
+        assert (ids[0], ids[-1]) == (tok.cls_token_id, tok.sep_token_id)
+        assert tok.decode(ids, skip_special_tokens=True) == "die straße"
+        return
+    assert tok.unk_token == specials[0]
+    for text in HARD:
+        assert tok.decode(tok(text)["input_ids"]) == text
+
+
+def test_max_bytes_reads_only_the_start(corpus: Path, tmp_path: Path) -> None:
+    data = corpus.read_bytes()
+    cut = data.index(b" ", 3000)  # inside a line, between two whole characters
+    head = tmp_path / "head.txt"
+    head.write_bytes(data[:cut])
+    capped = train_tokenizer([corpus], "bpe", 5000, tmp_path / "capped", max_bytes=cut)
+    whole = train_tokenizer([head], "bpe", 5000, tmp_path / "head")
+    assert _spec(capped)["model"] == _spec(whole)["model"]
+    assert len(_spec(capped)["model"]["vocab"]) < 5000
 
 
 def test_bad_input(corpus: Path, tmp_path: Path) -> None:
@@ -94,10 +264,23 @@ def test_bad_input(corpus: Path, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="already exists"):
         train_tokenizer([corpus], "bpe", 400, tmp_path / "exists")
     (tmp_path / "empty.txt").write_text("")
-    with pytest.raises(InputError, match="missing or empty"):
+    with pytest.raises(InputError, match="corpus is empty"):
         train_tokenizer([tmp_path / "empty.txt"], "bpe", 400, tmp_path / "a")
-    with pytest.raises(InputError, match="too small"):
-        train_tokenizer([corpus], "bpe", 100, tmp_path / "b")
+    with pytest.raises(InputError, match="not found"):
+        train_tokenizer([tmp_path / "nope.txt"], "bpe", 400, tmp_path / "a")
+    with pytest.raises(InputError, match="no corpus files"):
+        train_tokenizer([], "bpe", 400, tmp_path / "a")
+    (tmp_path / "blank.txt").write_text("  \n\n\t\n")
+    with pytest.raises(InputError, match="no text"):
+        train_tokenizer([tmp_path / "blank.txt"], "wordpiece", 400, tmp_path / "a")
+    with pytest.raises(InputError, match="too small: needs at least 258"):
+        train_tokenizer([corpus], "bpe", 257, tmp_path / "a")
+    with pytest.raises(InputError, match="too small for this corpus"):
+        train_tokenizer([corpus], "wordpiece", 20, tmp_path / "a")
     with pytest.raises(InputError, match="unknown tokenizer kind"):
-        train_tokenizer([corpus], "bytes", 400, tmp_path / "c")  # type: ignore[arg-type]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.txt", "exists"]
+        train_tokenizer([corpus], "bytes", 400, tmp_path / "a")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="not found"):
+        train_tokenizer([corpus], "bpe", 400, tmp_path / "a", like=tmp_path / "no-base")
+    with pytest.raises(InputError, match="max bytes"):
+        train_tokenizer([corpus], "bpe", 400, tmp_path / "a", max_bytes=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blank.txt", "empty.txt", "exists"]
