@@ -47,9 +47,8 @@ def run(args: list[str], env: dict[str, str] | None = None) -> Run:
 def target_tokenizers(base: Path, vocab_size: int = 32000) -> dict[str, Path]:
     """32k BPE tokenizers trained on each *.train.txt "like" the base model, plus MiniLM's
     WordPiece. Trained once, kept under bench/out/."""
-    from hypernet.tokenizer_train import train_tokenizer
-
     from hypernet.models import bundled_embedder
+    from hypernet.tokenizer_train import train_tokenizer
 
     out: dict[str, Path] = {}
     for lang in LANGS:

@@ -121,9 +121,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_tokenizer_train(args: argparse.Namespace) -> int:
-    from hypernet.tokenizer_train import train_tokenizer
-
     from hypernet.models import resolve_model
+    from hypernet.tokenizer_train import train_tokenizer
 
     like = resolve_model(args.like) if args.like else None
     out = train_tokenizer(
