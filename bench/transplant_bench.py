@@ -7,6 +7,7 @@ checkpoint written, evaluation excluded) and the process's peak memory. Prints o
 bench/out/transplant.json and bench/out/transplant.png.
 
     python bench/transplant_bench.py [--eval-bytes 20000] [--methods hybrid subword ...]
+        [--hypernet DIR --methods hypernet hypernet+hybrid hybrid --name hypernet]
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ def main() -> None:
     p.add_argument("--eval-bytes", type=int, default=20000)
     p.add_argument("--methods", nargs="+", default=METHODS)
     p.add_argument("--targets", nargs="+", default=None, help="subset of de es python en minilm")
+    p.add_argument("--hypernet", help="hypernetwork folder for the hypernet* methods")
+    p.add_argument("--name", default="transplant", help="bench/out/NAME.json and NAME.png")
     args = p.parse_args()
 
     base = resolve_model("smollm2-135m")
@@ -53,7 +56,8 @@ def main() -> None:
                 ["transplant", "--model", str(base), "--tokenizer", str(targets[target]),
                  "--method", method, "--out", str(out), "--eval-text", str(text),
                  "--eval-bytes", str(args.eval_bytes), "--json", "--quiet",
-                 *(donor if method == "omp" and donor else [])]
+                 *(donor if method == "omp" and donor else []),
+                 *(["--hypernet", args.hypernet] if method.startswith("hypernet") else [])]
             )  # fmt: skip
             report = json.loads(r.stdout)
             shutil.rmtree(out, ignore_errors=True)
@@ -75,10 +79,11 @@ def main() -> None:
                 f"{row['transplant_seconds']:.1f}s {row['peak_mb']:.0f}MB",
                 flush=True,
             )
-    write_json(OUT / "transplant.json", {"eval_bytes": args.eval_bytes, "results": results})
+    summary = {"eval_bytes": args.eval_bytes, "hypernet": args.hypernet, "results": results}
+    write_json(OUT / f"{args.name}.json", summary)
     methods = args.methods + (["omp"] if "minilm" in names else [])
     print_table(results, names, methods)
-    plot(results, names, methods)
+    plot(results, names, methods, args.name)
 
 
 def print_table(results: list[dict], targets: list[str], methods: list[str]) -> None:
@@ -109,7 +114,7 @@ def print_table(results: list[dict], targets: list[str], methods: list[str]) -> 
         print(f"| {method} | " + " | ".join(cells) + " |")
 
 
-def plot(results: list[dict], targets: list[str], methods: list[str]) -> None:
+def plot(results: list[dict], targets: list[str], methods: list[str], name: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -127,7 +132,7 @@ def plot(results: list[dict], targets: list[str], methods: list[str]) -> None:
     ax.set_title("SmolLM2-135M, zero-shot tokenizer transplant")
     ax.legend(fontsize=8, ncol=3)
     fig.tight_layout()
-    fig.savefig(OUT / "transplant.png", dpi=120)
+    fig.savefig(OUT / f"{name}.png", dpi=120)
 
 
 if __name__ == "__main__":

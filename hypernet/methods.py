@@ -2,8 +2,8 @@
 
 A method only estimates the tokens in `ctx.alignment.predict`; copies and special tokens are
 settled before any method runs, and whatever a method leaves undefined falls back to the mean
-of the base rows (and is counted in the report). The hypernetwork registers here as one more
-method.
+of the base rows (and is counted in the report). The hypernetwork's methods predict rows
+directly instead of mixing base rows.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from .embedder import TextEmbedder, token_text
 from .errors import InputError
 from .heuristics import gaussian, hybrid, knn, omp, subword
 from .heuristics.mixture import Mixture
+from .predict import Predictor
 from .vocab import Alignment, Decomposer, Vocab
 
 
@@ -34,6 +35,7 @@ class MethodOptions:
     weight: float = 0.4  # share of the global estimate in hybrid, where both exist
     local_temperature: float = 3.0  # TokenAdapt's local softmax over piece similarity
     omp_k: int = 8  # atoms per token for OMP through a donor
+    hypernet_weight: float = 0.2  # share of the global estimate in hypernet+hybrid
     seed: int = 0  # for the gaussian baseline
 
     @classmethod
@@ -78,6 +80,26 @@ class GaussianPrediction:
         return gaussian.gaussian(base, self.mask.shape[0], self.seed)
 
 
+class RowsPrediction:
+    """Rows predicted directly (by the hypernetwork), optionally blended with a mixture."""
+
+    def __init__(
+        self, rows: dict[str, Tensor], mask: Tensor, blend: Mixture | None = None, w: float = 0
+    ) -> None:
+        self.predicted, self.mask, self.blend, self.w = rows, mask, blend, w
+
+    @property
+    def defined(self) -> Tensor:
+        return self.mask
+
+    def rows(self, matrix: str, base: Tensor) -> Tensor:
+        rows = self.predicted[matrix].to(base.dtype)
+        if self.blend is None:
+            return rows
+        where = self.blend.defined.unsqueeze(1)
+        return torch.where(where, (1 - self.w) * rows + self.w * self.blend.apply(base), rows)
+
+
 @dataclass
 class Donor:
     """A model that already speaks the new tokenizer: its vocabulary and input embeddings."""
@@ -100,6 +122,7 @@ class Context:
         embedder_path: Path | None = None,
         donor: Donor | None = None,
         progress: Callable[[str, float], None] | None = None,
+        hypernet: Callable[[], Predictor] | None = None,
     ) -> None:
         self.base, self.new, self.alignment = base, new, alignment
         self.decomposer = decomposer
@@ -108,6 +131,7 @@ class Context:
         self.embedder_path = embedder_path
         self.donor = donor
         self.progress = progress or (lambda stage, fraction: None)
+        self.hypernet = hypernet  # loads the hypernetwork for this base model, on first use
         self._neighbours: tuple[int, list[tuple[Tensor, Tensor, Tensor, Tensor]]] | None = None
 
     @property
@@ -127,6 +151,20 @@ class Context:
             s = self.new.surfaces[i]
             assert s is not None
             out[i] = self.decomposer(s)
+        return out
+
+    @cached_property
+    def hypernet_rows(self) -> dict[str, Tensor]:
+        """The hypernetwork's rows for every new token (zero where nothing is predicted)."""
+        if self.hypernet is None:
+            raise InputError("the hypernet methods need a hypernetwork (--hypernet DIR)")
+        predictor = self.hypernet()
+        ids = self.alignment.predict
+        rows = predictor.predict([self.new.surfaces[i] for i in ids])  # type: ignore[misc]
+        out = {}
+        for name, r in rows.items():
+            out[name] = torch.zeros(self.n_new, r.shape[1])
+            out[name][ids] = r
         return out
 
     @cached_property
@@ -260,6 +298,18 @@ def _hybrid(ctx: Context) -> Prediction:
     """(1 - w) * weighted local + w * global; the default."""
     mixture = hybrid.hybrid(local_weighted(ctx), global_knn(ctx), ctx.options.weight)
     return MixturePrediction(mixture)
+
+
+@register("hypernet")
+def _hypernet(ctx: Context) -> Prediction:
+    """The trained hypernetwork (needs --hypernet)."""
+    return RowsPrediction(ctx.hypernet_rows, ctx.todo)
+
+
+@register("hypernet+hybrid")
+def _hypernet_hybrid(ctx: Context) -> Prediction:
+    """(1 - w) * hypernetwork + w * global where the global estimate exists."""
+    return RowsPrediction(ctx.hypernet_rows, ctx.todo, global_knn(ctx), ctx.options.hypernet_weight)
 
 
 @register("omp")

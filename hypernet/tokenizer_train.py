@@ -22,7 +22,7 @@ pipelines hold the 256 `<0xNN>` pieces right after the special tokens, as Llama'
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -359,6 +359,40 @@ def _save(recipe: _Recipe, tok: Tokenizer, folder: Path) -> None:
     )
 
 
+def _recipe(kind: Kind, like: Path | None) -> _Recipe:
+    if kind not in KINDS:
+        raise InputError(f"unknown tokenizer kind {kind!r}; choose one of {', '.join(KINDS)}")
+    if like is not None:
+        recipe = _recipe_like(kind, like)
+    else:
+        recipe = _default_recipe(kind)
+        recipe.roles = dict(DEFAULT_ROLES[kind])
+    _complete_specials(recipe)
+    return recipe
+
+
+def _train(
+    recipe: _Recipe, lines: Iterable[list[str]], vocab_size: int, progress: bool
+) -> Tokenizer:
+    if vocab_size < recipe.smallest_vocab:
+        raise InputError(
+            f"vocab size {vocab_size} is too small: needs at least {recipe.smallest_vocab} "
+            f"({len(recipe.specials)} special tokens, "
+            f"{len(recipe.alphabet) + len(recipe.byte_pieces)} byte tokens, 1 learned token)"
+        )
+    tok = _untrained(recipe)
+    tok.train_from_iterator(lines, _trainer(recipe, vocab_size, progress))
+    fixed = len(recipe.specials) + len(recipe.alphabet) + len(recipe.byte_pieces)
+    if tok.get_vocab_size() <= fixed:
+        raise InputError("the corpus holds no text to learn tokens from")
+    if tok.get_vocab_size() > vocab_size:
+        raise InputError(
+            f"vocab size {vocab_size} is too small for this corpus: its characters and the "
+            f"special tokens alone take {tok.get_vocab_size()} tokens"
+        )
+    return _finish(recipe, tok)
+
+
 def train_tokenizer(
     corpus: list[Path],
     kind: Kind,
@@ -371,37 +405,23 @@ def train_tokenizer(
     """Train a `kind` tokenizer of at most `vocab_size` tokens on the corpus files (streamed line
     by line, at most `max_bytes` bytes) and save it to the new folder `out`, as a drop-in
     replacement for the tokenizer in folder `like` when given."""
-    if kind not in KINDS:
-        raise InputError(f"unknown tokenizer kind {kind!r}; choose one of {', '.join(KINDS)}")
+    recipe = _recipe(kind, like)
     out = Path(out)
     require_absent(out)
     files = _check_corpus(corpus)
     if max_bytes is not None and max_bytes <= 0:
         raise InputError(f"max bytes must be positive, not {max_bytes}")
-    if like is not None:
-        recipe = _recipe_like(kind, like)
-    else:
-        recipe = _default_recipe(kind)
-        recipe.roles = dict(DEFAULT_ROLES[kind])
-    _complete_specials(recipe)
-    if vocab_size < recipe.smallest_vocab:
-        raise InputError(
-            f"vocab size {vocab_size} is too small: needs at least {recipe.smallest_vocab} "
-            f"({len(recipe.specials)} special tokens, "
-            f"{len(recipe.alphabet) + len(recipe.byte_pieces)} byte tokens, 1 learned token)"
-        )
-
-    tok = _untrained(recipe)
-    tok.train_from_iterator(_lines(files, max_bytes), _trainer(recipe, vocab_size, progress))
-    fixed = len(recipe.specials) + len(recipe.alphabet) + len(recipe.byte_pieces)
-    if tok.get_vocab_size() <= fixed:
-        raise InputError("the corpus holds no text to learn tokens from")
-    if tok.get_vocab_size() > vocab_size:
-        raise InputError(
-            f"vocab size {vocab_size} is too small for this corpus: its characters and the "
-            f"special tokens alone take {tok.get_vocab_size()} tokens"
-        )
-    tok = _finish(recipe, tok)
+    tok = _train(recipe, _lines(files, max_bytes), vocab_size, progress)
     with atomic_folder(out) as tmp:
         _save(recipe, tok, tmp)
     return out
+
+
+def train_in_memory(
+    texts: list[str], kind: Kind, vocab_size: int, like: Path | None = None
+) -> PreTrainedTokenizerFast:
+    """The same tokenizer as `train_tokenizer` would save, trained on `texts` and kept in memory
+    (the hypernetwork's trainer draws thousands of them)."""
+    recipe = _recipe(kind, like)
+    tok = _train(recipe, [texts], vocab_size, progress=False)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **recipe.roles)

@@ -27,6 +27,7 @@ from .heuristics.mean import mean
 from .io import Checkpoint, atomic_folder, open_checkpoint, require_absent, write_weights
 from .methods import Context, Donor, Method, MethodOptions, get_method
 from .models import cache_root, load_tokenizer, resolve_model, resolve_tokenizer
+from .predict import Predictor, architecture, resolve_hypernet
 from .vocab import Alignment, Decomposer, Vocab, align, load_vocab
 
 Progress = Callable[[str, float], None]
@@ -43,6 +44,7 @@ class TransplantRequest:
     eval_text: Path | None = None
     eval_bytes: int | None = None  # evaluate on at most this many bytes of eval_text
     embedder: Path | None = None  # text-embedding model for the global heuristic
+    hypernet: str | None = None  # a hypernetwork folder or store name (hypernet methods)
 
 
 @dataclass
@@ -57,6 +59,7 @@ class Report:
     vocab: dict
     timings: dict[str, float] = field(default_factory=dict)
     eval: dict | None = None
+    hypernet: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -220,6 +223,7 @@ class Setup:
     matrices: dict[str, Tensor]  # "input" and, when untied, "output": usable base rows only
     embedder: Path | None
     donor: Donor | None
+    hypernet: str | None = None
 
     @classmethod
     def load(
@@ -228,6 +232,7 @@ class Setup:
         new_tok: PreTrainedTokenizerFast,
         embedder: Path | None = None,
         donor: Donor | None = None,
+        hypernet: str | None = None,
     ) -> Setup:
         ckpt = open_checkpoint(model_dir)
         base_tok = load_tokenizer(model_dir)
@@ -240,22 +245,26 @@ class Setup:
         matrices = {k: m[:base_rows] for k, m in matrices.items()}
         alignment = align(base_vocab, new_vocab, base_rows)
         return cls(
-            ckpt, base_tok, new_tok, base_vocab, new_vocab, alignment, matrices, embedder, donor
-        )
+            ckpt, base_tok, new_tok, base_vocab, new_vocab, alignment, matrices, embedder, donor,
+            hypernet,
+        )  # fmt: skip
 
     @cached_property
     def context(self) -> Context:
         base_rows = self.matrices["input"].shape[0]
+        decomposer = Decomposer(self.base_tok, self.base_vocab, base_rows)
+        hypernet = self.hypernet
+
+        def predictor() -> Predictor:
+            if hypernet is None:
+                raise InputError("the hypernet methods need a hypernetwork (--hypernet DIR)")
+            arch = architecture(self.ckpt.config)
+            return Predictor.on_rows(hypernet, arch, self.matrices, decomposer)
+
         return Context(
-            self.base_vocab,
-            self.new_vocab,
-            self.alignment,
-            Decomposer(self.base_tok, self.base_vocab, base_rows),
-            base_rows,
-            MethodOptions(),
-            self.embedder,
-            self.donor,
-        )
+            self.base_vocab, self.new_vocab, self.alignment, decomposer, base_rows,
+            MethodOptions(), self.embedder, self.donor, hypernet=predictor,
+        )  # fmt: skip
 
     def predict(
         self, method: Method, options: MethodOptions, progress: Progress | None = None
@@ -283,6 +292,10 @@ def transplant(
     stages = _Stages(progress, cancelled)
     options = MethodOptions.from_dict(request.options)
     method = get_method(request.method)
+    if request.method.startswith("hypernet"):
+        if request.hypernet is None:
+            raise InputError(f"method {request.method!r} needs a hypernetwork (--hypernet DIR)")
+        resolve_hypernet(request.hypernet)
     text = None
     if request.eval_text is not None:
         text = ev.read_eval_text(Path(request.eval_text), request.eval_bytes)
@@ -295,7 +308,7 @@ def transplant(
         donor = load_donor(request.donor) if request.donor is not None else None
         new_tok = load_tokenizer(resolve_tokenizer(request.tokenizer))
     with stages.stage("align"):
-        setup = Setup.load(model_dir, new_tok, request.embedder, donor)
+        setup = Setup.load(model_dir, new_tok, request.embedder, donor, request.hypernet)
     with stages.stage("predict"):
         new_matrices, fallbacks = setup.predict(method, options, stages.progress)
 
@@ -312,6 +325,7 @@ def transplant(
         base_tokenizer=_tokenizer_summary(base_vocab),
         new_tokenizer=_tokenizer_summary(new_vocab),
         vocab=vocab_report,
+        hypernet=request.hypernet if request.method.startswith("hypernet") else None,
     )
     with atomic_folder(Path(request.out)) as tmp:
         with stages.stage("write") as tick:
@@ -401,7 +415,10 @@ def model_card(report: Report) -> str:
         "## Method",
         "",
         "```json",
-        json.dumps({"method": report.method, "options": report.options}, indent=2),
+        json.dumps(
+            {"method": report.method, "options": report.options, "hypernet": report.hypernet},
+            indent=2,
+        ),
         "```",
         "",
         "Stage timings (s): " + ", ".join(f"{k} {t:.1f}" for k, t in report.timings.items()) + ".",

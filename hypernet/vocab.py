@@ -309,23 +309,33 @@ class Decomposer:
         return out
 
     def __call__(self, text: bytes) -> list[int]:
+        """Base ids with a row; bytes the base vocabulary lacks are left out."""
+        return [i for i in self.spell(text) if i < self.rows]
+
+    def spell(self, text: bytes) -> list[int]:
+        """Base ids, and `rows + b` for each byte b that has no row of its own (the
+        hypernetwork learns rows for those)."""
         family = self.vocab.family
         if family == "byte_level":
             ids = self._byte_level(text)
         elif family == "sentencepiece":
             ids = self._sentencepiece(text)
         else:
-            ids = self._encode_text(text)
-        return [i for i in ids if i < self.rows]
+            ids = [i for i in self._encode_text(text) if i < self.rows]
+            if not ids:  # nothing the model knows: spell it in bytes
+                ids = [self.byte_ids.get(b, self.rows + b) for b in text]
+        return ids
 
     def _byte_level(self, text: bytes) -> list[int]:
-        """Bytes the base vocabulary lacks (SmolLM2 lacks 21) are dropped, and split the text:
-        BPE must not merge across them as if they were not there."""
+        """Bytes the base vocabulary lacks (SmolLM2 lacks 21) split the text: BPE must not
+        merge across them as if they were not there."""
         ids: list[int] = []
         start = 0
         for end in range(len(text) + 1):
             if end == len(text) or text[end] not in self.byte_ids:
                 ids += self._tokenize_model(self._gpt2_spelling(text[start:end]))
+                if end < len(text):
+                    ids.append(self.rows + text[end])
                 start = end + 1
         return ids
 
@@ -341,8 +351,8 @@ class Decomposer:
         try:
             decoded = text.decode()
         except UnicodeDecodeError:  # a fragment of a character: spell it byte by byte
-            return [self.byte_ids[b] for b in text if b in self.byte_ids]
-        return self._tokenize_model(decoded.replace(" ", "▁"))
+            return [self.byte_ids.get(b, self.rows + b) for b in text]
+        return [i for i in self._tokenize_model(decoded.replace(" ", "▁")) if i < self.rows]
 
     def _encode_text(self, text: bytes) -> list[int]:
         """WordPiece and others: run the full pipeline on the text (lossy for fragments)."""

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 from pathlib import Path
 
 from hypernet.errors import Cancelled, InputError
@@ -70,6 +71,7 @@ def cmd_transplant(args: argparse.Namespace) -> int:
         eval_text=Path(args.eval_text) if args.eval_text else None,
         eval_bytes=args.eval_bytes,
         embedder=Path(args.embedder) if args.embedder else None,
+        hypernet=args.hypernet,
     )
     try:
         report = transplant(request, progress=bars)
@@ -160,6 +162,95 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hypernet_train(args: argparse.Namespace) -> int:
+    from hypernet.io import require_absent
+    from hypernet.model import HyperConfig
+    from hypernet.models import resolve_model
+    from hypernet.training import TrainConfig, Trainer
+
+    out = Path(args.out)
+    if not args.resume:
+        require_absent(out)
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    config = TrainConfig(**{f.name: given[f.name] for f in fields(TrainConfig) if f.name in given})
+    hyper = HyperConfig(**{f.name: given[f.name] for f in fields(HyperConfig) if f.name in given})
+    log = (lambda message: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
+    trainer = Trainer(
+        resolve_model(args.model), [Path(c) for c in args.corpus], out, config, hyper,
+        base_name=args.model, log=log,
+    )  # fmt: skip
+    if args.resume:
+        trainer.resume()
+        trainer.config.max_minutes = config.max_minutes  # a resumed run may get a new budget
+        trainer.config.steps = config.steps
+    else:
+        out.mkdir(parents=True)
+    trainer.fit(progress=not args.quiet)
+    last = trainer.scores[-1]
+    print(f"wrote {out}  (step {trainer.step}, {trainer.elapsed / 60:.1f} min; held-out {last})")
+    return 0
+
+
+def _hypernet_summary(folder: Path) -> dict:
+    from dataclasses import asdict
+
+    from hypernet.model import read_meta
+
+    meta = read_meta(folder)
+    held_out = meta.scores.get("held_out") or [{}]
+    return {"path": str(folder), **asdict(meta), "last_held_out": held_out[-1]}
+
+
+def cmd_hypernet_list(args: argparse.Namespace) -> int:
+    from hypernet.predict import list_hypernets, store
+
+    roots = [Path(d) for d in args.dirs] or [store()]
+    for folder in list_hypernets(roots):
+        s = _hypernet_summary(folder)
+        r = s["recipe"]
+        print(
+            f"{folder}  base {s['base_model']} ({s['fingerprint']['architecture']}), "
+            f"{r.get('steps_done')} steps, {r.get('minutes')} min; held-out {s['last_held_out']}"
+        )
+    return 0
+
+
+def cmd_hypernet_show(args: argparse.Namespace) -> int:
+    from hypernet.predict import resolve_hypernet
+
+    print(json.dumps(_hypernet_summary(resolve_hypernet(args.hypernet)), indent=2))
+    return 0
+
+
+def cmd_hypernet_predict(args: argparse.Namespace) -> int:
+    from safetensors.torch import save_file
+
+    from hypernet.io import require_absent
+    from hypernet.predict import predict_embeddings
+
+    tokens = list(args.token)
+    if args.tokens_json:
+        try:
+            loaded = json.loads(Path(args.tokens_json).read_text())
+        except (OSError, ValueError) as e:
+            raise InputError(f"cannot read {args.tokens_json}: {e}") from None
+        if not isinstance(loaded, list) or not all(isinstance(t, str) for t in loaded):
+            raise InputError(f"{args.tokens_json} must hold a JSON list of strings")
+        tokens += loaded
+    if not tokens:
+        raise InputError("no tokens given (--token TEXT or --tokens-json FILE)")
+    out = Path(args.out)
+    require_absent(out)
+    rows = predict_embeddings(args.hypernet, args.model, tokens)
+    metadata = {"tokens": json.dumps(tokens, ensure_ascii=False), "hypernet": str(args.hypernet)}
+    tmp = out.with_name(out.name + ".tmp")
+    save_file({k: v.contiguous() for k, v in rows.items()}, str(tmp), metadata=metadata)
+    tmp.replace(out)
+    shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in rows.items())
+    print(f"wrote {out}  ({shapes})")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tokengraft", description="Give a pretrained language model a new tokenizer."
@@ -178,6 +269,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-text", help="text file to measure bits per byte before and after")
     t.add_argument("--eval-bytes", type=int, help="evaluate on at most this many bytes")
     t.add_argument("--embedder", help="text-embedding model folder (default: all-MiniLM-L6-v2)")
+    t.add_argument("--hypernet", help="a trained hypernetwork folder or store name (hypernet*)")
     t.add_argument("--json", action="store_true", help="print the report as JSON")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_transplant)
@@ -215,6 +307,44 @@ def parser() -> argparse.ArgumentParser:
     mb = m.add_parser("bundled", help="list bundled models, or build one and print its folder")
     mb.add_argument("name", nargs="?")
     mb.set_defaults(func=cmd_models_bundled)
+
+    h = sub.add_parser("hypernet", help="the hypernetwork").add_subparsers(
+        dest="hypernet_command", required=True
+    )
+    ht = h.add_parser("train", help="train a hypernetwork for a base model")
+    ht.add_argument("--model", required=True, help=model_help)
+    ht.add_argument("--corpus", required=True, nargs="+", help="UTF-8 text file(s)")
+    ht.add_argument("--out", required=True, help="output folder (must not exist unless --resume)")
+    ht.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
+    ht.add_argument("--max-minutes", type=float, help="time budget; the schedule ends with it")
+    ht.add_argument("--steps", type=int, help="at most this many steps (default 5000)")
+    ht.add_argument("--lr", type=float)
+    ht.add_argument("--batch", type=int, help="sequences per step")
+    ht.add_argument("--seq-len", type=int)
+    ht.add_argument("--lm-weight", type=float)
+    ht.add_argument("--aux-weight", type=float)
+    ht.add_argument("--rec-weight", type=float)
+    ht.add_argument("--eval-every", type=int)
+    ht.add_argument("--max-pieces", type=int)
+    ht.add_argument("--width", type=int)
+    ht.add_argument("--layers", type=int)
+    ht.add_argument("--heads", type=int)
+    ht.add_argument("--seed", type=int)
+    ht.add_argument("--quiet", action="store_true")
+    ht.set_defaults(func=cmd_hypernet_train)
+    hl = h.add_parser("list", help="hypernetworks in the given folders (default: the store)")
+    hl.add_argument("dirs", nargs="*", help="folders that hold hypernetwork folders")
+    hl.set_defaults(func=cmd_hypernet_list)
+    hs = h.add_parser("show", help="a hypernetwork's fingerprint, recipe and held-out scores")
+    hs.add_argument("hypernet", help="a hypernetwork folder or store name")
+    hs.set_defaults(func=cmd_hypernet_show)
+    hp = h.add_parser("predict", help="embedding rows for token strings (no transplant)")
+    hp.add_argument("--hypernet", required=True, help="a hypernetwork folder or store name")
+    hp.add_argument("--model", required=True, help=model_help)
+    hp.add_argument("--token", action="append", default=[], help='a token, e.g. " Haus"')
+    hp.add_argument("--tokens-json", help="a JSON file holding a list of token strings")
+    hp.add_argument("--out", required=True, help="output .safetensors file (must not exist)")
+    hp.set_defaults(func=cmd_hypernet_predict)
 
     sub.add_parser("methods", help="list transplant methods").set_defaults(func=cmd_methods)
     return p

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import tiny
+from safetensors import safe_open
 
 from service.cli import main
 
@@ -79,3 +80,52 @@ def test_eval_json(base: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str
     result = json.loads(capsys.readouterr().out)
     assert result["bytes"] == len(text.read_bytes())
     assert result["tokens_per_byte"] == pytest.approx(result["tokens"] / result["bytes"])
+
+
+def test_hypernet_train_list_show_predict(
+    base: Path, target: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corpus = tiny.corpus(tmp_path / "text.txt")
+    out = tmp_path / "store" / "hn"
+    argv = ["hypernet", "train", "--model", str(base), "--corpus", str(corpus), "--out", str(out),
+            "--steps", "2", "--batch", "1", "--seq-len", "16", "--width", "32", "--layers", "1",
+            "--heads", "2", "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    assert "step 2" in capsys.readouterr().out
+    assert main(argv) == 2  # the folder exists now
+    assert "already exists" in capsys.readouterr().err
+
+    assert main(["hypernet", "list", str(tmp_path / "store")]) == 0
+    assert str(out) in capsys.readouterr().out
+    assert main(["hypernet", "show", str(out)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["recipe"]["steps_done"] == 2 and shown["fingerprint"]["rows"] > 0
+    assert shown["config"]["width"] == 32
+
+    rows = tmp_path / "rows.safetensors"
+    argv = ["hypernet", "predict", "--hypernet", str(out), "--model", str(base), "--token",
+            " Fuchs", "--token", "über", "--out", str(rows)]  # fmt: skip
+    assert main(argv) == 0
+    assert "input [2, 32]" in capsys.readouterr().out
+    with safe_open(rows, framework="pt") as f:
+        assert json.loads(f.metadata()["tokens"]) == [" Fuchs", "über"]
+
+    argv = ["transplant", "--model", str(base), "--tokenizer", str(target), "--method",
+            "hypernet", "--hypernet", str(out), "--out", str(tmp_path / "o"),
+            "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+
+
+def test_hypernet_bad_input(base: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["hypernet", "show", str(tmp_path)]) == 2
+    assert "no hypernetwork" in capsys.readouterr().err
+    small = tmp_path / "small.txt"
+    small.write_text("too little text\n")
+    argv = ["hypernet", "train", "--model", str(base), "--corpus", str(small), "--out",
+            str(tmp_path / "hn"), "--quiet"]  # fmt: skip
+    assert main(argv) == 2
+    assert "too small" in capsys.readouterr().err
+    argv = ["hypernet", "predict", "--hypernet", str(tmp_path), "--model", str(base), "--out",
+            str(tmp_path / "r.safetensors")]  # fmt: skip
+    assert main(argv) == 2
+    assert "no tokens" in capsys.readouterr().err

@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hypernet.errors import Cancelled, InputError
 from hypernet.methods import METHODS
+from hypernet.predict import Predictor
 from hypernet.transplant import TransplantRequest, transplant
 from hypernet.vocab import align, load_vocab
 
@@ -120,12 +121,20 @@ def test_chat_template_follows_roles(base_tied: Path, wp_tokenizer: Path, tmp_pa
     assert "[CLS]" in template and "[SEP]" in template and "<|im_start|>" not in template
 
 
+@pytest.fixture(scope="module")
+def tied_hypernet(base_tied: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny.hypernet(base_tied, tmp_path_factory.mktemp("hn") / "hypernet")
+
+
 @pytest.mark.parametrize("method", sorted(set(METHODS) - {"omp"}))
 def test_every_method_runs(
-    method: str, base_tied: Path, sp_tokenizer: Path, tmp_path: Path
+    method: str, base_tied: Path, sp_tokenizer: Path, tied_hypernet: Path, tmp_path: Path
 ) -> None:
+    hypernet = str(tied_hypernet) if method.startswith("hypernet") else None
     report = transplant(
-        TransplantRequest(str(base_tied), str(sp_tokenizer), tmp_path / "o", method)
+        TransplantRequest(
+            str(base_tied), str(sp_tokenizer), tmp_path / "o", method, hypernet=hypernet
+        )
     )
     w = _embeddings(tmp_path / "o")["model.embed_tokens.weight"]
     assert torch.isfinite(w).all() and w.shape[0] == report.vocab["new_vocab_size"]
@@ -193,3 +202,50 @@ def test_cancel_keeps_nothing(base_tied: Path, sp_tokenizer: Path, tmp_path: Pat
             cancelled=lambda: "write" in seen,
         )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_hypernet_rows_match_the_predictor(
+    base_tied: Path, sp_tokenizer: Path, tied_hypernet: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "o"
+    request = TransplantRequest(
+        str(base_tied), str(sp_tokenizer), out, "hypernet", hypernet=str(tied_hypernet)
+    )
+    report = transplant(request)
+    assert report.hypernet == str(tied_hypernet)
+    assert json.loads((out / "transplant_report.json").read_text())["hypernet"] == report.hypernet
+    new = load_vocab(AutoTokenizer.from_pretrained(sp_tokenizer))
+    base = load_vocab(AutoTokenizer.from_pretrained(base_tied))
+    alignment = align(base, new, len(base))
+    rows = Predictor.open(tied_hypernet, str(base_tied)).predict(
+        [new.surfaces[i] for i in alignment.predict]  # type: ignore[misc]
+    )["input"]
+    w = _embeddings(out)["model.embed_tokens.weight"]
+    assert torch.allclose(w[alignment.predict], rows, atol=1e-6)
+
+
+def test_hypernet_method_needs_a_hypernet(
+    base_tied: Path, sp_tokenizer: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "o"
+    with pytest.raises(InputError, match="needs a hypernetwork"):
+        transplant(TransplantRequest(str(base_tied), str(sp_tokenizer), out, "hypernet"))
+    with pytest.raises(InputError, match="no hypernetwork"):
+        transplant(
+            TransplantRequest(
+                str(base_tied), str(sp_tokenizer), out, "hypernet", hypernet=str(tmp_path)
+            )
+        )
+    assert not out.exists()
+
+
+def test_hypernet_for_another_model_is_refused(
+    base_untied: Path, sp_tokenizer: Path, tied_hypernet: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "o"
+    request = TransplantRequest(
+        str(base_untied), str(sp_tokenizer), out, "hypernet", hypernet=str(tied_hypernet)
+    )
+    with pytest.raises(InputError, match="another base model"):
+        transplant(request)
+    assert not out.exists()

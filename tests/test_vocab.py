@@ -103,6 +103,8 @@ def test_decomposer_splits_at_bytes_the_base_lacks() -> None:
     del split.byte_ids[0x06]  # ...so pretend the base lacks it, as SmolLM2 lacks 21 bytes
     pieces = [vocab.surfaces[i] for i in split(b"a\x06b")]
     assert pieces == [b"a", b"b"], "no piece may span the missing byte"
+    spelled = split.spell(b"a\x06b")  # for the hypernetwork: a learned row stands in
+    assert spelled[1] == rows + 0x06 and [vocab.surfaces[i] for i in spelled[::2]] == [b"a", b"b"]
 
 
 def test_chat_turn_tokens_match_by_spelled_role() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import torch
@@ -104,3 +105,28 @@ def model_dir(
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def corpus(path: Path, lines: int = 400) -> Path:
+    """A small text file in the languages of TEXT, varied enough to draw tokenizers from."""
+    words = " ".join(TEXT).split()
+    rng = random.Random(0)
+    text = "\n".join(" ".join(rng.choices(words, k=rng.randint(4, 12))) for _ in range(lines))
+    path.write_text(text + "\n")
+    return path
+
+
+def hypernet(model: Path, out: Path, steps: int = 2) -> Path:
+    """A hypernetwork for a tiny model, trained for a couple of steps and exported to `out`."""
+    from hypernet.model import HyperConfig
+    from hypernet.training import TrainConfig, Trainer
+
+    config = TrainConfig(
+        steps=steps, batch=2, seq_len=16, negatives=64, rec_batch=64, vocab_min=300,
+        vocab_max=400, slice_chars=6000, heldout_chars=400,
+    )  # fmt: skip
+    hyper = HyperConfig(max_pieces=6, width=32, layers=1, heads=2)
+    out.mkdir(parents=True)
+    text = corpus(out.parent / f"{out.name}.txt")
+    Trainer(model, [text], out, config, hyper, log=lambda m: None).fit(progress=False)
+    return out

@@ -1,0 +1,448 @@
+"""Training the hypernetwork across many sampled tokenizers, the base model frozen.
+
+Each step draws text and (every `tokenizer_every` steps) a fresh tokenizer: a BPE "like" the
+base tokenizer, trained on a random slice of a random corpus file with a random vocabulary size.
+Three weighted objectives, each switched off by a zero weight:
+
+- lm: the base model's own next-token loss on the batch tokenized with the sampled tokenizer.
+  Tokens the base vocabulary has keep their true rows (as in a transplant); the others get
+  rows predicted now. The output softmax is sampled: the batch's tokens plus `negatives` drawn
+  uniformly from the rest of the vocabulary, with a log(V_rest / n_drawn) correction on the
+  drawn ones. All rows are computed fresh every step: a stale cache of rows outside the batch
+  makes the loss diverge within tens of steps.
+- aux: predictions for the batch's tokens that the base vocabulary has, pulled to their rows.
+- rec: base tokens split at a random byte and re-spelled from the two halves (BPE-dropout
+  style) must give back their own rows. No forward pass of the base model: cheap on a CPU.
+
+The learning rate warms up, then follows a cosine over max(step / steps, elapsed / budget), so a
+time budget ends training at the bottom of the schedule. Checkpoints (weights, optimizer,
+sampler and RNG state; safetensors and JSON, never pickle) make a run resumable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+from .errors import InputError
+from .io import open_checkpoint
+from .model import Fingerprint, HyperConfig, HyperNet, Saved, pad_pieces, save
+from .models import load_tokenizer
+from .predict import architecture
+from .tokenizer_train import train_in_memory
+from .vocab import Decomposer, Vocab, load_vocab
+
+CHECKPOINT = "checkpoint"
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 5000  # an upper bound: a time budget usually ends training first
+    max_minutes: float | None = None
+    lr: float = 3e-4
+    warmup: int = 30
+    weight_decay: float = 0.01
+    batch: int = 2  # sequences per LM step: 2 x 128 tokens is ~1.5 s forward+backward on 2 cores
+    seq_len: int = 128  # tokens of the sampled tokenizer per sequence
+    negatives: int = 2048  # sampled-softmax negatives per LM step
+    lm_weight: float = 1.0  # the objective that matters; 0 gives a cheap rec-only recipe
+    aux_weight: float = 0.1
+    rec_weight: float = 0.5
+    rec_batch: int = 512  # base tokens re-spelled per step
+    tokenizer_every: int = 2  # a fresh tokenizer every n steps (training one takes ~0.7 s)
+    vocab_min: int = 4000
+    vocab_max: int = 48000  # small slices cap what BPE can learn anyway
+    slice_chars: int = 200_000  # text a sampled tokenizer is trained on
+    heldout_chars: int = 3000  # the end of each corpus file: never trained on, evaluated on
+    eval_every: int = 100
+    checkpoint_every: int = 50
+    seed: int = 0
+
+
+@dataclass
+class Sampled:
+    """A sampled tokenizer, aligned with the base model."""
+
+    tokenizer: PreTrainedTokenizerFast
+    vocab: Vocab
+    base_id: dict[int, int]  # new id -> base id, for tokens the base has (specials by role too)
+    spellings: dict[int, list[int]] = field(default_factory=dict)  # filled on demand
+
+
+class Trainer:
+    def __init__(
+        self,
+        model_dir: Path,
+        corpus: list[Path],
+        out: Path,
+        config: TrainConfig,
+        hyper: HyperConfig | None = None,
+        base_name: str | None = None,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.config, self.out, self.log = config, Path(out), log
+        self.model_dir, self.base_name = Path(model_dir), base_name or str(model_dir)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.texts = self._read_corpus(corpus)
+        ckpt = open_checkpoint(self.model_dir)
+        self.architecture = architecture(ckpt.config)
+        self.base_tok = load_tokenizer(self.model_dir)
+        self.base_vocab = load_vocab(self.base_tok)
+        model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=torch.float32)
+        self.model = model.to(self.device).eval().requires_grad_(False)
+        inp = model.get_input_embeddings().weight.detach()
+        self.rows = min(inp.shape[0], len(self.base_vocab))
+        out_rows = None if ckpt.tied else model.get_output_embeddings().weight.detach()
+        self.input_rows = inp[: self.rows]
+        self.output_rows = None if out_rows is None else out_rows[: self.rows]
+        self.decomposer = Decomposer(self.base_tok, self.base_vocab, self.rows)
+        hyper = hyper or HyperConfig()
+        hyper.dim, hyper.tied = self.input_rows.shape[1], ckpt.tied
+        self.net = HyperNet(hyper, self.input_rows, self.output_rows).to(self.device)
+        self.optimizer = torch.optim.AdamW(
+            self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        self.rng = random.Random(config.seed)
+        torch.manual_seed(config.seed)
+        self.step, self.elapsed, self.seen_tokens = 0, 0.0, 0
+        self.scores: list[dict] = []
+        self.tokenizers_drawn = 0
+        self.sampled: Sampled | None = None
+        self._rec_pool = [
+            i for i in range(self.rows)
+            if (s := self.base_vocab.surfaces[i]) is not None and len(s) >= 2
+        ]  # fmt: skip
+        self._heldout: Sampled | None = None
+
+    # -- data ---------------------------------------------------------------------------------
+
+    def _read_corpus(self, corpus: list[Path]) -> list[tuple[str, str, str]]:
+        """(name, training text, held-out tail) per file."""
+        out = []
+        for file in corpus:
+            if not Path(file).is_file():
+                raise InputError(f"corpus file {file} not found")
+            text = Path(file).read_text(encoding="utf-8", errors="replace")
+            cut = len(text) - self.config.heldout_chars
+            if cut < self.config.heldout_chars:  # less to train on than to hold out
+                raise InputError(
+                    f"corpus file {file} is too small: it needs more than "
+                    f"{2 * self.config.heldout_chars} characters"
+                )
+            out.append((Path(file).stem, text[:cut], text[cut:]))
+        if not out:
+            raise InputError("no corpus files given")
+        return out
+
+    def _align(self, tok: PreTrainedTokenizerFast) -> Sampled:
+        vocab = load_vocab(tok)
+        by_surface = {s: i for s, i in self.base_vocab.by_surface().items() if i < self.rows}
+        base_special = {r: i for i, r in self.base_vocab.special_roles.items() if i < self.rows}
+        base_id = {}
+        for i, s in enumerate(vocab.surfaces):
+            j = by_surface.get(s) if s is not None else base_special.get(vocab.special_roles[i])
+            if j is not None:
+                base_id[i] = j
+        return Sampled(tok, vocab, base_id)
+
+    def _draw_tokenizer(self, text: str) -> Sampled:
+        c = self.config
+        start = self.rng.randrange(max(1, len(text) - c.slice_chars))
+        size = int(math.exp(self.rng.uniform(math.log(c.vocab_min), math.log(c.vocab_max))))
+        lines = text[start : start + c.slice_chars].splitlines(keepends=True)
+        self.tokenizers_drawn += 1
+        return self._align(train_in_memory(lines, "bpe", size, like=self.model_dir))
+
+    def _spell(self, sampled: Sampled, ids: list[int]) -> Tensor:
+        for i in ids:
+            if i not in sampled.spellings:
+                s = sampled.vocab.surfaces[i]
+                sampled.spellings[i] = self.decomposer.spell(s) if s else [0]
+        pieces = [sampled.spellings[i] for i in ids]
+        return pad_pieces(pieces, self.net.config.max_pieces).to(self.device)
+
+    def _rows(self, sampled: Sampled, ids: list[int]) -> dict[str, Tensor]:
+        """Rows for new ids: true rows where the base has the token, predictions elsewhere."""
+        known = torch.tensor([i in sampled.base_id for i in ids], device=self.device)
+        base = torch.tensor([sampled.base_id.get(i, 0) for i in ids], device=self.device)
+        todo = [i for i in ids if i not in sampled.base_id]
+        out = {"input": self.input_rows[base]}
+        if self.output_rows is not None:
+            out["output"] = self.output_rows[base]
+        if todo:
+            predicted = self.net(self._spell(sampled, todo))
+            where = torch.nonzero(~known).flatten()
+            for name in out:
+                out[name] = out[name].index_put((where,), predicted[name])
+        return out
+
+    def _batch(self, sampled: Sampled, text: str) -> Tensor:
+        """[batch, seq_len + 1] ids of the sampled tokenizer, BOS first when it has one."""
+        c = self.config
+        bos = sampled.tokenizer.bos_token_id
+        rows = []
+        while len(rows) < c.batch:
+            start = self.rng.randrange(max(1, len(text) - 8 * c.seq_len))
+            ids = sampled.tokenizer(text[start : start + 8 * c.seq_len], add_special_tokens=False)[
+                "input_ids"
+            ][1:]  # the first token is probably a cut word
+            ids = ([bos] if bos is not None else []) + ids
+            if len(ids) >= c.seq_len + 1:
+                rows.append(ids[: c.seq_len + 1])
+        return torch.tensor(rows, device=self.device)
+
+    # -- losses -------------------------------------------------------------------------------
+
+    def lm_loss(self, sampled: Sampled, ids: Tensor) -> tuple[Tensor, Tensor]:
+        """Sampled-softmax next-token loss (nats/token) and the aux loss on the batch."""
+        unique = torch.unique(ids)
+        n_vocab = len(sampled.vocab)
+        rest = n_vocab - len(unique)
+        n_neg = min(self.config.negatives, rest)
+        taken = torch.zeros(n_vocab, dtype=torch.bool)
+        taken[unique.cpu()] = True
+        pool = torch.nonzero(~taken).flatten()
+        negatives = pool[torch.randperm(len(pool))[:n_neg]].to(self.device)
+        candidates = torch.cat([unique, negatives])
+        rows = self._rows(sampled, candidates.tolist())
+        local = torch.searchsorted(unique, ids)  # position of each id among the candidates
+        embeds = rows["input"][local[:, :-1]]
+        hidden = self.model.base_model(inputs_embeds=embeds).last_hidden_state
+        head = rows.get("output", rows["input"])
+        logits = hidden @ head.T
+        if n_neg:
+            correction = torch.zeros(len(candidates), device=self.device)
+            correction[len(unique) :] = math.log(rest / n_neg)
+            logits = logits + correction
+        lm = F.cross_entropy(logits.flatten(0, 1), local[:, 1:].flatten())
+        return lm, self._aux(sampled, unique.tolist())
+
+    def _aux(self, sampled: Sampled, ids: list[int]) -> Tensor:
+        known = [i for i in ids if i in sampled.base_id and sampled.vocab.surfaces[i]]
+        if not known:
+            return torch.zeros((), device=self.device)
+        predicted = self.net(self._spell(sampled, known))
+        base = torch.tensor([sampled.base_id[i] for i in known], device=self.device)
+        return self._distance(predicted, base)
+
+    def rec_loss(self) -> Tensor:
+        """Base tokens re-spelled from two halves must give back their own rows."""
+        ids = self.rng.sample(self._rec_pool, min(self.config.rec_batch, len(self._rec_pool)))
+        spellings = []
+        for i in ids:
+            s = self.base_vocab.surfaces[i]
+            assert s is not None
+            cut = self.rng.randrange(1, len(s))
+            spellings.append(self.decomposer.spell(s[:cut]) + self.decomposer.spell(s[cut:]))
+        pieces = pad_pieces(spellings, self.net.config.max_pieces).to(self.device)
+        return self._distance(self.net(pieces), torch.tensor(ids, device=self.device))
+
+    def _distance(self, predicted: dict[str, Tensor], base: Tensor) -> Tensor:
+        """Mean squared error in units of the base rows' per-dimension std."""
+        d = self.net.config.dim
+        losses = []
+        for k, (name, rows) in enumerate(predicted.items()):
+            true = self.input_rows[base] if name == "input" else self.output_rows[base]  # type: ignore[index]
+            std = self.net.std[k * d : (k + 1) * d]
+            losses.append((((rows - true) / std) ** 2).mean())
+        return torch.stack(losses).mean()
+
+    # -- loop ---------------------------------------------------------------------------------
+
+    def progress_fraction(self) -> float:
+        c = self.config
+        budget = c.max_minutes * 60 if c.max_minutes else math.inf
+        return min(1.0, max(self.step / c.steps, self.elapsed / budget))
+
+    def _lr(self) -> float:
+        c = self.config
+        warm = min(1.0, (self.step + 1) / max(1, c.warmup))
+        return c.lr * warm * 0.5 * (1 + math.cos(math.pi * self.progress_fraction()))
+
+    def train_step(self) -> dict[str, float]:
+        c = self.config
+        name, text, _ = self.texts[self.rng.randrange(len(self.texts))]
+        if self.sampled is None or self.step % c.tokenizer_every == 0:
+            self.sampled = self._draw_tokenizer(text)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self._lr()
+        self.net.train()
+        loss = torch.zeros((), device=self.device)
+        out: dict[str, float] = {}
+        if c.lm_weight > 0 or c.aux_weight > 0:
+            ids = self._batch(self.sampled, text)
+            if c.lm_weight > 0:
+                lm, aux = self.lm_loss(self.sampled, ids)
+                loss = loss + c.lm_weight * lm + c.aux_weight * aux
+                out.update(lm=lm.item(), aux=aux.item())
+            else:
+                aux = self._aux(self.sampled, torch.unique(ids).tolist())
+                loss = loss + c.aux_weight * aux
+                out["aux"] = aux.item()
+            self.seen_tokens += ids.numel()
+        if c.rec_weight > 0:
+            rec = self.rec_loss()
+            loss = loss + c.rec_weight * rec
+            out["rec"] = rec.item()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
+        self.optimizer.step()
+        self.step += 1
+        return out
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Bits per byte on each file's held-out tail, with every row predicted fresh and a
+        full softmax, under one fixed tokenizer that the sampler never draws (trained on the
+        first `slice_chars` of every file at once)."""
+        if self._heldout is None:
+            lines = [
+                line for _, text, _ in self.texts
+                for line in text[: self.config.slice_chars].splitlines(keepends=True)
+            ]  # fmt: skip
+            self._heldout = self._align(train_in_memory(lines, "bpe", 16000, like=self.model_dir))
+        sampled = self._heldout
+        self.net.eval()
+        ids = list(range(len(sampled.vocab)))
+        parts = [self._rows(sampled, ids[i : i + 4096]) for i in range(0, len(ids), 4096)]
+        rows = {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
+        head = rows.get("output", rows["input"])
+        bos = sampled.tokenizer.bos_token_id
+        scores = {}
+        for name, _, tail in self.texts:
+            ids_ = sampled.tokenizer(tail, add_special_tokens=False)["input_ids"]
+            x = torch.tensor([([bos] if bos is not None else []) + ids_], device=self.device)
+            hidden = self.model.base_model(inputs_embeds=rows["input"][x[:, :-1]])
+            logits = hidden.last_hidden_state[0] @ head.T
+            nats = F.cross_entropy(logits, x[0, 1:], reduction="sum").item()
+            scores[name] = round(nats / math.log(2) / len(tail.encode()), 4)
+        self.scores.append({"step": self.step, **scores})
+        return scores
+
+    def fit(self, progress: bool = True) -> Path:
+        from tqdm import tqdm
+
+        c = self.config
+        bar = tqdm(total=c.steps, initial=self.step, disable=not progress, unit="step")
+        if self.step == 0:
+            self.log(f"held-out bits/byte at step 0 (the subword mean): {self.evaluate()}")
+        start, tokens0 = time.perf_counter() - self.elapsed, self.seen_tokens
+        while self.progress_fraction() < 1.0:
+            out = self.train_step()
+            self.elapsed = time.perf_counter() - start
+            rate = (self.seen_tokens - tokens0) / max(1e-9, self.elapsed)
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in out.items()} | {"tok/s": f"{rate:.0f}"})
+            if self.step % c.eval_every == 0:
+                self.log(f"step {self.step}: held-out bits/byte {self.evaluate()}")
+            if self.step % c.checkpoint_every == 0:
+                self.save_checkpoint()
+        bar.close()
+        if not self.scores or self.scores[-1]["step"] != self.step:
+            self.log(f"step {self.step}: held-out bits/byte {self.evaluate()}")
+        self.save_checkpoint()
+        self.export()
+        return self.out
+
+    # -- persistence --------------------------------------------------------------------------
+
+    def meta(self) -> Saved:
+        fingerprint = Fingerprint.of(self.architecture, self.input_rows.cpu(), self.net.config.tied)
+        recipe = asdict(self.config) | {
+            "corpus": [name for name, _, _ in self.texts],
+            "steps_done": self.step,
+            "minutes": round(self.elapsed / 60, 2),
+            "tokens_seen": self.seen_tokens,
+            "tokenizers_drawn": self.tokenizers_drawn,
+            "device": self.device.type,
+        }
+        return Saved(
+            self.net.config, fingerprint, self.base_name, recipe, {"held_out": self.scores}
+        )
+
+    def export(self) -> None:
+        """hypernet.safetensors + hypernet.json in `out`, each renamed into place."""
+        tmp = self.out / ".export"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save(self.net, self.meta(), tmp)
+        for name in ("hypernet.safetensors", "hypernet.json"):  # the JSON last: it marks done
+            os.replace(tmp / name, self.out / name)
+        tmp.rmdir()
+
+    def save_checkpoint(self) -> None:
+        folder = self.out / CHECKPOINT
+        tmp = self.out / (CHECKPOINT + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save(self.net, self.meta(), tmp)
+        state, tensors = _flatten_optimizer(self.optimizer)
+        tensors["torch_rng"] = torch.get_rng_state()
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        loop = {
+            "step": self.step, "elapsed": self.elapsed, "seen_tokens": self.seen_tokens,
+            "tokenizers_drawn": self.tokenizers_drawn, "scores": self.scores,
+            "rng": _jsonable(self.rng.getstate()), "optimizer": state,
+        }  # fmt: skip
+        (tmp / "loop.json").write_text(json.dumps(loop))
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+
+    def resume(self) -> None:
+        folder = self.out / CHECKPOINT
+        if not (folder / "loop.json").is_file():
+            raise InputError(f"{self.out} has no checkpoint to resume from")
+        loop = json.loads((folder / "loop.json").read_text())
+        self.net.load_state_dict(load_file(str(folder / "hypernet.safetensors")))
+        tensors = load_file(str(folder / "optimizer.safetensors"))
+        torch.set_rng_state(tensors.pop("torch_rng"))
+        self.optimizer.load_state_dict(_unflatten_optimizer(loop["optimizer"], tensors))
+        self.rng.setstate(_tupled(loop["rng"]))
+        self.step, self.elapsed = loop["step"], loop["elapsed"]
+        self.seen_tokens, self.scores = loop["seen_tokens"], loop["scores"]
+        self.tokenizers_drawn = loop["tokenizers_drawn"]
+
+
+def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict, dict[str, Tensor]]:
+    """An optimizer state dict as JSON + named tensors (safetensors holds tensors only)."""
+    sd = optimizer.state_dict()
+    tensors, state = {}, {}
+    for pid, values in sd["state"].items():
+        state[str(pid)] = {}
+        for key, value in values.items():
+            if torch.is_tensor(value):
+                tensors[f"{pid}.{key}"] = value.detach().cpu().contiguous()
+                state[str(pid)][key] = None
+            else:
+                state[str(pid)][key] = value
+    return {"state": state, "param_groups": sd["param_groups"]}, tensors
+
+
+def _unflatten_optimizer(flat: dict, tensors: dict[str, Tensor]) -> dict:
+    state = {
+        int(pid): {k: tensors[f"{pid}.{k}"] if v is None else v for k, v in values.items()}
+        for pid, values in flat["state"].items()
+    }
+    return {"state": state, "param_groups": flat["param_groups"]}
+
+
+def _jsonable(value: object) -> object:
+    return [_jsonable(v) for v in value] if isinstance(value, tuple | list) else value
+
+
+def _tupled(value: object) -> object:
+    return tuple(_tupled(v) for v in value) if isinstance(value, list) else value

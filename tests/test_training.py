@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import tiny
+import torch
+
+from hypernet.errors import InputError
+from hypernet.model import HyperConfig, read_meta
+from hypernet.predict import Predictor
+from hypernet.training import CHECKPOINT, TrainConfig, Trainer
+
+HYPER = HyperConfig(max_pieces=6, width=32, layers=1, heads=2)
+
+
+def _config(**changes: object) -> TrainConfig:
+    base = dict(
+        steps=40, lr=1e-2, warmup=2, batch=2, seq_len=16, negatives=64, rec_batch=64,
+        tokenizer_every=1000, vocab_min=420, vocab_max=460, slice_chars=6000,
+        heldout_chars=400, eval_every=1000, checkpoint_every=1000,
+    )  # fmt: skip
+    return TrainConfig(**(base | changes))  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("train")
+    # a small base vocabulary, so that sampled tokenizers have many tokens to predict
+    model = tiny.model_dir(root / "model", tiny.byte_level(270))
+    return model, tiny.corpus(root / "text.txt")
+
+
+def _trainer(setup: tuple[Path, Path], out: Path, **changes: object) -> Trainer:
+    model, corpus = setup
+    out.mkdir(exist_ok=True)
+    hyper = HyperConfig(
+        **{k: getattr(HYPER, k) for k in ("max_pieces", "width", "layers", "heads")}
+    )
+    return Trainer(model, [corpus], out, _config(**changes), hyper, log=lambda m: None)
+
+
+def test_a_few_steps_lower_the_losses(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    trainer = _trainer(setup, tmp_path)
+    trainer.train_step()  # draws the one tokenizer of this run
+    assert trainer.sampled is not None
+    predicted = [i for i in range(len(trainer.sampled.vocab)) if i not in trainer.sampled.base_id]
+    assert predicted, "the sampled tokenizer must have tokens to predict"
+    batch = trainer._batch(trainer.sampled, trainer.texts[0][1])
+    torch.manual_seed(1)
+    rec_ids = trainer.rng.getstate()
+
+    def losses() -> tuple[float, float]:
+        with torch.no_grad():
+            torch.manual_seed(1)  # the same negatives
+            lm, _ = trainer.lm_loss(trainer.sampled, batch)  # type: ignore[arg-type]
+            trainer.rng.setstate(rec_ids)  # the same re-spelled tokens
+            return lm.item(), trainer.rec_loss().item()
+
+    lm0, rec0 = losses()
+    for _ in range(39):
+        trainer.train_step()
+    lm1, rec1 = losses()
+    assert lm1 < lm0 - 0.05, (lm0, lm1)
+    assert rec1 < rec0, (rec0, rec1)
+
+
+def test_fit_exports_resumes_and_predicts(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    trainer = _trainer(setup, tmp_path, steps=6, checkpoint_every=3, tokenizer_every=2)
+    trainer.fit(progress=False)
+    meta = read_meta(tmp_path)
+    assert meta.recipe["steps_done"] == 6 and meta.recipe["tokenizers_drawn"] == 3
+    assert [s["step"] for s in meta.scores["held_out"]] == [0, 6]
+    assert all(v > 0 for v in meta.scores["held_out"][-1].values())
+    assert (tmp_path / CHECKPOINT / "loop.json").is_file()
+    assert not (tmp_path / ".export").exists() and not (tmp_path / "checkpoint.tmp").exists()
+
+    resumed = _trainer(setup, tmp_path, steps=8)
+    resumed.resume()
+    assert resumed.step == 6 and resumed.tokenizers_drawn == 3
+    for a, b in zip(resumed.net.parameters(), trainer.net.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert resumed.optimizer.state_dict()["state"][0]["step"] == 6
+    resumed.fit(progress=False)
+    assert read_meta(tmp_path).recipe["steps_done"] == 8
+
+    model, _ = setup
+    predictor = Predictor.open(tmp_path, str(model))
+    rows = predictor.predict([b" fox", b"\xf0\x9f"])
+    assert rows["input"].shape == (2, 32) and torch.isfinite(rows["input"]).all()
+
+
+def test_resume_without_checkpoint(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no checkpoint"):
+        _trainer(setup, tmp_path).resume()
+
+
+def test_untied_base_trains_both_heads(tmp_path: Path) -> None:
+    model = tiny.model_dir(tmp_path / "model", tiny.byte_level(270), tied=False, extra_rows=5)
+    corpus = tiny.corpus(tmp_path / "text.txt")
+    trainer = _trainer((model, corpus), tmp_path / "out", steps=2)
+    assert set(trainer.net.heads) == {"input", "output"}
+    trainer.train_step()
+    assert trainer.net.heads["output"].weight.abs().sum() > 0
