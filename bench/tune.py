@@ -1,12 +1,13 @@
 """Choose the heuristics' defaults by measurement, on *train* text only.
 
-Coordinate descent over the hybrid method's options: starting from the current defaults, each
-option in turn takes the value from its grid that minimises the mean bits-per-byte ratio
-(transplanted / original) over the targets, scored on a slice cut from the end of each
-`*.train.txt` (the `*.eval.txt` files are for reporting only). One model load, one alignment per
-target; only the prediction changes between trials. Writes bench/out/tune.json.
+Coordinate descent over a method's options (hybrid by default): starting from the current
+defaults, each option in turn takes the value from its grid that minimises the mean
+bits-per-byte ratio (transplanted / original) over the targets, scored on a slice cut from the
+end of each `*.train.txt` (the `*.eval.txt` files are for reporting only). One model load, one
+alignment per target; only the prediction changes between trials. Writes bench/out/NAME.json.
 
     python bench/tune.py [--bytes 8000] [--targets de es python] [--grid weight k ...]
+    python bench/tune.py --method hypernet+hybrid --hypernet DIR --grid hypernet_weight
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ GRID = {
     "temperature": [0.02, 0.05, 0.1, 0.2, 0.3],
     "k": [4, 8, 16, 32],
     "local_temperature": [0.3, 1.0, 3.0],
+    "hypernet_weight": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5],
 }
 
 
@@ -42,7 +44,10 @@ def main() -> None:
     p.add_argument("--bytes", type=int, default=8000)
     p.add_argument("--targets", nargs="+", default=["de", "es", "python"])
     p.add_argument("--rounds", type=int, default=1)
-    p.add_argument("--grid", nargs="+", default=list(GRID), help="options to sweep")
+    p.add_argument("--grid", nargs="+", default=list(GRID)[:-1], help="options to sweep")
+    p.add_argument("--method", default="hybrid")
+    p.add_argument("--hypernet", help="hypernetwork folder for the hypernet* methods")
+    p.add_argument("--name", default="tune", help="writes bench/out/NAME.json")
     args = p.parse_args()
 
     base = resolve_model("smollm2-135m")
@@ -57,8 +62,11 @@ def main() -> None:
         model.get_input_embeddings().weight.data.copy_(original_embeddings)
 
     originals = {t: evaluate(model, base_tok, texts[t]).bits_per_byte for t in args.targets}
-    setups = {t: Setup.load(base, load_tokenizer(tokenizers[t])) for t in args.targets}
-    method = get_method("hybrid")
+    setups = {
+        t: Setup.load(base, load_tokenizer(tokenizers[t]), hypernet=args.hypernet)
+        for t in args.targets
+    }
+    method = get_method(args.method)
     trials: list[dict] = []
 
     def score(options: MethodOptions) -> float:
@@ -87,9 +95,10 @@ def main() -> None:
                 if s < best_score:
                     best, best_score = candidate, s
     write_json(
-        OUT / "tune.json",
-        {"bytes": args.bytes, "originals": originals, "best": asdict(best),
-         "best_score": best_score, "trials": trials},
+        OUT / f"{args.name}.json",
+        {"method": args.method, "hypernet": args.hypernet, "bytes": args.bytes,
+         "originals": originals, "best": asdict(best), "best_score": best_score,
+         "trials": trials},
     )  # fmt: skip
     print(f"best mean ratio {best_score:.4f} with {asdict(best)}")
 
