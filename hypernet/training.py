@@ -111,12 +111,12 @@ class Trainer:
         self.decomposer = Decomposer(self.base_tok, self.base_vocab, self.rows)
         hyper = hyper or HyperConfig()
         hyper.dim, hyper.tied = self.input_rows.shape[1], ckpt.tied
+        torch.manual_seed(config.seed)
         self.net = HyperNet(hyper, self.input_rows, self.output_rows).to(self.device)
         self.optimizer = torch.optim.AdamW(
             self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
         self.rng = random.Random(config.seed)
-        torch.manual_seed(config.seed)
         self.step, self.elapsed, self.seen_tokens = 0, 0.0, 0
         self.scores: list[dict] = []
         self.tokenizers_drawn = 0
