@@ -74,6 +74,15 @@ class Checkpoint:
         with safe_open(info.file, framework="pt") as f:
             return f.get_tensor(name)
 
+    def embeddings(self, vocab_size: int) -> dict[str, Tensor]:
+        """{"input": rows} and, when untied, {"output": rows}: the rows a tokenizer of
+        `vocab_size` tokens can use (rows beyond it are padding)."""
+        matrices = {"input": self.read(self.input_name)}
+        if self.output_name is not None:
+            matrices["output"] = self.read(self.output_name)
+        rows = min(matrices["input"].shape[0], vocab_size)
+        return {k: m[:rows] for k, m in matrices.items()}
+
 
 def _read_header(file: Path) -> dict:
     with open(file, "rb") as f:

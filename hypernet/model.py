@@ -187,5 +187,7 @@ def load(
         state = load_file(str(Path(folder) / WEIGHTS))  # safetensors: no pickle
         net.load_state_dict(state)
     except (OSError, SafetensorError, RuntimeError) as e:
-        raise InputError(f"{folder}: unreadable weights, or not the ones hypernet.json describes: {e}") from None
+        raise InputError(
+            f"{folder}: unreadable weights, or not the ones hypernet.json describes: {e}"
+        ) from None
     return net.eval(), meta

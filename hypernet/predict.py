@@ -57,12 +57,8 @@ class Predictor:
         ckpt = open_checkpoint(model_dir)
         tokenizer = load_tokenizer(model_dir)
         vocab = load_vocab(tokenizer)
-        matrices = {"input": ckpt.read(ckpt.input_name)}
-        if ckpt.output_name is not None:
-            matrices["output"] = ckpt.read(ckpt.output_name)
-        rows = min(matrices["input"].shape[0], len(vocab))
-        matrices = {k: v[:rows] for k, v in matrices.items()}
-        decomposer = Decomposer(tokenizer, vocab, rows)
+        matrices = ckpt.embeddings(len(vocab))
+        decomposer = Decomposer(tokenizer, vocab, matrices["input"].shape[0])
         return cls.on_rows(hypernet, architecture(ckpt.config), matrices, decomposer)
 
     @classmethod

@@ -237,13 +237,9 @@ class Setup:
         ckpt = open_checkpoint(model_dir)
         base_tok = load_tokenizer(model_dir)
         base_vocab, new_vocab = load_vocab(base_tok), load_vocab(new_tok)
-        matrices = {"input": ckpt.read(ckpt.input_name)}
-        if ckpt.output_name is not None:
-            matrices["output"] = ckpt.read(ckpt.output_name)
-        # Rows beyond the tokenizer are padding; ids beyond the rows have nothing to copy.
-        base_rows = min(matrices["input"].shape[0], len(base_vocab))
-        matrices = {k: m[:base_rows] for k, m in matrices.items()}
-        alignment = align(base_vocab, new_vocab, base_rows)
+        matrices = ckpt.embeddings(len(base_vocab))
+        # ids beyond the rows have nothing to copy
+        alignment = align(base_vocab, new_vocab, matrices["input"].shape[0])
         return cls(
             ckpt, base_tok, new_tok, base_vocab, new_vocab, alignment, matrices, embedder, donor,
             hypernet,
