@@ -4,7 +4,10 @@ model's own embeddings on the same text, evaluated with the original tokenizer.
 Whatever this control gains over the original model is domain adaptation to the training text,
 not tokenizer transfer; a hypernetwork's bits per byte should be read next to it.
 
-    python bench/embedding_control.py --corpus de en python --minutes 20 [--eval-bytes 20000]
+The budget is counted in steps of the same batch shape as the hypernetwork trainer's, so that
+a contended machine does not shrink it: pass the `steps_done` of the run to compare with.
+
+    python bench/embedding_control.py --corpus de en python --steps 406 [--eval-bytes 20000]
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from hypernet.models import load_tokenizer, resolve_model
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--corpus", nargs="+", default=["de", "en", "python"])
-    p.add_argument("--minutes", type=float, default=20)
+    p.add_argument("--steps", type=int, required=True, help="LM steps (the hypernet run's)")
     p.add_argument("--lr", type=float, default=5e-4)  # the hypernetwork's
     p.add_argument("--batch", type=int, default=2)  # the hypernetwork trainer's defaults
     p.add_argument("--seq-len", type=int, default=128)
@@ -53,7 +56,7 @@ def main() -> None:
     rng = random.Random(args.seed)
     start, steps, tokens = time.perf_counter(), 0, 0
     model.train()
-    while time.perf_counter() - start < args.minutes * 60:
+    while steps < args.steps:
         batch = []
         while len(batch) < args.batch:
             text = texts[rng.randrange(len(texts))]
@@ -75,10 +78,10 @@ def main() -> None:
     rows = {lang: {"original": before[lang], "tuned": after[lang]} for lang in LANGS}
     write_json(
         OUT / "embedding_control.json",
-        {"corpus": args.corpus, "minutes": args.minutes, "steps": steps, "tokens": tokens,
-         "results": rows},
+        {"corpus": args.corpus, "steps": steps, "tokens": tokens,
+         "minutes": round((time.perf_counter() - start) / 60, 2), "results": rows},
     )  # fmt: skip
-    print(f"\n{steps} steps, {tokens} tokens in {args.minutes} min on {args.corpus}")
+    print(f"\n{steps} steps, {tokens} tokens on {args.corpus}")
     print("| corpus | original bpb | embeddings tuned | ratio |\n|---|---|---|---|")
     for lang, r in rows.items():
         ratio = r["tuned"] / r["original"]
