@@ -193,8 +193,8 @@ class Trainer:
         """[batch, seq_len + 1] ids of the sampled tokenizer, BOS first when it has one."""
         c = self.config
         bos = sampled.tokenizer.bos_token_id
-        rows = []
-        while len(rows) < c.batch:
+        rows: list[list[int]] = []
+        for _ in range(100 * c.batch):
             start = self.rng.randrange(max(1, len(text) - 8 * c.seq_len))
             ids = sampled.tokenizer(text[start : start + 8 * c.seq_len], add_special_tokens=False)[
                 "input_ids"
@@ -202,6 +202,13 @@ class Trainer:
             ids = ([bos] if bos is not None else []) + ids
             if len(ids) >= c.seq_len + 1:
                 rows.append(ids[: c.seq_len + 1])
+            if len(rows) == c.batch:
+                break
+        if len(rows) < c.batch:
+            raise InputError(
+                f"the corpus gives no {c.seq_len}-token sequence in {8 * c.seq_len} characters: "
+                "too little text, or a shorter --seq-len"
+            )
         return torch.tensor(rows, device=self.device)
 
     # -- losses -------------------------------------------------------------------------------
