@@ -102,3 +102,12 @@ def test_untied_base_trains_both_heads(tmp_path: Path) -> None:
     assert set(trainer.net.heads) == {"input", "output"}
     trainer.train_step()
     assert trainer.net.heads["output"].weight.abs().sum() > 0
+
+
+def test_sequences_longer_than_the_text_gives_are_a_clear_error(
+    setup: tuple[Path, Path], tmp_path: Path
+) -> None:
+    trainer = _trainer(setup, tmp_path, seq_len=5000)
+    sampled = trainer._draw_tokenizer(trainer.texts[0][1])
+    with pytest.raises(InputError, match="5000-token sequence"):
+        trainer._batch(sampled, trainer.texts[0][1])
