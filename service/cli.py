@@ -205,7 +205,10 @@ def cmd_hypernet_list(args: argparse.Namespace) -> int:
     from hypernet.predict import list_hypernets, store
 
     roots = [Path(d) for d in args.dirs] or [store()]
-    for folder in list_hypernets(roots):
+    found = list_hypernets(roots)
+    if not found:
+        print(f"no hypernetworks in {', '.join(map(str, roots))}", file=sys.stderr)
+    for folder in found:
         s = _hypernet_summary(folder)
         r = s["recipe"]
         print(
