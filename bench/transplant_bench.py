@@ -89,14 +89,14 @@ def main() -> None:
 def print_table(results: list[dict], targets: list[str], methods: list[str]) -> None:
     by = {(r["target"], r["method"]): r for r in results}
     print("\nbits per byte (x original) | tokens per byte")
-    print("| method | " + " | ".join(targets) + " |")
-    print("|---" * (len(targets) + 1) + "|")
+    print("| method | " + " | ".join(f"{t} bpb | {t} tok/B" for t in targets) + " |")
+    print("|---" * (2 * len(targets) + 1) + "|")
     for method in ["original", *methods]:
         cells = []
         for t in targets:
             r = by.get((t, method))
             if r is None:
-                cells.append("")
+                cells.append(" | ")
             elif method == "original":
                 cells.append(f"{r['bits_per_byte']:.3f} | {r['tokens_per_byte']:.3f}")
             else:
