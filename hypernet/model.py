@@ -110,12 +110,17 @@ class HyperNet(nn.Module):
     def forward(self, pieces: Tensor) -> dict[str, Tensor]:
         """pieces [n, max_pieces]: base ids, `n_rows + b` for a missing byte b, PAD after the
         end. Returns {"input": [n, dim]} and, when untied, {"output": [n, dim]}."""
-        n, length = pieces.shape
-        assert length == self.config.max_pieces, (length, self.config.max_pieces)
+        assert pieces.shape[1] == self.config.max_pieces, (pieces.shape, self.config.max_pieces)
         mask = pieces != PAD
         assert bool(mask[:, 0].all()), "every token needs at least one piece"
-        table = torch.cat([self.rows, self.fallback], 0)
-        x = table[pieces.clamp(min=0)]  # [n, L, D]
+        ids = pieces.clamp(min=0)
+        missing = (ids >= self.n_rows).unsqueeze(-1)
+        # two gathers, not one over cat(rows, fallback): that would copy every base row per call
+        x = torch.where(
+            missing,
+            self.fallback[(ids - self.n_rows).clamp(min=0)],
+            self.rows[ids.clamp(max=self.n_rows - 1)],
+        )  # [n, L, D]
         weights = mask.unsqueeze(-1).to(x.dtype)
         base = (x * weights).sum(1) / weights.sum(1)  # the subword mean
         h = self.project((x - self.mean) / self.std) + self.position
