@@ -158,6 +158,11 @@ def resolve_model(name: str) -> Path:
         raise InputError(f"model {name!r} is a file; give a model folder or a .gguf file")
     if _looks_like_path(name):
         raise InputError(f"model {name!r} not found: no such folder or .gguf file")
+    return hub_model(name)
+
+
+def hub_model(name: str) -> Path:
+    """A hub model's snapshot folder (the cache first), checked like a local folder."""
     folder = _hub_snapshot(name, MODEL_FILES, "model")
     if not (folder / "config.json").is_file():
         raise InputError(f"hub model {name!r} has no config.json")
@@ -189,7 +194,16 @@ def resolve_tokenizer(name: str) -> Path:
     elif _looks_like_path(name):
         raise InputError(f"tokenizer {name!r} not found: no such file or folder")
     else:
-        folder = _hub_snapshot(name, TOKENIZER_FILES, "tokenizer")
+        return hub_tokenizer(name)
+    return _tokenizer_folder(folder, name)
+
+
+def hub_tokenizer(name: str) -> Path:
+    """A hub repository's tokenizer files (the cache first), parsed once to fail early."""
+    return _tokenizer_folder(_hub_snapshot(name, TOKENIZER_FILES, "tokenizer"), name)
+
+
+def _tokenizer_folder(folder: Path, name: str) -> Path:
     if not (folder / "tokenizer.json").is_file():
         raise InputError(f"tokenizer {name!r} has no tokenizer.json in {folder}")
     _parse_tokenizer_json(folder / "tokenizer.json")

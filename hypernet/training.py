@@ -52,7 +52,7 @@ CHECKPOINT = "checkpoint"
 class TrainConfig:
     steps: int = 5000  # an upper bound: a time budget usually ends training first
     max_minutes: float | None = None
-    lr: float = 3e-4
+    lr: float = 5e-4
     warmup: int = 30
     weight_decay: float = 0.01
     batch: int = 2  # sequences per LM step: 2 x 128 tokens is ~1.5 s forward+backward on 2 cores

@@ -255,6 +255,129 @@ def cmd_hypernet_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings(args: argparse.Namespace):  # noqa: ANN202 (service.config.Settings, imported late)
+    from service.config import Settings
+
+    given = {"data_dir": args.data_dir, "database_url": args.database_url}
+    given |= {"corpora_dir": getattr(args, "corpora_dir", None)}
+    return Settings(**{k: v for k, v in given.items() if v is not None})
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from service.migrate import upgrade
+
+    settings = _settings(args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.url)
+    print(f"database at the current schema: {_redacted(settings.url)}")
+    return 0
+
+
+def _redacted(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    import uvicorn
+
+    from service import keys
+    from service.api.main import create_app
+    from service.migrate import upgrade
+    from service.services import Services
+
+    settings = _settings(args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.url)
+    services = Services.build(settings)
+    try:
+        if args.host not in LOOPBACK and not keys.any_active(services.sessions):
+            raise InputError(
+                f"refusing to listen on {args.host} without API keys: create one with "
+                "`tokengraft keys create NAME`, or serve on 127.0.0.1"
+            )
+    finally:
+        services.engine.dispose()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    app = create_app(settings, worker=not args.no_worker)
+    print(f"tokengraft serving on http://{args.host}:{args.port} (data in {settings.data_dir})",
+          file=sys.stderr)  # fmt: skip
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+
+    from service.services import Services
+    from service.worker import Worker
+
+    settings = _settings(args)
+    services = Services.build(settings)
+    worker = Worker(settings, services.queue, services.storage, services.catalog)
+
+    def on_signal(signum: int, frame: object) -> None:
+        if worker.stop.is_set() or signum == signal.SIGINT:
+            worker.abandon.set()  # asked twice, or Ctrl-C: give the job back now
+        worker.stop.set()  # stop claiming; the current job finishes
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        worker.run()
+    finally:
+        services.engine.dispose()
+    return 0
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from service import keys
+    from service.services import Services
+
+    services = Services.build(_settings(args))
+    row, key = keys.create(services.sessions, args.name, args.scope)
+    print(key)
+    print(f"key {row.id} ({row.scope}) created; it is shown only once", file=sys.stderr)
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    from service import keys
+    from service.services import Services
+
+    for row in keys.all_keys(Services.build(_settings(args)).sessions):
+        state = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "active"
+        print(f"{row.id}  {row.scope:<5}  {state:<24}  {row.name}")
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    from service import keys
+    from service.services import Services
+
+    if not keys.revoke(Services.build(_settings(args)).sessions, args.id):
+        raise InputError(f"no API key {args.id}")
+    print(f"revoked {args.id}")
+    return 0
+
+
+def cmd_openapi(args: argparse.Namespace) -> int:
+    import yaml
+
+    from service.api.main import create_app
+
+    print(yaml.safe_dump(create_app().openapi(), sort_keys=False, allow_unicode=True), end="")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tokengraft", description="Give a pretrained language model a new tokenizer."
@@ -351,6 +474,43 @@ def parser() -> argparse.ArgumentParser:
     hp.set_defaults(func=cmd_hypernet_predict)
 
     sub.add_parser("methods", help="list transplant methods").set_defaults(func=cmd_methods)
+
+    def service_options(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--data-dir", help="SQLite file, artifacts and uploads (default "
+                        "./tokengraft-data, or $TOKENGRAFT_DATA_DIR)")  # fmt: skip
+        sp.add_argument("--database-url", help="e.g. postgresql+psycopg://user@host/db "
+                        "(default: SQLite in the data dir)")  # fmt: skip
+
+    sv = sub.add_parser("serve", help="the HTTP service, with an in-process worker")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--corpora-dir", help="folder of NAME.txt eval texts requests may name")
+    sv.add_argument("--no-worker", action="store_true", help="API only; run `tokengraft worker`")
+    service_options(sv)
+    sv.set_defaults(func=cmd_serve)
+    w = sub.add_parser("worker", help="run transplant jobs from the database")
+    w.add_argument("--corpora-dir", help="folder of NAME.txt eval texts requests may name")
+    service_options(w)
+    w.set_defaults(func=cmd_worker)
+    mg = sub.add_parser("migrate", help="bring the database to the current schema")
+    service_options(mg)
+    mg.set_defaults(func=cmd_migrate)
+    k = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
+    kc = k.add_parser("create", help="create a key; prints it once")
+    kc.add_argument("name", help="who or what uses it")
+    kc.add_argument("--scope", choices=["write", "read"], default="write",
+                    help="read: GET and HEAD only, for dashboards")  # fmt: skip
+    kc.set_defaults(func=cmd_keys_create)
+    kl = k.add_parser("list", help="list keys (never their secrets)")
+    kl.set_defaults(func=cmd_keys_list)
+    kr = k.add_parser("revoke", help="revoke a key by id")
+    kr.add_argument("id")
+    kr.set_defaults(func=cmd_keys_revoke)
+    for sp in (kc, kl, kr):
+        service_options(sp)
+    sub.add_parser("openapi", help="print the HTTP API's OpenAPI schema (YAML)").set_defaults(
+        func=cmd_openapi
+    )
     return p
 
 

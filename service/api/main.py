@@ -1,0 +1,52 @@
+"""The FastAPI application: `create_app(settings)`; with `worker=True` (the embedded default)
+an in-process worker runs beside the API."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from .. import problems
+from ..config import Settings
+from ..services import Services
+from ..worker import Worker, run_in_thread
+from .routes import artifacts, catalog, events, health, jobs, transplant, uploads
+
+DESCRIPTION = """Give a pretrained language model a new tokenizer, zero-shot.
+
+Submit a transplant with `POST /transplant`, follow it with `GET /jobs/{id}` (ETag / 304) or
+`GET /jobs/{id}/events` (Server-Sent Events), download the checkpoint from
+`GET /jobs/{id}/artifacts/{path}` or `GET /jobs/{id}/checkpoint.tar`. Errors are RFC 9457
+`application/problem+json`. Once API keys exist, send `Authorization: Bearer <key>`.
+"""
+
+
+def create_app(settings: Settings | None = None, worker: bool = False) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = Services.build(settings)
+        app.state.services = services
+        embedded = None
+        if worker:
+            embedded = Worker(settings, services.queue, services.storage, services.catalog)
+            thread = run_in_thread(embedded)
+        try:
+            yield
+        finally:
+            if embedded is not None:
+                embedded.stop.set()
+                embedded.abandon.set()  # give a running job back rather than block shutdown
+                thread.join(timeout=60)
+            services.engine.dispose()
+
+    app = FastAPI(title="tokengraft", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    problems.install(app)
+    for module in (transplant, jobs, events, artifacts, uploads, catalog, health):
+        app.include_router(module.router)
+    logging.getLogger("tokengraft").setLevel(logging.INFO)
+    return app

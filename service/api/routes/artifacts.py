@@ -1,0 +1,159 @@
+"""A succeeded job's files: the manifest, each file with Range / If-Range / HEAD and a strong
+sha256 ETag, and the whole checkpoint as a tar streamed file by file (never built first)."""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+import tarfile
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+
+from ...models import Artifact, Job, JobStatus
+from ...problems import ProblemError
+from ...schemas import FileOut, Manifest
+from ...services import Services
+from ..deps import Authorized, ServicesDep
+from .jobs import NOT_FOUND, find
+
+router = APIRouter(dependencies=[Authorized], tags=["artifacts"])
+RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+BLOCK = 512
+
+
+def _succeeded(services: Services, job_id: str) -> Job:
+    job = find(services, job_id)
+    if job.status != JobStatus.succeeded or job.output_dir is None:
+        raise ProblemError(409, f"job {job_id} is {job.status}: artifacts exist once it succeeds",
+                           "/problems/no-artifacts")  # fmt: skip
+    return job
+
+
+def _files(services: Services, job_id: str) -> tuple[Job, list[Artifact]]:
+    job = _succeeded(services, job_id)
+    return job, services.queue.artifacts(job_id)
+
+
+@router.get("/jobs/{job_id}/artifacts", response_model=Manifest, responses=NOT_FOUND)
+async def manifest(job_id: str, services: ServicesDep) -> Manifest:
+    _, files = await run_in_threadpool(_files, services, job_id)
+    return Manifest(files=[FileOut(path=f.path, size=f.size, sha256=f.sha256) for f in files])
+
+
+def _range(header: str, size: int) -> tuple[int, int] | None:
+    """[start, end) of a single-range header; None to send the whole file (RFC 9110 lets a
+    server ignore multi-range requests). Raises 416 when unsatisfiable."""
+    match = RANGE.match(header.strip())
+    if match is None:
+        return None
+    first, last = match.groups()
+    if first:
+        start = int(first)
+        end = min(int(last) + 1, size) if last else size
+        if last and int(last) < start:
+            return None  # syntactically invalid: ignored
+    elif last:
+        start, end = max(size - int(last), 0), size
+    else:
+        return None
+    if start >= size or end <= start:
+        raise ProblemError(416, f"range {header} is outside the file's {size} bytes",
+                           "/problems/range-not-satisfiable",
+                           {"Content-Range": f"bytes */{size}"})  # fmt: skip
+    return start, end
+
+
+FILE_RESPONSES: dict = {
+    200: {"content": {"application/octet-stream": {}}},
+    206: {},
+    304: {},
+    416: {},
+    **NOT_FOUND,
+}
+
+
+@router.get("/jobs/{job_id}/artifacts/{path:path}", response_class=StreamingResponse,
+            responses=FILE_RESPONSES, operation_id="get_artifact")  # fmt: skip
+@router.head("/jobs/{job_id}/artifacts/{path:path}", response_class=StreamingResponse,
+             responses=FILE_RESPONSES, operation_id="head_artifact")  # fmt: skip
+async def artifact(
+    job_id: str,
+    path: str,
+    services: ServicesDep,
+    request: Request,
+    range: Annotated[str | None, Header()] = None,
+    if_range: Annotated[str | None, Header()] = None,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    job, files = await run_in_threadpool(_files, services, job_id)
+    entry = next((f for f in files if f.path == path), None)  # only manifest paths exist
+    if entry is None:
+        raise ProblemError(404, f"job {job_id} has no file {path!r}", "/problems/not-found")
+    tag = f'"{entry.sha256}"'
+    headers = {"ETag": tag, "Accept-Ranges": "bytes"}
+    if if_none_match is not None and tag in [t.strip() for t in if_none_match.split(",")]:
+        return Response(status_code=304, headers=headers)
+    span = None
+    if range is not None and (if_range is None or if_range.strip() == tag):
+        span = _range(range, entry.size)
+    start, end = span or (0, entry.size)
+    headers["Content-Length"] = str(end - start)
+    status = 200
+    if span is not None:
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{entry.size}"
+    media = mimetypes.guess_type(path)[0] or "application/octet-stream"
+    if request.method == "HEAD":
+        return Response(status_code=status, headers=headers, media_type=media)
+    output = job.output_dir
+    assert output is not None
+    body = services.storage.read(job_id, output, entry.path, start, end)
+    return StreamingResponse(body, status_code=status, headers=headers, media_type=media)
+
+
+def _tar(
+    services: Services, job: Job, files: list[Artifact]
+) -> tuple[list[tuple[bytes, Artifact]], int]:
+    """Each file's tar header and the archive's exact length, known before streaming."""
+    headers, total = [], 2 * BLOCK  # the end-of-archive marker
+    for f in files:
+        info = tarfile.TarInfo(f"{job.id}/{f.path}")
+        info.size, info.mode, info.mtime = f.size, 0o644, int(job.finished_at.timestamp())
+        header = info.tobuf(format=tarfile.PAX_FORMAT)
+        headers.append((header, f))
+        total += len(header) + -(-f.size // BLOCK) * BLOCK
+    return headers, total
+
+
+def _tar_stream(
+    services: Services, job: Job, headers: list[tuple[bytes, Artifact]]
+) -> Iterator[bytes]:
+    assert job.output_dir is not None
+    for header, f in headers:
+        yield header
+        yield from services.storage.read(job.id, job.output_dir, f.path, 0, f.size)
+        if f.size % BLOCK:
+            yield b"\0" * (BLOCK - f.size % BLOCK)
+    yield b"\0" * (2 * BLOCK)
+
+
+@router.get(
+    "/jobs/{job_id}/checkpoint.tar",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/x-tar": {}}}, **NOT_FOUND},
+)
+async def checkpoint_tar(job_id: str, services: ServicesDep) -> StreamingResponse:
+    job, files = await run_in_threadpool(_files, services, job_id)
+    headers, total = _tar(services, job, files)
+    return StreamingResponse(
+        _tar_stream(services, job, headers),
+        media_type="application/x-tar",
+        headers={
+            "Content-Length": str(total),
+            "Content-Disposition": f'attachment; filename="{job_id}.tar"',
+        },
+    )

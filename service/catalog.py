@@ -1,0 +1,116 @@
+"""What a request may name, resolved safely: store names, bundled models, hub ids, uploads.
+
+A request never names a server path: names are checked against a pattern and looked up inside
+the server's own folders, so `../../etc` or `/root` are refused before anything is opened.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from hypernet.errors import InputError
+from hypernet.io import open_checkpoint
+from hypernet.models import BUNDLED, hub_model, hub_tokenizer, resolve_model, resolve_tokenizer
+from hypernet.predict import list_hypernets, resolve_hypernet
+from hypernet.predict import store as default_hypernet_store
+
+from .config import Settings
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def _safe(name: str) -> bool:
+    return ".." not in name and bool(NAME.match(name) or HUB_ID.match(name))
+
+
+class Catalog:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @property
+    def hypernets_dir(self) -> Path:
+        return self.settings.hypernets_dir or default_hypernet_store()
+
+    # --- resolution -------------------------------------------------------------------------
+    def model(self, name: str) -> Path:
+        """A model folder whose embeddings were found (InputError otherwise)."""
+        if not _safe(name):
+            raise InputError(f"model {name!r} is not a store name, bundled model or hub id")
+        store = self.settings.models_dir / name
+        if NAME.match(name) and (store / "config.json").is_file():
+            folder = store
+        elif name in BUNDLED:
+            folder = resolve_model(name)
+        elif HUB_ID.match(name):
+            folder = hub_model(name)
+        else:
+            raise InputError(
+                f"model {name!r} not found: not in the model store, not bundled "
+                f"({', '.join(BUNDLED)}), not a hub id"
+            )
+        open_checkpoint(folder)  # identifiable embeddings, safetensors only
+        return folder
+
+    def tokenizer(self, name: str) -> Path:
+        if (
+            UPLOAD_ID.match(name)
+            and (self.settings.uploads_dir / name / "tokenizer.json").is_file()
+        ):
+            return resolve_tokenizer(str(self.settings.uploads_dir / name))
+        if not _safe(name):
+            raise InputError(f"tokenizer {name!r} is not an upload id, store name or hub id")
+        store = self.settings.tokenizers_dir
+        if NAME.match(name) and (store / name / "tokenizer.json").is_file():
+            return resolve_tokenizer(str(store / name))
+        if NAME.match(name) and (store / f"{name}.json").is_file():
+            return resolve_tokenizer(str(store / f"{name}.json"))
+        if name in BUNDLED:
+            return resolve_tokenizer(name)
+        if HUB_ID.match(name):
+            return hub_tokenizer(name)
+        raise InputError(f"tokenizer {name!r} not found: no upload, store entry or hub id")
+
+    def text(self, name: str) -> Path:
+        if UPLOAD_ID.match(name) and (self.settings.uploads_dir / name / "text.txt").is_file():
+            return self.settings.uploads_dir / name / "text.txt"
+        corpora = self.settings.corpora_dir
+        if corpora is not None and NAME.match(name) and ".." not in name:
+            file = corpora / f"{name}.txt"
+            if file.is_file():
+                return file
+        raise InputError(f"eval text {name!r} not found: no uploaded text or corpus of that name")
+
+    def hypernet(self, name: str) -> Path:
+        if not NAME.match(name) or ".." in name:
+            raise InputError(f"hypernetwork {name!r} is not a store name")
+        return resolve_hypernet(self.hypernets_dir / name)
+
+    # --- listings ---------------------------------------------------------------------------
+    def models(self) -> list[dict]:
+        found = [{"name": n, "source": "bundled"} for n in BUNDLED]
+        store = self.settings.models_dir
+        if store.is_dir():
+            found += [
+                {"name": p.name, "source": "store"}
+                for p in sorted(store.iterdir())
+                if (p / "config.json").is_file() and NAME.match(p.name)
+            ]
+        return found
+
+    def tokenizers(self) -> list[dict]:
+        store = self.settings.tokenizers_dir
+        if not store.is_dir():
+            return []
+        names = [p.name for p in sorted(store.iterdir()) if (p / "tokenizer.json").is_file()]
+        names += [p.stem for p in sorted(store.glob("*.json"))]
+        return [{"name": n, "source": "store"} for n in names if NAME.match(n)]
+
+    def corpora(self) -> list[str]:
+        corpora = self.settings.corpora_dir
+        return sorted(p.stem for p in corpora.glob("*.txt")) if corpora and corpora.is_dir() else []
+
+    def hypernets(self) -> list[Path]:
+        return list_hypernets([self.hypernets_dir])

@@ -1,0 +1,62 @@
+"""API keys: `tg_<id>_<secret>`, shown once at creation; only a sha256 of the key is stored."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from .models import ApiKey, utcnow
+
+SCOPES = ("write", "read")  # write: everything; read: GET and HEAD only (dashboards)
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create(sessions: sessionmaker[Session], name: str, scope: str) -> tuple[ApiKey, str]:
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
+    key_id = secrets.token_hex(6)
+    key = f"tg_{key_id}_{secrets.token_urlsafe(24)}"
+    row = ApiKey(id=key_id, name=name, secret_sha256=_digest(key), scope=scope)
+    with sessions.begin() as s:
+        s.add(row)
+    return row, key
+
+
+def all_keys(sessions: sessionmaker[Session]) -> list[ApiKey]:
+    with sessions() as s:
+        return list(s.scalars(select(ApiKey).order_by(ApiKey.created_at)))
+
+
+def revoke(sessions: sessionmaker[Session], key_id: str) -> bool:
+    with sessions.begin() as s:
+        row = s.get(ApiKey, key_id)
+        if row is None:
+            return False
+        if row.revoked_at is None:
+            row.revoked_at = utcnow()
+        return True
+
+
+def any_active(sessions: sessionmaker[Session]) -> bool:
+    with sessions() as s:
+        query = select(func.count()).select_from(ApiKey).where(ApiKey.revoked_at.is_(None))
+        return bool(s.scalar(query))
+
+
+def scope_of(sessions: sessionmaker[Session], key: str) -> str | None:
+    """The scope of an active key, None for anything else (unknown, revoked, malformed)."""
+    parts = key.split("_")
+    if len(parts) < 3 or parts[0] != "tg":
+        return None
+    with sessions() as s:
+        row = s.get(ApiKey, parts[1])
+    if row is None or row.revoked_at is not None:
+        return None
+    return row.scope if hmac.compare_digest(row.secret_sha256, _digest(key)) else None

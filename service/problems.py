@@ -1,0 +1,72 @@
+"""RFC 9457 problem+json for every error the API returns, validation errors included."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from hypernet.errors import InputError
+
+MEDIA_TYPE = "application/problem+json"
+log = logging.getLogger("tokengraft.api")
+
+
+class ProblemError(Exception):
+    def __init__(
+        self, status: int, detail: str, type_: str = "about:blank", headers: dict | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.status, self.detail, self.type, self.headers = status, detail, type_, headers
+
+
+def problem(
+    request: Request,
+    status: int,
+    detail: str | None,
+    type_: str = "about:blank",
+    headers: dict | None = None,
+    errors: list[dict] | None = None,
+) -> JSONResponse:
+    body: dict = {
+        "type": type_,
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+    }
+    if errors is not None:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ProblemError)
+    async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
+        return problem(request, exc.status, exc.detail, exc.type, exc.headers)
+
+    @app.exception_handler(InputError)
+    async def _input(request: Request, exc: InputError) -> JSONResponse:
+        return problem(request, 422, str(exc), "/problems/invalid-input")
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        return problem(request, exc.status_code, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+        return problem(request, 422, detail, "/problems/validation", errors=errors)
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s", request.url.path)
+        return problem(request, 500, "internal error; the server log has the details")

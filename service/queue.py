@@ -1,0 +1,338 @@
+"""Every query on the jobs table: enqueue, claim, heartbeat, progress, finish, cancel, reap.
+
+Writes from a worker are fenced by (worker id, attempt): a worker that was presumed dead and
+whose job was requeued and claimed again cannot overwrite the newer attempt. Each state change
+is recorded as a `JobEvent`, which the SSE stream replays.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Select, and_, delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from .models import Artifact, Job, JobEvent, JobStatus, Worker, utcnow
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A running job as its worker holds it: the fence for every later write."""
+
+    job_id: str
+    worker_id: str
+    attempt: int
+    request: dict
+
+
+class Conflict(Exception):
+    """An Idempotency-Key reused with a different request body."""
+
+
+def _event(session: Session, job: Job, kind: str, data: dict) -> None:
+    session.add(JobEvent(job_id=job.id, kind=kind, data=data))
+
+
+def _state(session: Session, job_id: str, status: JobStatus, **data: object) -> None:
+    session.add(JobEvent(job_id=job_id, kind="state", data={"status": status.value, **data}))
+
+
+class Queue:
+    def __init__(self, sessions: sessionmaker[Session], max_attempts: int = 3) -> None:
+        self.sessions = sessions
+        self.max_attempts = max_attempts
+
+    # --- API side ---------------------------------------------------------------------------
+    def enqueue(
+        self,
+        request: dict,
+        request_hash: str,
+        idempotency_key: str | None = None,
+        expires_in: timedelta | None = None,
+    ) -> tuple[Job, bool]:
+        """The new job, or the one an unexpired Idempotency-Key already names (created=False).
+        Raises Conflict when that key was used with another body."""
+        now = utcnow()
+        for _ in range(3):  # a concurrent insert of the same key: look again
+            with self.sessions.begin() as s:
+                if idempotency_key is not None:
+                    old = s.scalar(select(Job).where(Job.idempotency_key == idempotency_key))
+                    if old is not None and old.idempotency_expires_at > now:
+                        if old.request_hash != request_hash:
+                            raise Conflict(idempotency_key)
+                        return old, False
+                    if old is not None:  # expired: the key is free again
+                        old.idempotency_key = None
+                        s.flush()
+                job = Job(
+                    id=uuid.uuid4().hex,
+                    status=JobStatus.queued,
+                    request=request,
+                    request_hash=request_hash,
+                    idempotency_key=idempotency_key,
+                    idempotency_expires_at=now + expires_in
+                    if idempotency_key and expires_in
+                    else None,
+                    created_at=now,
+                )
+                s.add(job)
+                try:
+                    s.flush()
+                except IntegrityError:
+                    s.rollback()
+                    continue
+                _state(s, job.id, JobStatus.queued)
+                return job, True
+        raise RuntimeError("could not enqueue: Idempotency-Key contention")
+
+    def get(self, job_id: str) -> Job | None:
+        with self.sessions() as s:
+            return s.get(Job, job_id)
+
+    def page(
+        self, status: JobStatus | None, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Job]:
+        """Newest first; `after` is the (created_at, id) of the last job of the previous page."""
+        query: Select = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
+        if status is not None:
+            query = query.where(Job.status == status)
+        if after is not None:
+            created, jid = after
+            query = query.where(
+                (Job.created_at < created) | and_(Job.created_at == created, Job.id < jid)
+            )
+        with self.sessions() as s:
+            return list(s.scalars(query))
+
+    def cancel(self, job_id: str) -> Job | None:
+        """Queued: canceled at once. Running: flagged; the worker stops at the next stage
+        boundary. Terminal: unchanged. Idempotent."""
+        with self.sessions.begin() as s:
+            job = s.get(Job, job_id, with_for_update=True)
+            if job is None:
+                return None
+            if job.status == JobStatus.queued:
+                job.status, job.finished_at = JobStatus.canceled, utcnow()
+                job.version += 1
+                _state(s, job.id, JobStatus.canceled)
+            elif job.status == JobStatus.running and not job.cancel_requested:
+                job.cancel_requested = True
+                job.version += 1
+                _event(s, job, "progress", {"message": "cancel requested"})
+            return job
+
+    def delete(self, job_id: str) -> bool:
+        """Remove a terminal job and its rows; False if it is queued or running."""
+        with self.sessions.begin() as s:
+            job = s.get(Job, job_id, with_for_update=True)
+            if job is None or not JobStatus(job.status).terminal:
+                return False
+            s.execute(delete(JobEvent).where(JobEvent.job_id == job_id))
+            s.execute(delete(Artifact).where(Artifact.job_id == job_id))
+            s.delete(job)
+            return True
+
+    def events(self, job_id: str, after: int) -> list[JobEvent]:
+        with self.sessions() as s:
+            query = select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > after)
+            return list(s.scalars(query.order_by(JobEvent.id)))
+
+    def artifacts(self, job_id: str) -> list[Artifact]:
+        with self.sessions() as s:
+            query = select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.path)
+            return list(s.scalars(query))
+
+    def counts(self) -> dict[str, int]:
+        with self.sessions() as s:
+            rows = s.execute(select(Job.status, func.count()).group_by(Job.status))
+            return {status: n for status, n in rows}
+
+    def durations(self) -> list[tuple[str, float]]:
+        """(status, seconds from start to finish) of finished jobs, for /metrics."""
+        with self.sessions() as s:
+            rows = s.execute(
+                select(Job.status, Job.started_at, Job.finished_at).where(
+                    Job.started_at.is_not(None), Job.finished_at.is_not(None)
+                )
+            )
+            return [(st, (end - start).total_seconds()) for st, start, end in rows]
+
+    def live_workers(self, stale_seconds: float) -> int:
+        cutoff = utcnow() - timedelta(seconds=stale_seconds)
+        with self.sessions() as s:
+            query = select(func.count()).select_from(Worker)
+            return s.scalar(query.where(Worker.heartbeat_at > cutoff, Worker.stopped_at.is_(None)))
+
+    # --- worker side ------------------------------------------------------------------------
+    def register(self, worker_id: str, hostname: str, pid: int, device: str) -> None:
+        with self.sessions.begin() as s:
+            s.add(Worker(id=worker_id, hostname=hostname, pid=pid, device=device))
+
+    def worker_beat(self, worker_id: str, stopped: bool = False) -> None:
+        now = utcnow()
+        values = {"heartbeat_at": now, **({"stopped_at": now} if stopped else {})}
+        with self.sessions.begin() as s:
+            s.execute(update(Worker).where(Worker.id == worker_id).values(**values))
+
+    def claim(self, worker_id: str) -> Claim | None:
+        """Take the oldest queued job: FOR UPDATE SKIP LOCKED on PostgreSQL, a single
+        compare-and-set UPDATE on SQLite (whose writers are serialized anyway)."""
+        now = utcnow()
+        oldest = select(Job.id).where(Job.status == JobStatus.queued)
+        oldest = oldest.order_by(Job.created_at, Job.id).limit(1)
+        with self.sessions.begin() as s:
+            if s.get_bind().dialect.name == "postgresql":
+                target = s.scalar(oldest.with_for_update(skip_locked=True))
+                if target is None:
+                    return None
+            else:
+                target = oldest.scalar_subquery()
+            row = s.execute(
+                update(Job)
+                .where(Job.id == target, Job.status == JobStatus.queued)
+                .values(
+                    status=JobStatus.running,
+                    worker_id=worker_id,
+                    attempt=Job.attempt + 1,
+                    heartbeat_at=now,
+                    started_at=func.coalesce(Job.started_at, now),
+                    stage=None,
+                    fraction=0.0,
+                    message=None,
+                    version=Job.version + 1,
+                )
+                .returning(Job.id, Job.attempt, Job.request)
+            ).first()
+            if row is None:
+                return None
+            _state(s, row.id, JobStatus.running, attempt=row.attempt, worker=worker_id)
+            return Claim(row.id, worker_id, row.attempt, row.request)
+
+    def _fenced(self, claim: Claim):  # noqa: ANN202 (a SQLAlchemy Update)
+        return update(Job).where(
+            Job.id == claim.job_id,
+            Job.worker_id == claim.worker_id,
+            Job.attempt == claim.attempt,
+            Job.status == JobStatus.running,
+        )
+
+    def heartbeat(self, claim: Claim) -> tuple[bool, bool]:
+        """(still ours, cancel requested)."""
+        with self.sessions.begin() as s:
+            row = s.execute(
+                self._fenced(claim).values(heartbeat_at=utcnow()).returning(Job.cancel_requested)
+            ).first()
+            return (row is not None, bool(row and row.cancel_requested))
+
+    def progress(self, claim: Claim, stage: str, fraction: float, message: str | None) -> bool:
+        with self.sessions.begin() as s:
+            done = s.execute(
+                self._fenced(claim).values(
+                    stage=stage,
+                    fraction=fraction,
+                    message=message,
+                    heartbeat_at=utcnow(),
+                    version=Job.version + 1,
+                )  # fmt: skip
+            ).rowcount
+            if done:
+                data = {"stage": stage, "fraction": round(fraction, 4), "message": message}
+                s.add(JobEvent(job_id=claim.job_id, kind="progress", data=data))
+            return bool(done)
+
+    def succeed(
+        self, claim: Claim, result: dict, output_dir: str, files: list[tuple[str, int, str]]
+    ) -> bool:
+        """Mark succeeded and record its files in one transaction; False if fenced off."""
+        with self.sessions.begin() as s:
+            done = s.execute(
+                self._fenced(claim).values(
+                    status=JobStatus.succeeded,
+                    result=result,
+                    output_dir=output_dir,
+                    finished_at=utcnow(),
+                    stage=None,
+                    fraction=1.0,
+                    message=None,
+                    version=Job.version + 1,
+                )  # fmt: skip
+            ).rowcount
+            if not done:
+                return False
+            s.add_all(Artifact(job_id=claim.job_id, path=p, size=n, sha256=h) for p, n, h in files)
+            _state(s, claim.job_id, JobStatus.succeeded)
+            return True
+
+    def fail(self, claim: Claim, error_type: str, detail: str, retry: bool) -> JobStatus | None:
+        """Requeue a retryable failure while attempts remain, else fail; None if fenced off."""
+        status = (
+            JobStatus.queued if retry and claim.attempt < self.max_attempts else JobStatus.failed
+        )
+        with self.sessions.begin() as s:
+            done = s.execute(
+                self._fenced(claim).values(
+                    status=status,
+                    error_type=error_type,
+                    error_detail=detail[:2000],
+                    worker_id=None,
+                    finished_at=utcnow() if status == JobStatus.failed else None,
+                    version=Job.version + 1,
+                )  # fmt: skip
+            ).rowcount
+            if not done:
+                return None
+            _state(s, claim.job_id, status, error={"type": error_type, "detail": detail[:2000]})
+            return status
+
+    def canceled(self, claim: Claim) -> bool:
+        with self.sessions.begin() as s:
+            done = s.execute(
+                self._fenced(claim).values(
+                    status=JobStatus.canceled, finished_at=utcnow(), version=Job.version + 1
+                )
+            ).rowcount
+            if done:
+                _state(s, claim.job_id, JobStatus.canceled)
+            return bool(done)
+
+    def reap(self, stale_seconds: float) -> list[str]:
+        """Requeue running jobs whose worker stopped beating (failed after max attempts)."""
+        cutoff = utcnow() - timedelta(seconds=stale_seconds)
+        reaped = []
+        with self.sessions.begin() as s:
+            stale = select(Job).where(Job.status == JobStatus.running, Job.heartbeat_at < cutoff)
+            if s.get_bind().dialect.name == "postgresql":
+                stale = stale.with_for_update(skip_locked=True)
+            for job in s.scalars(stale):
+                lost = f"worker {job.worker_id} stopped beating during attempt {job.attempt}"
+                if job.attempt >= self.max_attempts:
+                    job.status, job.finished_at = JobStatus.failed, utcnow()
+                    job.error_type, job.error_detail = "worker_lost", lost
+                elif job.cancel_requested:
+                    job.status, job.finished_at = JobStatus.canceled, utcnow()
+                else:
+                    job.status = JobStatus.queued
+                job.worker_id = None
+                job.version += 1
+                _state(s, job.id, JobStatus(job.status), reason=lost)
+                reaped.append(job.id)
+        return reaped
+
+    def release(self, claim: Claim) -> bool:
+        """Give a job back untouched (its worker is shutting down): queued again, and the
+        attempt it used is not counted."""
+        with self.sessions.begin() as s:
+            done = s.execute(
+                self._fenced(claim).values(
+                    status=JobStatus.queued,
+                    worker_id=None,
+                    attempt=Job.attempt - 1,
+                    version=Job.version + 1,
+                )  # fmt: skip
+            ).rowcount
+            if done:
+                _state(s, claim.job_id, JobStatus.queued, reason="worker shut down")
+            return bool(done)

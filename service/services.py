@@ -1,0 +1,35 @@
+"""Everything a running service holds, built once from Settings and shared by the API, the
+in-process worker and the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from .catalog import Catalog
+from .config import Settings
+from .db import make_engine, make_sessions
+from .queue import Queue
+from .storage import LocalStorage
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    queue: Queue
+    storage: LocalStorage
+    catalog: Catalog
+
+    @classmethod
+    def build(cls, settings: Settings) -> Services:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(settings.url)
+        sessions = make_sessions(engine)
+        return cls(
+            settings, engine, sessions, Queue(sessions, settings.max_attempts),
+            LocalStorage(settings.jobs_dir), Catalog(settings),
+        )  # fmt: skip

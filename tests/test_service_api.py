@@ -1,0 +1,296 @@
+"""The HTTP API in-process, on SQLite and PostgreSQL; jobs are run by calling the worker."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service import keys
+from service.models import JobStatus
+from service.services import Services
+from service.worker import Worker
+
+PROBLEM = "application/problem+json"
+REQUEST = {"model": "tiny", "tokenizer": "sp", "method": "subword", "eval_text": "fox"}
+
+
+def run_next(services: Services) -> JobStatus | None:
+    """Claim and run the oldest queued job in this process, as a worker would."""
+    worker = Worker(services.settings, services.queue, services.storage, services.catalog)
+    claim = services.queue.claim(worker.id)
+    assert claim is not None, "no queued job"
+    return worker.run_job(claim)
+
+
+def submit(client: TestClient, body: dict | None = None, **headers: str) -> dict:
+    response = client.post("/transplant", json=body or REQUEST, headers=headers)
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert response.headers["location"] == f"/jobs/{job['id']}"
+    assert int(response.headers["retry-after"]) > 0
+    return job
+
+
+def assert_problem(response, status: int, detail: str = "") -> None:  # noqa: ANN001
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    body = response.json()
+    assert body["status"] == status and body["title"]
+    assert detail in body["detail"]
+
+
+def test_transplant_job_succeeds_with_report_and_files(
+    client: TestClient, services: Services
+) -> None:
+    job = submit(client)
+    assert job["status"] == "queued" and job["attempt"] == 0
+    assert run_next(services) == JobStatus.succeeded
+    done = client.get(f"/jobs/{job['id']}").json()
+    assert done["status"] == "succeeded" and done["attempt"] == 1
+    assert done["progress"]["fraction"] == 1.0
+    report = done["result"]["report"]
+    assert report["method"] == "subword" and report["vocab"]["new_vocab_size"] > 0
+    assert report["eval"]["after"]["bits_per_byte"] > 0
+    assert set(report["timings"]) >= {"resolve", "align", "predict", "write", "evaluate"}
+    files = client.get(f"/jobs/{job['id']}/artifacts").json()["files"]
+    names = {f["path"] for f in files}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "README.md"} <= names
+    for f in files:
+        body = client.get(f"/jobs/{job['id']}/artifacts/{f['path']}").content
+        assert len(body) == f["size"] and hashlib.sha256(body).hexdigest() == f["sha256"]
+    kinds = [e.kind for e in services.queue.events(job["id"], 0)]
+    assert kinds[0] == "state" and "progress" in kinds and kinds[-1] == "state"
+
+
+def test_etag_gives_304_until_the_job_changes(client: TestClient, services: Services) -> None:
+    job = submit(client)
+    first = client.get(f"/jobs/{job['id']}")
+    tag = first.headers["etag"]
+    assert tag.startswith('W/"')
+    again = client.get(f"/jobs/{job['id']}", headers={"If-None-Match": tag})
+    assert again.status_code == 304 and not again.content
+    run_next(services)
+    changed = client.get(f"/jobs/{job['id']}", headers={"If-None-Match": tag})
+    assert changed.status_code == 200 and changed.headers["etag"] != tag
+
+
+def test_list_filters_by_status_and_pages_with_a_cursor(client: TestClient) -> None:
+    ids = [submit(client)["id"] for _ in range(5)]
+    client.post(f"/jobs/{ids[0]}/cancel")
+    seen, cursor = [], None
+    while True:
+        page = client.get("/jobs", params={"limit": 2, **({"cursor": cursor} if cursor else {})})
+        body = page.json()
+        seen += [j["id"] for j in body["jobs"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ids[::-1]
+    canceled = client.get("/jobs", params={"status": "canceled"}).json()["jobs"]
+    assert [j["id"] for j in canceled] == [ids[0]]
+    assert_problem(client.get("/jobs", params={"status": "bogus"}), 422)
+    assert_problem(client.get("/jobs", params={"cursor": "%%%"}), 400, "cursor")
+
+
+def test_idempotency_key(client: TestClient) -> None:
+    first = submit(client, **{"Idempotency-Key": "k1"})
+    again = submit(client, **{"Idempotency-Key": "k1"})
+    assert again["id"] == first["id"]
+    other = client.post("/transplant", json={**REQUEST, "method": "mean"},
+                        headers={"Idempotency-Key": "k1"})  # fmt: skip
+    assert_problem(other, 422, "Idempotency-Key")
+    assert submit(client, **{"Idempotency-Key": "k2"})["id"] != first["id"]
+    assert len(client.get("/jobs").json()["jobs"]) == 2
+
+
+def test_dry_run_validates_without_a_job(client: TestClient) -> None:
+    response = client.post("/transplant", json={**REQUEST, "dry_run": True})
+    assert response.status_code == 200 and response.json()["valid"] is True
+    assert client.get("/jobs").json()["jobs"] == []
+
+
+def test_cancel_queued_and_running(client: TestClient, services: Services) -> None:
+    queued = submit(client)
+    for _ in range(2):  # idempotent
+        body = client.post(f"/jobs/{queued['id']}/cancel").json()
+        assert body["status"] == "canceled"
+    running = submit(client)
+    worker = Worker(services.settings, services.queue, services.storage, services.catalog)
+    claim = services.queue.claim(worker.id)
+    assert claim is not None and claim.job_id == running["id"]
+    flagged = client.post(f"/jobs/{running['id']}/cancel").json()
+    assert flagged["status"] == "running" and flagged["cancel_requested"]
+    worker.settings = services.settings.model_copy(update={"heartbeat_seconds": 0.01})
+    assert worker.run_job(claim) == JobStatus.canceled
+    assert client.get(f"/jobs/{running['id']}").json()["status"] == "canceled"
+    assert not (services.settings.jobs_dir / running["id"]).exists() or not any(
+        (services.settings.jobs_dir / running["id"]).iterdir()
+    )
+    assert_problem(client.get(f"/jobs/{running['id']}/artifacts"), 409)
+
+
+def test_delete_removes_a_terminal_job_and_its_files(
+    client: TestClient, services: Services
+) -> None:
+    job = submit(client)
+    run_next(services)
+    folder = services.settings.jobs_dir / job["id"]
+    assert folder.is_dir()
+    assert client.delete(f"/jobs/{job['id']}").status_code == 204
+    assert not folder.exists()
+    assert_problem(client.get(f"/jobs/{job['id']}"), 404)
+    queued = submit(client)
+    assert_problem(client.delete(f"/jobs/{queued['id']}"), 409, "cancel it first")
+
+
+def test_ranges_if_range_head_and_tar(client: TestClient, services: Services) -> None:
+    job = submit(client)
+    run_next(services)
+    base = f"/jobs/{job['id']}/artifacts"
+    entry = next(f for f in client.get(base).json()["files"] if f["path"] == "tokenizer.json")
+    url, size = f"{base}/tokenizer.json", entry["size"]
+    whole = client.get(url)
+    assert whole.headers["etag"] == f'"{entry["sha256"]}"'
+    assert whole.headers["accept-ranges"] == "bytes"
+    part = client.get(url, headers={"Range": "bytes=10-19"})
+    assert part.status_code == 206 and part.content == whole.content[10:20]
+    assert part.headers["content-range"] == f"bytes 10-19/{size}"
+    tail = client.get(url, headers={"Range": "bytes=-5"})
+    assert tail.status_code == 206 and tail.content == whole.content[-5:]
+    beyond = client.get(url, headers={"Range": f"bytes={size}-"})
+    assert_problem(beyond, 416)
+    assert beyond.headers["content-range"] == f"bytes */{size}"
+    stale = client.get(url, headers={"Range": "bytes=0-9", "If-Range": '"deadbeef"'})
+    assert stale.status_code == 200 and stale.content == whole.content
+    fresh = client.get(url, headers={"Range": "bytes=0-9", "If-Range": whole.headers["etag"]})
+    assert fresh.status_code == 206 and fresh.content == whole.content[:10]
+    head = client.head(url)
+    assert head.status_code == 200 and head.headers["content-length"] == str(size)
+    assert not head.content
+    assert_problem(client.get(f"{base}/../../../etc/passwd"), 404)
+    assert_problem(client.get(f"{base}/%2e%2e/%2e%2e/secret"), 404)
+    tar = client.get(f"/jobs/{job['id']}/checkpoint.tar")
+    assert tar.headers["content-length"] == str(len(tar.content))
+    with tarfile.open(fileobj=io.BytesIO(tar.content)) as archive:
+        got = {m.name: archive.extractfile(m).read() for m in archive.getmembers()}
+    assert got[f"{job['id']}/tokenizer.json"] == whole.content
+    assert len(got) == len(client.get(base).json()["files"])
+
+
+def test_bad_input_is_a_problem_and_never_a_job(client: TestClient) -> None:
+    bad = client.post(
+        "/transplant", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert_problem(bad, 422)
+    assert_problem(client.post("/transplant", json={**REQUEST, "model": "no-such-model"}), 422,
+                   "not found")  # fmt: skip
+    assert_problem(client.post("/transplant", json={**REQUEST, "model": "../../etc"}), 422)
+    assert_problem(client.post("/transplant", json={**REQUEST, "model": "/root"}), 422)
+    assert_problem(client.post("/transplant", json={**REQUEST, "method": "nope"}), 422, "nope")
+    assert_problem(client.post("/transplant", json={**REQUEST, "options": {"kk": 1}}), 422)
+    assert_problem(client.post("/transplant", json={**REQUEST, "eval_text": "../x"}), 422)
+    assert_problem(client.post("/transplant", json={**REQUEST, "surprise": 1}), 422)
+    assert_problem(client.post("/transplant", json={"model": "tiny"}), 422, "tokenizer")
+    assert_problem(client.post("/transplant", json={**REQUEST, "method": "hypernet"}), 422,
+                   "hypernet")  # fmt: skip
+    assert client.get("/jobs").json()["jobs"] == []
+    assert_problem(client.get("/jobs/nope"), 404)
+    assert_problem(client.post("/jobs/nope/cancel"), 404)
+
+
+def test_uploads_tokenizers_and_texts(client: TestClient, settings, tmp_path) -> None:  # noqa: ANN001
+    tok = (settings.tokenizers_dir / "sp" / "tokenizer.json").read_bytes()
+    up = client.post("/tokenizers", files={"file": ("tokenizer.json", tok)})
+    assert up.status_code == 201, up.text
+    tok_id = up.json()["id"]
+    assert up.json()["vocab_size"] > 0
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as archive:
+        archive.add(settings.tokenizers_dir / "sp", arcname="sp")
+    folder = client.post("/tokenizers", files={"file": ("sp.tar", buf.getvalue())})
+    assert folder.status_code == 201, folder.text
+    text = client.post("/texts", files={"file": ("eval.txt", b"Der Fuchs springt.\n" * 20)})
+    assert text.status_code == 201
+    listed = client.get("/tokenizers").json()
+    assert {u["id"] for u in listed["uploads"]} == {tok_id, folder.json()["id"]}
+    assert listed["store"] == [{"name": "sp", "source": "store"}]
+    assert client.get("/texts").json()["corpora"] == ["fox"]
+    body = {**REQUEST, "tokenizer": tok_id, "eval_text": text.json()["id"], "dry_run": True}
+    assert client.post("/transplant", json=body).status_code == 200
+
+    assert_problem(client.post("/tokenizers", files={"file": ("t.json", b'{"model": 1}')}), 422,
+                   "tokenizer.json")  # fmt: skip
+    assert_problem(client.post("/tokenizers", files={"file": ("t.bin", b"\x00" * 600)}), 422)
+    evil = io.BytesIO()
+    with tarfile.open(fileobj=evil, mode="w") as archive:
+        info = tarfile.TarInfo("../../tokenizer.json")
+        info.size = len(tok)
+        archive.addfile(info, io.BytesIO(tok))
+    assert_problem(client.post("/tokenizers", files={"file": ("e.tar", evil.getvalue())}), 422,
+                   "outside")  # fmt: skip
+    assert_problem(client.post("/texts", files={"file": ("x.txt", b"\xff\xfe\x00")}), 422, "UTF-8")
+    uploads = settings.uploads_dir
+    assert sorted(p.name for p in uploads.iterdir()) == sorted(
+        [tok_id, folder.json()["id"], text.json()["id"]]
+    )
+
+
+def test_upload_limits(settings, database_url) -> None:  # noqa: ANN001
+    from service.api.main import create_app
+
+    small = settings.model_copy(update={"max_upload_bytes": 1000, "max_vocab_size": 50})
+    with TestClient(create_app(small)) as client:
+        big = client.post("/tokenizers", files={"file": ("t.json", b"{" + b" " * 2000 + b"}")})
+        assert_problem(big, 413)
+        tok = (settings.tokenizers_dir / "sp" / "tokenizer.json").read_bytes()
+        roomy = settings.model_copy(update={"max_vocab_size": 50})
+    with TestClient(create_app(roomy)) as client:
+        assert_problem(
+            client.post("/tokenizers", files={"file": ("t.json", tok)}), 413, "vocabulary"
+        )
+    assert not settings.uploads_dir.exists() or not any(settings.uploads_dir.iterdir())
+
+
+def test_api_keys(client: TestClient, services: Services) -> None:
+    assert client.get("/jobs").status_code == 200  # no key exists: open (loopback only)
+    _, write = keys.create(services.sessions, "ci", "write")
+    read_row, read = keys.create(services.sessions, "dashboard", "read")
+    assert_problem(client.get("/jobs"), 401, "required")
+    assert_problem(client.get("/jobs", headers={"Authorization": "Bearer tg_x_y"}), 401)
+    assert_problem(client.get("/jobs", headers={"Authorization": f"Bearer {write}x"}), 401)
+    assert client.get("/jobs", headers={"Authorization": f"Bearer {read}"}).status_code == 200
+    denied = client.post("/transplant", json=REQUEST, headers={"Authorization": f"Bearer {read}"})
+    assert_problem(denied, 403, "read-only")
+    ok = client.post("/transplant", json=REQUEST, headers={"Authorization": f"Bearer {write}"})
+    assert ok.status_code == 202
+    keys.revoke(services.sessions, read_row.id)
+    assert_problem(client.get("/jobs", headers={"Authorization": f"Bearer {read}"}), 401)
+    assert client.get("/healthz").status_code == 200  # probes need no key
+    stored = {k.secret_sha256 for k in keys.all_keys(services.sessions)}
+    assert write not in json.dumps(sorted(stored))
+
+
+def test_catalog_health_and_metrics(client: TestClient, services: Services) -> None:
+    models = client.get("/models").json()["models"]
+    assert {"name": "tiny", "source": "store"} in models
+    assert {"name": "smollm2-135m", "source": "bundled"} in models
+    assert client.get("/hypernets").json() == {"hypernets": []}
+    assert "hybrid" in {m["name"] for m in client.get("/methods").json()["methods"]}
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert_problem(client.get("/readyz"), 503, "no live worker")
+    services.queue.register("w1", "host", 1, "cpu")
+    assert client.get("/readyz").json()["live_workers"] == 1
+    submit(client)
+    metrics = client.get("/metrics").text
+    assert 'tokengraft_jobs{status="queued"} 1' in metrics
+    assert "tokengraft_queue_depth 1" in metrics
+
+
+@pytest.mark.parametrize("path", ["/jobs/x/events", "/jobs/x/artifacts", "/jobs/x/checkpoint.tar"])
+def test_unknown_job_is_404_everywhere(client: TestClient, path: str) -> None:
+    assert_problem(client.get(path), 404)
