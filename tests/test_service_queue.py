@@ -1,0 +1,157 @@
+"""The job queue on SQLite and PostgreSQL: claiming, fencing, reaping, retries."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import service.worker
+from hypernet.errors import InputError
+from service.models import JobStatus
+from service.queue import Claim, Queue
+from service.services import Services
+from service.worker import Worker
+
+REQUEST = {"model": "tiny", "tokenizer": "sp", "method": "subword"}
+
+
+def enqueue(queue: Queue, n: int = 1) -> list[str]:
+    return [queue.enqueue(dict(REQUEST), f"hash{i}")[0].id for i in range(n)]
+
+
+def test_claims_oldest_first_and_nothing_when_empty(services: Services) -> None:
+    ids = enqueue(services.queue, 3)
+    claims = [services.queue.claim("w") for _ in range(4)]
+    assert [c.job_id for c in claims[:3]] == ids and claims[3] is None
+    assert all(c.attempt == 1 for c in claims[:3])
+
+
+def test_concurrent_claims_take_each_job_once(services: Services) -> None:
+    ids = enqueue(services.queue, 24)
+    taken: list[str] = []
+    lock = threading.Lock()
+
+    def claim_all(name: str) -> None:
+        while (claim := services.queue.claim(name)) is not None:
+            with lock:
+                taken.append(claim.job_id)
+
+    threads = [threading.Thread(target=claim_all, args=(f"w{i}",)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(taken) == sorted(ids)
+
+
+def test_a_presumed_dead_worker_is_fenced_off(services: Services) -> None:
+    queue = services.queue
+    (job_id,) = enqueue(queue)
+    old = queue.claim("old")
+    assert old is not None
+    time.sleep(0.05)
+    assert queue.reap(stale_seconds=0.01) == [job_id]
+    new = queue.claim("new")
+    assert new is not None and new.attempt == 2
+    assert queue.heartbeat(old) == (False, False)
+    assert not queue.progress(old, "write", 0.5, None)
+    assert not queue.succeed(old, {"report": {}}, "attempt-1", [("x", 1, "0" * 64)])
+    assert queue.fail(old, "internal", "boom", retry=True) is None
+    assert queue.succeed(new, {"report": {"ok": True}}, "attempt-2", [("x", 1, "0" * 64)])
+    job = queue.get(job_id)
+    assert job.status == JobStatus.succeeded and job.result == {"report": {"ok": True}}
+    assert [a.path for a in queue.artifacts(job_id)] == ["x"]
+
+
+def test_reaper_fails_a_job_after_max_attempts(services: Services) -> None:
+    queue = services.queue
+    (job_id,) = enqueue(queue)
+    for attempt in range(1, queue.max_attempts + 1):
+        claim = queue.claim(f"w{attempt}")
+        assert claim is not None and claim.attempt == attempt
+        time.sleep(0.02)
+        queue.reap(stale_seconds=0.01)
+    job = queue.get(job_id)
+    assert job.status == JobStatus.failed and job.error_type == "worker_lost"
+    assert queue.claim("late") is None
+
+
+def test_fresh_heartbeats_are_not_reaped(services: Services) -> None:
+    enqueue(services.queue)
+    claim = services.queue.claim("w")
+    assert claim is not None
+    assert services.queue.heartbeat(claim) == (True, False)
+    assert services.queue.reap(stale_seconds=60) == []
+
+
+def _worker(services: Services) -> Worker:
+    return Worker(services.settings, services.queue, services.storage, services.catalog)
+
+
+def _run(services: Services, worker: Worker) -> tuple[Claim, JobStatus | None]:
+    claim = services.queue.claim(worker.id)
+    assert claim is not None
+    return claim, worker.run_job(claim)
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [(InputError("bad tokenizer"), "invalid_input"), (MemoryError(), "out_of_memory")],
+)
+def test_bad_input_and_oom_are_not_retried(
+    services: Services, monkeypatch: pytest.MonkeyPatch, error: Exception, expected: str
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(service.worker, "transplant", broken)
+    (job_id,) = enqueue(services.queue)
+    _, status = _run(services, _worker(services))
+    job = services.queue.get(job_id)
+    assert status == JobStatus.failed and job.error_type == expected and job.attempt == 1
+    assert not (services.settings.jobs_dir / job_id / "attempt-1").exists()
+
+
+def test_transient_errors_are_retried_up_to_max_attempts(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def flaky(*args: object, **kwargs: object) -> None:
+        raise ConnectionError("storage went away")
+
+    monkeypatch.setattr(service.worker, "transplant", flaky)
+    (job_id,) = enqueue(services.queue)
+    worker = _worker(services)
+    statuses = [_run(services, worker)[1] for _ in range(services.queue.max_attempts)]
+    assert statuses == [JobStatus.queued] * (services.queue.max_attempts - 1) + [JobStatus.failed]
+    job = services.queue.get(job_id)
+    assert job.error_type == "internal" and "storage went away" in job.error_detail
+    states = [e.data["status"] for e in services.queue.events(job_id, 0) if e.kind == "state"]
+    assert states == ["queued"] + ["running", "queued"] * 2 + ["running", "failed"]
+
+
+def test_a_worker_shutting_down_gives_its_job_back(services: Services) -> None:
+    (job_id,) = enqueue(services.queue)
+    worker = _worker(services)
+    worker.abandon.set()
+    _, status = _run(services, worker)
+    job = services.queue.get(job_id)
+    assert status == JobStatus.queued and job.status == JobStatus.queued and job.attempt == 0
+    assert not any((services.settings.jobs_dir / job_id).iterdir())
+
+
+def test_worker_loop_runs_jobs_and_stops(services: Services) -> None:
+    ids = enqueue(services.queue, 2)
+    worker = _worker(services)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if all(services.queue.get(i).status == JobStatus.succeeded for i in ids):
+            break
+        time.sleep(0.1)
+    worker.stop.set()
+    thread.join(timeout=30)
+    assert [services.queue.get(i).status for i in ids] == [JobStatus.succeeded] * 2
+    assert services.queue.live_workers(stale_seconds=60) == 0  # it said goodbye
