@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -188,10 +189,8 @@ def test_readme_curl_examples(server: Server, settings: Settings, tmp_path: Path
     run = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True,
                          text=True, timeout=300)  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
-    with (tmp_path / "checkpoint.tar").open("rb") as f:
-        import tarfile
-
-        names = tarfile.open(fileobj=f).getnames()
+    with tarfile.open(tmp_path / "checkpoint.tar") as archive:
+        names = archive.getnames()
     assert any(n.endswith("/model.safetensors") for n in names), names
 
 

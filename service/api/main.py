@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None, worker: bool = False) -> FastAP
 
     app = FastAPI(title="tokengraft", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     problems.install(app)
+    problems.document(app)
     for module in (transplant, jobs, events, artifacts, uploads, catalog, health):
         app.include_router(module.router)
     logging.getLogger("tokengraft").setLevel(logging.INFO)
