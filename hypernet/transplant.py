@@ -45,6 +45,12 @@ class TransplantRequest:
     eval_bytes: int | None = None  # evaluate on at most this many bytes of eval_text
     embedder: Path | None = None  # text-embedding model for the global heuristic
     hypernet: str | None = None  # a hypernetwork folder or store name (hypernet methods)
+    # How the report names the inputs when they differ from the strings above: a service
+    # resolves names to its own paths, which its users should not see.
+    names: dict[str, str] = field(default_factory=dict)
+
+    def name(self, key: str) -> str:
+        return self.names.get(key) or str(getattr(self, key))
 
 
 @dataclass
@@ -315,13 +321,13 @@ def transplant(
     report = Report(
         method=request.method,
         options=asdict(options),
-        base_model=request.model,
-        tokenizer=request.tokenizer,
+        base_model=request.name("model"),
+        tokenizer=request.name("tokenizer"),
         tied=ckpt.tied,
         base_tokenizer=_tokenizer_summary(base_vocab),
         new_tokenizer=_tokenizer_summary(new_vocab),
         vocab=vocab_report,
-        hypernet=request.hypernet if request.method.startswith("hypernet") else None,
+        hypernet=request.name("hypernet") if request.method.startswith("hypernet") else None,
     )
     with atomic_folder(Path(request.out)) as tmp:
         with stages.stage("write") as tick:
@@ -339,7 +345,7 @@ def transplant(
                 before = _baseline_eval(model_dir, text, lambda f: tick(f / 2))
                 after = ev.evaluate_folder(tmp, text, progress=lambda f: tick(0.5 + f / 2))
                 report.eval = {
-                    "text": str(request.eval_text),
+                    "text": request.name("eval_text"),
                     "bytes": after.bytes,
                     "before": before,
                     "after": after.to_dict(),

@@ -263,6 +263,17 @@ def _settings(args: argparse.Namespace):  # noqa: ANN202 (service.config.Setting
     return Settings(**{k: v for k, v in given.items() if v is not None})
 
 
+def _services(args: argparse.Namespace):  # noqa: ANN202 (service.services.Services)
+    """The service's objects on a database brought to the current schema first."""
+    from service.migrate import upgrade
+    from service.services import Services
+
+    settings = _settings(args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.url)
+    return Services.build(settings)
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from service.migrate import upgrade
 
@@ -289,13 +300,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from service import keys
     from service.api.main import create_app
-    from service.migrate import upgrade
-    from service.services import Services
 
-    settings = _settings(args)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.url)
-    services = Services.build(settings)
+    services = _services(args)
+    settings = services.settings
     try:
         if args.host not in LOOPBACK and not keys.any_active(services.sessions):
             raise InputError(
@@ -316,12 +323,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import logging
     import signal
 
-    from service.services import Services
     from service.worker import Worker
 
-    settings = _settings(args)
-    services = Services.build(settings)
-    worker = Worker(settings, services.queue, services.storage, services.catalog)
+    services = _services(args)
+    worker = Worker(services.settings, services.queue, services.storage, services.catalog)
 
     def on_signal(signum: int, frame: object) -> None:
         if worker.stop.is_set() or signum == signal.SIGINT:
@@ -340,10 +345,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
     from service import keys
-    from service.services import Services
 
-    services = Services.build(_settings(args))
-    row, key = keys.create(services.sessions, args.name, args.scope)
+    row, key = keys.create(_services(args).sessions, args.name, args.scope)
     print(key)
     print(f"key {row.id} ({row.scope}) created; it is shown only once", file=sys.stderr)
     return 0
@@ -351,9 +354,8 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 
 def cmd_keys_list(args: argparse.Namespace) -> int:
     from service import keys
-    from service.services import Services
 
-    for row in keys.all_keys(Services.build(_settings(args)).sessions):
+    for row in keys.all_keys(_services(args).sessions):
         state = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "active"
         print(f"{row.id}  {row.scope:<5}  {state:<24}  {row.name}")
     return 0
@@ -361,9 +363,8 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
     from service import keys
-    from service.services import Services
 
-    if not keys.revoke(Services.build(_settings(args)).sessions, args.id):
+    if not keys.revoke(_services(args).sessions, args.id):
         raise InputError(f"no API key {args.id}")
     print(f"revoked {args.id}")
     return 0

@@ -41,6 +41,9 @@ def build_request(catalog: Catalog, request: dict, out: Path) -> TransplantReque
         eval_text=catalog.text(request["eval_text"]) if request.get("eval_text") else None,
         eval_bytes=request.get("eval_bytes"),
         hypernet=str(catalog.hypernet(request["hypernet"])) if request.get("hypernet") else None,
+        names={
+            k: request[k] for k in ("model", "tokenizer", "eval_text", "hypernet") if request.get(k)
+        },
     )
 
 
@@ -82,10 +85,13 @@ class Worker:
         self.queue.register(self.id, socket.gethostname(), os.getpid(), self.device)
         log.info("worker %s started on %s", self.id, self.device)
         try:
+            beaten = 0.0
             while not self.stop.is_set():
-                self.queue.worker_beat(self.id)
-                for job_id in self.queue.reap(self.settings.stale_seconds):
-                    log.warning("requeued job %s: its worker stopped beating", job_id)
+                if time.monotonic() - beaten >= self.settings.heartbeat_seconds:
+                    self.queue.worker_beat(self.id)
+                    for job_id in self.queue.reap(self.settings.stale_seconds):
+                        log.warning("requeued job %s: its worker stopped beating", job_id)
+                    beaten = time.monotonic()
                 claim = self.queue.claim(self.id)
                 if claim is None:
                     self.stop.wait(self.settings.poll_seconds)

@@ -129,3 +129,24 @@ def test_hypernet_bad_input(base: Path, tmp_path: Path, capsys: pytest.CaptureFi
             str(tmp_path / "r.safetensors")]  # fmt: skip
     assert main(argv) == 2
     assert "no tokens" in capsys.readouterr().err
+
+
+def test_keys_and_a_public_serve_without_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    data = ["--data-dir", str(tmp_path / "data")]
+    assert main(["migrate", *data]) == 0
+    assert main(["serve", "--host", "0.0.0.0", *data]) == 2
+    assert "without API keys" in capsys.readouterr().err
+    assert main(["keys", "create", "dashboard", "--scope", "read", *data]) == 0
+    key = capsys.readouterr().out.strip()
+    assert key.startswith("tg_")
+    key_id = key.split("_")[1]
+    assert main(["keys", "list", *data]) == 0
+    listing = capsys.readouterr().out
+    assert key_id in listing and "read" in listing and "active" in listing
+    assert key not in listing
+    assert main(["keys", "revoke", key_id, *data]) == 0
+    assert main(["keys", "list", *data]) == 0
+    assert "revoked" in capsys.readouterr().out
+    assert main(["keys", "revoke", "nope", *data]) == 2

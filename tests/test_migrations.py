@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
@@ -22,3 +24,28 @@ def test_head_matches_the_models(database_url: str) -> None:
         engine.dispose()
     assert diff == []
     assert tables == set(Base.metadata.tables) | {"alembic_version"}
+
+
+def test_concurrent_migrations_are_safe(database_url: str) -> None:
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            upgrade(database_url)
+        except BaseException as e:  # collected for the assertion below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            assert set(inspect(conn).get_table_names()) == set(Base.metadata.tables) | {
+                "alembic_version"
+            }
+    finally:
+        engine.dispose()

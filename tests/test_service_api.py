@@ -57,6 +57,12 @@ def test_transplant_job_succeeds_with_report_and_files(
     assert report["method"] == "subword" and report["vocab"]["new_vocab_size"] > 0
     assert report["eval"]["after"]["bits_per_byte"] > 0
     assert set(report["timings"]) >= {"resolve", "align", "predict", "write", "evaluate"}
+    # the report names what the user named, never the server's paths
+    assert (report["base_model"], report["tokenizer"], report["eval"]["text"]) == (
+        "tiny", "sp", "fox"
+    )  # fmt: skip
+    card = client.get(f"/jobs/{job['id']}/artifacts/README.md").text
+    assert str(services.settings.data_dir) not in json.dumps(report) + card
     files = client.get(f"/jobs/{job['id']}/artifacts").json()["files"]
     names = {f["path"] for f in files}
     assert {"config.json", "model.safetensors", "tokenizer.json", "README.md"} <= names
@@ -249,6 +255,15 @@ def test_upload_limits(settings, database_url) -> None:  # noqa: ANN001
         assert_problem(big, 413)
         tok = (settings.tokenizers_dir / "sp" / "tokenizer.json").read_bytes()
         roomy = settings.model_copy(update={"max_vocab_size": 50})
+    with TestClient(create_app(small)) as client:
+        bomb = io.BytesIO()
+        with tarfile.open(fileobj=bomb, mode="w:gz") as archive:
+            info = tarfile.TarInfo("tokenizer.json")
+            info.size = 50_000
+            archive.addfile(info, io.BytesIO(b"{" + b" " * 49_998 + b"}"))
+        assert len(bomb.getvalue()) < 1000
+        assert_problem(client.post("/tokenizers", files={"file": ("b.tgz", bomb.getvalue())}), 413,
+                       "unpacks")  # fmt: skip
     with TestClient(create_app(roomy)) as client:
         assert_problem(
             client.post("/tokenizers", files={"file": ("t.json", tok)}), 413, "vocabulary"

@@ -50,8 +50,9 @@ async def _read_limited(file: UploadFile, limit: int) -> bytes:
     return bytes(data)
 
 
-def _tokenizer_files(data: bytes) -> dict[str, bytes]:
-    """{file name: bytes} from a bare tokenizer.json or a tar of a tokenizer folder."""
+def _tokenizer_files(data: bytes, limit: int) -> dict[str, bytes]:
+    """{file name: bytes} from a bare tokenizer.json or a tar of a tokenizer folder; a
+    compressed tar may not unpack to more than `limit` bytes."""
     if data.lstrip()[:1] == b"{":
         return {"tokenizer.json": data}
     try:
@@ -59,12 +60,17 @@ def _tokenizer_files(data: bytes) -> dict[str, bytes]:
     except tarfile.TarError:
         raise _invalid("expected a tokenizer.json or a tar of a tokenizer folder") from None
     files: dict[str, bytes] = {}
+    unpacked = 0
     with archive:
         for member in archive.getmembers():
             name = PurePosixPath(member.name)
             if name.is_absolute() or ".." in name.parts or member.islnk() or member.issym():
                 raise _invalid(f"tar member {member.name!r} points outside the archive")
             if member.isfile() and name.name in TOKENIZER_FILES:
+                unpacked += member.size
+                if unpacked > limit:
+                    raise ProblemError(413, f"the tar unpacks to more than {limit} bytes",
+                                       "/problems/too-large")  # fmt: skip
                 extracted = archive.extractfile(member)
                 assert extracted is not None
                 files[name.name] = extracted.read()
@@ -102,7 +108,7 @@ def _save(
 
 
 def _store_tokenizer(services: Services, filename: str, data: bytes) -> Upload:
-    files = _tokenizer_files(data)
+    files = _tokenizer_files(data, services.settings.max_upload_bytes)
     try:
         tokenizer = Tokenizer.from_str(files["tokenizer.json"].decode())
     except Exception as e:  # the Rust side raises bare Exception on every parse error
