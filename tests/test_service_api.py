@@ -309,3 +309,34 @@ def test_catalog_health_and_metrics(client: TestClient, services: Services) -> N
 @pytest.mark.parametrize("path", ["/jobs/x/events", "/jobs/x/artifacts", "/jobs/x/checkpoint.tar"])
 def test_unknown_job_is_404_everywhere(client: TestClient, path: str) -> None:
     assert_problem(client.get(path), 404)
+
+
+def test_events_ping_while_waiting_and_end_when_terminal(
+    client: TestClient, services: Services
+) -> None:
+    job = submit(client)
+    lines = []
+    with client.stream("GET", f"/jobs/{job['id']}/events") as stream:
+        for line in stream.iter_lines():
+            lines.append(line)
+            if line == ": ping" and not any("canceled" in seen for seen in lines):
+                services.queue.cancel(job["id"])
+    assert ": ping" in lines
+    nonblank = [ln for ln in lines if ln]
+    assert nonblank[-2:] == ["event: end", 'data: {"status": "canceled"}']
+    assert [ln for ln in lines if ln.startswith("event: state")] == ["event: state"] * 2
+
+
+def test_hypernet_jobs(client: TestClient, services: Services) -> None:
+    import tiny
+
+    settings = services.settings
+    tiny.hypernet(settings.models_dir / "tiny", settings.hypernets_dir / "hn-tiny")
+    listed = client.get("/hypernets").json()["hypernets"]
+    assert [h["name"] for h in listed] == ["hn-tiny"] and listed[0]["architecture"]
+    job = submit(client, {**REQUEST, "method": "hypernet", "hypernet": "hn-tiny"})
+    assert run_next(services) == JobStatus.succeeded
+    report = client.get(f"/jobs/{job['id']}").json()["result"]["report"]
+    assert report["method"] == "hypernet" and report["hypernet"] == "hn-tiny"
+    missing = client.post("/transplant", json={**REQUEST, "method": "hypernet", "hypernet": "x"})
+    assert_problem(missing, 422, "hypernetwork")

@@ -235,6 +235,33 @@ def test_a_killed_worker_s_job_is_requeued_and_completes(
         api.stop()
 
 
+def test_sigterm_finishes_the_job_and_a_second_gives_it_back(
+    settings: Settings, tmp_path: Path
+) -> None:
+    tiny.corpus(settings.corpora_dir / "long.txt", lines=2500)
+    api = Server(settings, tmp_path, worker=False)
+    body = {"model": "tiny", "tokenizer": "sp", "method": "subword", "eval_text": "long"}
+    try:
+        for signals, expected in ((1, ("succeeded", 1)), (2, ("queued", 0))):
+            job_id = api.http.post("/transplant", json=body).json()["id"]
+            worker = tokengraft("worker", settings=settings, log=tmp_path / "worker.log")
+            deadline = time.monotonic() + 120
+            while api.http.get(f"/jobs/{job_id}").json()["progress"]["stage"] != "evaluate":
+                assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()
+                time.sleep(0.05)
+            for _ in range(signals):
+                worker.send_signal(signal.SIGTERM)
+                time.sleep(0.2)
+            assert worker.wait(timeout=120) == 0
+            job = api.http.get(f"/jobs/{job_id}").json()
+            assert (job["status"], job["attempt"]) == expected, job
+            if expected[0] == "queued":
+                assert not any((settings.jobs_dir / job_id).iterdir())
+                api.http.post(f"/jobs/{job_id}/cancel")
+    finally:
+        api.stop()
+
+
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_worker_processes_share_postgresql(settings: Settings, tmp_path: Path) -> None:
     api = Server(settings, tmp_path, worker=False)
