@@ -56,36 +56,30 @@ class Queue:
         """The new job, or the one an unexpired Idempotency-Key already names (created=False).
         Raises Conflict when that key was used with another body."""
         now = utcnow()
-        for _ in range(3):  # a concurrent insert of the same key: look again
-            with self.sessions.begin() as s:
-                if idempotency_key is not None:
-                    old = s.scalar(select(Job).where(Job.idempotency_key == idempotency_key))
-                    if old is not None and old.idempotency_expires_at > now:
-                        if old.request_hash != request_hash:
-                            raise Conflict(idempotency_key)
-                        return old, False
-                    if old is not None:  # expired: the key is free again
-                        old.idempotency_key = None
-                        s.flush()
-                job = Job(
-                    id=uuid.uuid4().hex,
-                    status=JobStatus.queued,
-                    request=request,
-                    request_hash=request_hash,
-                    idempotency_key=idempotency_key,
-                    idempotency_expires_at=now + expires_in
-                    if idempotency_key and expires_in
-                    else None,
-                    created_at=now,
-                )
-                s.add(job)
-                try:
+        expires = now + expires_in if idempotency_key and expires_in else None
+        for _ in range(3):
+            try:
+                with self.sessions.begin() as s:
+                    if idempotency_key is not None:
+                        old = s.scalar(select(Job).where(Job.idempotency_key == idempotency_key))
+                        if old is not None and old.idempotency_expires_at > now:
+                            if old.request_hash != request_hash:
+                                raise Conflict(idempotency_key)
+                            return old, False
+                        if old is not None:  # expired: the key is free again
+                            old.idempotency_key = None
+                            s.flush()
+                    job = Job(
+                        id=uuid.uuid4().hex, status=JobStatus.queued, request=request,
+                        request_hash=request_hash, idempotency_key=idempotency_key,
+                        idempotency_expires_at=expires, created_at=now,
+                    )  # fmt: skip
+                    s.add(job)
                     s.flush()
-                except IntegrityError:
-                    s.rollback()
-                    continue
-                _state(s, job.id, JobStatus.queued)
-                return job, True
+                    _state(s, job.id, JobStatus.queued)
+                    return job, True
+            except IntegrityError:
+                continue  # a concurrent request inserted the same key first: look again
         raise RuntimeError("could not enqueue: Idempotency-Key contention")
 
     def get(self, job_id: str) -> Job | None:

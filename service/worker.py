@@ -92,11 +92,14 @@ class Worker:
                     for job_id in self.queue.reap(self.settings.stale_seconds):
                         log.warning("requeued job %s: its worker stopped beating", job_id)
                     beaten = time.monotonic()
-                claim = self.queue.claim(self.id)
-                if claim is None:
-                    self.stop.wait(self.settings.poll_seconds)
-                    continue
-                self.run_job(claim)
+                try:
+                    claim = self.queue.claim(self.id)
+                    if claim is not None:
+                        self.run_job(claim)
+                        continue
+                except Exception:  # the database went away: its job is reaped if need be
+                    log.exception("worker %s: database error; retrying", self.id)
+                self.stop.wait(self.settings.poll_seconds)
         finally:
             self.queue.worker_beat(self.id, stopped=True)
             log.info("worker %s stopped", self.id)

@@ -155,3 +155,28 @@ def test_worker_loop_runs_jobs_and_stops(services: Services) -> None:
     thread.join(timeout=30)
     assert [services.queue.get(i).status for i in ids] == [JobStatus.succeeded] * 2
     assert services.queue.live_workers(stale_seconds=60) == 0  # it said goodbye
+
+
+def test_concurrent_submissions_with_one_idempotency_key_make_one_job(services: Services) -> None:
+    from datetime import timedelta
+
+    got: list[str] = []
+
+    def submit() -> None:
+        job, _ = services.queue.enqueue(dict(REQUEST), "same", "key-1", timedelta(hours=1))
+        got.append(job.id)
+
+    threads = [threading.Thread(target=submit) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 8 and len(set(got)) == 1
+
+
+def test_an_expired_idempotency_key_makes_a_new_job(services: Services) -> None:
+    from datetime import timedelta
+
+    first, created = services.queue.enqueue(dict(REQUEST), "a", "k", timedelta(seconds=-1))
+    second, created_again = services.queue.enqueue(dict(REQUEST), "b", "k", timedelta(hours=1))
+    assert created and created_again and first.id != second.id
