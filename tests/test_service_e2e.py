@@ -77,6 +77,12 @@ class Server:
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(timeout=60)
 
+    def wait_for_stage(self, job_id: str, stage: str, log: Path, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while self.http.get(f"/jobs/{job_id}").json()["progress"]["stage"] != stage:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+
     def wait(self, job_id: str, timeout: float = 120) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -204,10 +210,7 @@ def test_a_killed_worker_s_job_is_requeued_and_completes(
         body = {"model": "tiny", "tokenizer": "sp", "method": "subword", "eval_text": "long"}
         job_id = api.http.post("/transplant", json=body).json()["id"]
         first = tokengraft("worker", settings=settings, log=tmp_path / "worker1.log")
-        deadline = time.monotonic() + 120
-        while api.http.get(f"/jobs/{job_id}").json()["progress"]["stage"] != "evaluate":
-            assert time.monotonic() < deadline, (tmp_path / "worker1.log").read_text()
-            time.sleep(0.05)
+        api.wait_for_stage(job_id, "evaluate", tmp_path / "worker1.log")
         first.kill()  # SIGKILL mid-evaluation: no chance to clean up
         first.wait()
         killed_at = time.monotonic()
@@ -245,10 +248,7 @@ def test_sigterm_finishes_the_job_and_a_second_gives_it_back(
         for signals, expected in ((1, ("succeeded", 1)), (2, ("queued", 0))):
             job_id = api.http.post("/transplant", json=body).json()["id"]
             worker = tokengraft("worker", settings=settings, log=tmp_path / "worker.log")
-            deadline = time.monotonic() + 120
-            while api.http.get(f"/jobs/{job_id}").json()["progress"]["stage"] != "evaluate":
-                assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()
-                time.sleep(0.05)
+            api.wait_for_stage(job_id, "evaluate", tmp_path / "worker.log")
             for _ in range(signals):
                 worker.send_signal(signal.SIGTERM)
                 time.sleep(0.2)

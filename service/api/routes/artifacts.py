@@ -115,9 +115,7 @@ async def artifact(
     return StreamingResponse(body, status_code=status, headers=headers, media_type=media)
 
 
-def _tar(
-    services: Services, job: Job, files: list[Artifact]
-) -> tuple[list[tuple[bytes, Artifact]], int]:
+def _tar(job: Job, files: list[Artifact]) -> tuple[list[tuple[bytes, Artifact]], int]:
     """Each file's tar header and the archive's exact length, known before streaming."""
     headers, total = [], 2 * BLOCK  # the end-of-archive marker
     for f in files:
@@ -148,7 +146,7 @@ def _tar_stream(
 )
 async def checkpoint_tar(job_id: str, services: ServicesDep) -> StreamingResponse:
     job, files = await run_in_threadpool(_files, services, job_id)
-    headers, total = _tar(services, job, files)
+    headers, total = _tar(job, files)
     return StreamingResponse(
         _tar_stream(services, job, headers),
         media_type="application/x-tar",

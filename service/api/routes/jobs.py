@@ -6,7 +6,7 @@ import base64
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Response
 from fastapi.concurrency import run_in_threadpool
 
 from ...models import Job, JobStatus
@@ -79,7 +79,7 @@ async def cancel_job(job_id: str, services: ServicesDep) -> JobOut:
 
 
 @router.delete("/jobs/{job_id}", status_code=204, responses={409: {"model": Problem}, **NOT_FOUND})
-async def delete_job(job_id: str, services: ServicesDep, request: Request) -> Response:
+async def delete_job(job_id: str, services: ServicesDep) -> Response:
     job = await run_in_threadpool(find, services, job_id)
     if not JobStatus(job.status).terminal:
         raise ProblemError(409, f"job {job_id} is {job.status}: cancel it first",

@@ -13,6 +13,7 @@ import io
 import shutil
 import tarfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from fastapi import APIRouter, UploadFile
@@ -133,17 +134,23 @@ def _store_text(services: Services, filename: str, data: bytes) -> Upload:
     return _save(services, "text", filename, {"text.txt": data}, None)
 
 
+Store = Callable[[Services, str, bytes], Upload]
+
+
 def _uploads(services: Services, kind: str) -> list[UploadOut]:
     with services.sessions() as s:
         rows = s.scalars(select(Upload).where(Upload.kind == kind).order_by(Upload.created_at))
         return [upload_out(r) for r in rows]
 
 
+async def _upload(file: UploadFile, services: Services, limit: int, store: Store) -> UploadOut:
+    data = await _read_limited(file, limit)
+    return upload_out(await run_in_threadpool(store, services, file.filename or "", data))
+
+
 @router.post("/tokenizers", status_code=201, response_model=UploadOut, responses=ERRORS)
 async def upload_tokenizer(file: UploadFile, services: ServicesDep) -> UploadOut:
-    data = await _read_limited(file, services.settings.max_upload_bytes)
-    row = await run_in_threadpool(_store_tokenizer, services, file.filename or "", data)
-    return upload_out(row)
+    return await _upload(file, services, services.settings.max_upload_bytes, _store_tokenizer)
 
 
 @router.get("/tokenizers", response_model=TokenizerList)
@@ -154,9 +161,7 @@ async def list_tokenizers(services: ServicesDep) -> TokenizerList:
 
 @router.post("/texts", status_code=201, response_model=UploadOut, responses=ERRORS)
 async def upload_text(file: UploadFile, services: ServicesDep) -> UploadOut:
-    data = await _read_limited(file, services.settings.max_text_bytes)
-    row = await run_in_threadpool(_store_text, services, file.filename or "", data)
-    return upload_out(row)
+    return await _upload(file, services, services.settings.max_text_bytes, _store_text)
 
 
 @router.get("/texts", response_model=TextList)
