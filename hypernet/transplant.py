@@ -72,12 +72,18 @@ class Report:
 
 
 class _Stages:
-    """Times each stage, reports progress, and honours cancellation between stages."""
+    """Times each stage, reports progress, and honours cancellation between stages and at
+    every progress tick, so a cancelled job does not sit through a long evaluation."""
 
     def __init__(self, progress: Progress | None, cancelled: Callable[[], bool] | None) -> None:
         self.progress = progress or (lambda stage, fraction: None)
         self.cancelled = cancelled or (lambda: False)
         self.timings: dict[str, float] = {}
+
+    def report(self, stage: str, fraction: float) -> None:
+        if self.cancelled():
+            raise Cancelled(f"cancelled during {stage}")
+        self.progress(stage, fraction)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[Callable[[float], None]]:
@@ -85,7 +91,7 @@ class _Stages:
             raise Cancelled(f"cancelled before {name}")
         start = time.perf_counter()
         self.progress(name, 0.0)
-        yield lambda fraction: self.progress(name, fraction)
+        yield lambda fraction: self.report(name, fraction)
         self.timings[name] = round(time.perf_counter() - start, 3)
         self.progress(name, 1.0)
 
@@ -312,7 +318,7 @@ def transplant(
     with stages.stage("align"):
         setup = Setup.load(model_dir, new_tok, request.embedder, donor, request.hypernet)
     with stages.stage("predict"):
-        new_matrices, fallbacks = setup.predict(method, options, stages.progress)
+        new_matrices, fallbacks = setup.predict(method, options, stages.report)
 
     ckpt, base_tok, alignment = setup.ckpt, setup.base_tok, setup.alignment
     base_vocab, new_vocab = setup.base_vocab, setup.new_vocab

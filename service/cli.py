@@ -175,10 +175,9 @@ def cmd_hypernet_train(args: argparse.Namespace) -> int:
     given = {k: v for k, v in vars(args).items() if v is not None}
     config = TrainConfig(**{f.name: given[f.name] for f in fields(TrainConfig) if f.name in given})
     hyper = HyperConfig(**{f.name: given[f.name] for f in fields(HyperConfig) if f.name in given})
-    log = (lambda message: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
     trainer = Trainer(
         resolve_model(args.model), [Path(c) for c in args.corpus], out, config, hyper,
-        base_name=args.model, log=log,
+        base_name=args.model, log=lambda message: print(message, file=sys.stderr, flush=True),
     )  # fmt: skip
     if args.resume:
         trainer.resume()
@@ -458,7 +457,7 @@ def parser() -> argparse.ArgumentParser:
     ht.add_argument("--layers", type=int)
     ht.add_argument("--heads", type=int)
     ht.add_argument("--seed", type=int)
-    ht.add_argument("--quiet", action="store_true")
+    ht.add_argument("--quiet", action="store_true", help="no progress bar (held-out scores still)")
     ht.set_defaults(func=cmd_hypernet_train)
     hl = h.add_parser("list", help="hypernetworks in the given folders (default: the store)")
     hl.add_argument("dirs", nargs="*", help="folders that hold hypernetwork folders")

@@ -304,6 +304,7 @@ def test_catalog_health_and_metrics(client: TestClient, services: Services) -> N
     metrics = client.get("/metrics").text
     assert 'tokengraft_jobs{status="queued"} 1' in metrics
     assert "tokengraft_queue_depth 1" in metrics
+    assert 'tokengraft_job_duration_seconds_count{status="succeeded"} 0' in metrics
 
 
 @pytest.mark.parametrize("path", ["/jobs/x/events", "/jobs/x/artifacts", "/jobs/x/checkpoint.tar"])

@@ -242,11 +242,17 @@ def test_sigterm_finishes_the_job_and_a_second_gives_it_back(
     settings: Settings, tmp_path: Path
 ) -> None:
     tiny.corpus(settings.corpora_dir / "long.txt", lines=2500)
+    # Long enough that the evaluation is still running when the second signal lands; a job
+    # given back stops at the next progress tick, so the test does not wait for it all.
+    tiny.corpus(settings.corpora_dir / "longer.txt", lines=50_000)
     api = Server(settings, tmp_path, worker=False)
-    body = {"model": "tiny", "tokenizer": "sp", "method": "subword", "eval_text": "long"}
+    body = {"model": "tiny", "tokenizer": "sp", "method": "subword"}
     try:
-        for signals, expected in ((1, ("succeeded", 1)), (2, ("queued", 0))):
-            job_id = api.http.post("/transplant", json=body).json()["id"]
+        for signals, text, expected in (
+            (1, "long", ("succeeded", 1)),
+            (2, "longer", ("queued", 0)),
+        ):
+            job_id = api.http.post("/transplant", json=body | {"eval_text": text}).json()["id"]
             worker = tokengraft("worker", settings=settings, log=tmp_path / "worker.log")
             api.wait_for_stage(job_id, "evaluate", tmp_path / "worker.log")
             for _ in range(signals):

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 
 import service.worker
 from hypernet.errors import InputError
-from service.models import JobStatus
+from service.models import Job, JobStatus, utcnow
 from service.queue import Claim, Queue
 from service.services import Services
 from service.worker import Worker
@@ -180,3 +181,18 @@ def test_an_expired_idempotency_key_makes_a_new_job(services: Services) -> None:
     first, created = services.queue.enqueue(dict(REQUEST), "a", "k", timedelta(seconds=-1))
     second, created_again = services.queue.enqueue(dict(REQUEST), "b", "k", timedelta(hours=1))
     assert created and created_again and first.id != second.id
+
+
+def test_durations_are_summed_by_status(services: Services) -> None:
+    ids = enqueue(services.queue, 3)
+    start = utcnow()
+    finished = [(ids[0], "succeeded", 2.5), (ids[1], "succeeded", 4.0), (ids[2], "failed", 1.25)]
+    with services.queue.sessions.begin() as s:
+        for job_id, status, seconds in finished:
+            job = s.get(Job, job_id)
+            job.status, job.started_at = status, start
+            job.finished_at = start + timedelta(seconds=seconds)
+    durations = services.queue.durations()
+    assert set(durations) == {"succeeded", "failed"}
+    assert durations["succeeded"] == (2, pytest.approx(6.5, abs=0.01))
+    assert durations["failed"] == (1, pytest.approx(1.25, abs=0.01))

@@ -204,6 +204,24 @@ def test_cancel_keeps_nothing(base_tied: Path, sp_tokenizer: Path, tmp_path: Pat
     assert list(tmp_path.iterdir()) == []
 
 
+def test_cancel_stops_inside_a_long_stage(
+    base_tied: Path, sp_tokenizer: Path, tmp_path: Path
+) -> None:
+    text = tiny.corpus(tmp_path / "eval.txt", lines=400)
+    ticks: list[tuple[str, float]] = []
+    request = TransplantRequest(
+        str(base_tied), str(sp_tokenizer), tmp_path / "out", "mean", eval_text=str(text)
+    )
+    with pytest.raises(Cancelled, match="during evaluate"):
+        transplant(
+            request,
+            progress=lambda stage, fraction: ticks.append((stage, fraction)),
+            cancelled=lambda: any(s == "evaluate" and 0 < f < 1 for s, f in ticks),
+        )
+    assert ("evaluate", 1.0) not in ticks  # stopped at the first tick, not at the stage's end
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval.txt"]
+
+
 def test_hypernet_rows_match_the_predictor(
     base_tied: Path, sp_tokenizer: Path, tied_hypernet: Path, tmp_path: Path
 ) -> None:

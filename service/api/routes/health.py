@@ -57,9 +57,9 @@ def _metrics(services: Services) -> str:
     ]
     durations = services.queue.durations()
     for status in (JobStatus.succeeded, JobStatus.failed, JobStatus.canceled):
-        mine = [d for s, d in durations if s == status]
-        lines.append(f'tokengraft_job_duration_seconds_sum{{status="{status}"}} {sum(mine):.3f}')
-        lines.append(f'tokengraft_job_duration_seconds_count{{status="{status}"}} {len(mine)}')
+        count, total = durations.get(status.value, (0, 0.0))
+        lines.append(f'tokengraft_job_duration_seconds_sum{{status="{status}"}} {total:.3f}')
+        lines.append(f'tokengraft_job_duration_seconds_count{{status="{status}"}} {count}')
     return "\n".join(lines) + "\n"
 
 
