@@ -3,6 +3,9 @@ concurrent writers (API threads, in-process worker, worker processes) wait inste
 
 from __future__ import annotations
 
+import sqlite3
+import time
+
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -16,9 +19,9 @@ def make_engine(url: str) -> Engine:
     def _connect(dbapi_connection, record) -> None:  # noqa: ANN001 (DB-API types)
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves, below
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
+        _switch_to_wal(cursor)
+        cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -28,6 +31,20 @@ def make_engine(url: str) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _switch_to_wal(cursor: sqlite3.Cursor, timeout: float = 30.0) -> None:
+    """Set WAL mode, retrying: switching takes an exclusive lock without waiting on the busy
+    timeout, so connections opening a new database at once can find it locked."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def make_sessions(engine: Engine) -> sessionmaker[Session]:
