@@ -12,6 +12,8 @@ rule, because a pipeline only fits the model kinds it was designed for:
   lowercased text), then the kind's own pre-tokenizer and decoder as without `like`;
 - wordpiece like any other base: BERT's pipeline, but cased and with accents kept, as the base
   model distinguishes them.
+Numbers are split into single digits when the base vocabulary holds digits only one at a time
+(SmolLM2, Llama 2): a token such as "1990" or " 1" would be one the model never saw.
 Without `like`, bpe is GPT-2-style byte-level, unigram is SentencePiece-style (Metaspace with
 byte_fallback) and wordpiece is bert-base-uncased-style.
 
@@ -42,7 +44,7 @@ from transformers import PreTrainedTokenizerFast
 from .errors import InputError
 from .io import atomic_folder, require_absent
 from .models import load_tokenizer
-from .vocab import BYTE_FALLBACK, ROLE_ATTRIBUTES, detect_family
+from .vocab import BYTE_FALLBACK, ROLE_ATTRIBUTES, Vocab, detect_family, load_vocab
 
 Kind = Literal["bpe", "unigram", "wordpiece"]
 KINDS: tuple[str, ...] = get_args(Kind)
@@ -96,6 +98,9 @@ class _Recipe:
     truncation: dict | None = None
     config: dict[str, Any] = field(default_factory=dict)  # extra tokenizer_config.json entries
     wordpiece: dict[str, Any] = field(default_factory=dict)  # continuing prefix, max chars
+    # The base vocabulary holds digits one at a time (SmolLM2, Llama 2): its model never saw a
+    # token like "1990" or " 1", so the new tokenizer must not make one.
+    split_digits: bool = False
 
     @property
     def byte_level(self) -> bool:
@@ -119,11 +124,21 @@ class _Recipe:
         pre = self.pre_tokenizer
         if pre is None:
             if "▁" not in json.dumps(self.normalizer, ensure_ascii=False):
-                return None  # a pipeline that never splits; trained as it will run
-            return _json(pre_tokenizers.Metaspace(prepend_scheme="never"))  # ▁ already in place
-        if pre.get("type") == "Metaspace" and not pre.get("split", True):
-            return {**pre, "split": True}
-        return pre
+                return self._with_digits(None)  # a pipeline that never splits
+            pre = _json(pre_tokenizers.Metaspace(prepend_scheme="never"))  # ▁ already in place
+        elif pre.get("type") == "Metaspace" and not pre.get("split", True):
+            pre = {**pre, "split": True}
+        return self._with_digits(pre)
+
+    def saved_pre_tokenizer(self) -> dict | None:
+        return self._with_digits(self.pre_tokenizer)
+
+    def _with_digits(self, pre: dict | None) -> dict | None:
+        """`pre`, then digits isolated one by one (after it, so "▁" or "Ġ" stays a piece)."""
+        if not self.split_digits:
+            return pre
+        digits = _json(pre_tokenizers.Digits(individual_digits=True))
+        return digits if pre is None else {"type": "Sequence", "pretokenizers": [pre, digits]}
 
 
 def _default_recipe(kind: Kind, cased: bool = False) -> _Recipe:
@@ -204,7 +219,19 @@ def _recipe_like(kind: Kind, like: Path) -> _Recipe:
     recipe.config.update({k: getattr(base, k) for k in BASE_ATTRIBUTES})
     if base.chat_template:
         recipe.config["chat_template"] = base.chat_template
+    recipe.split_digits = _splits_digits(load_vocab(base)) and not any(
+        c.get("type") == "Digits" for c in _components(recipe.pre_tokenizer)
+    )
     return recipe
+
+
+def _splits_digits(vocab: Vocab) -> bool:
+    """Whether a real-sized vocabulary holds no token with a digit beside anything else: its
+    tokenizer was trained with numbers split into digits. A vocabulary of a few thousand tokens
+    trained without that rule always has some ("00", "19", " 1")."""
+    ascii_digits = set(b"0123456789")
+    with_digits = [s for s in vocab.surfaces if s is not None and ascii_digits & set(s)]
+    return len(vocab) >= 4096 and bool(with_digits) and all(len(s) == 1 for s in with_digits)
 
 
 def _without_byte_level(processor: dict) -> dict | None:
@@ -311,7 +338,7 @@ def _finish(recipe: _Recipe, trained: Tokenizer) -> Tokenizer:
     """Put back what training needed changed, and move the base's ids to the new vocabulary."""
     spec = json.loads(trained.to_str())
     token_id = trained.token_to_id
-    spec["pre_tokenizer"] = recipe.pre_tokenizer
+    spec["pre_tokenizer"] = recipe.saved_pre_tokenizer()
     spec["post_processor"] = _retarget(recipe.post_processor, token_id)
     spec["truncation"] = recipe.truncation
     if recipe.padding:

@@ -227,6 +227,39 @@ def test_every_kind_like_every_family(
         assert tok.decode(tok(text)["input_ids"], skip_special_tokens=True) == text
 
 
+def _wide_byte_level(extra: list[str]) -> PreTrainedTokenizerFast:
+    """A byte-level BPE vocabulary of real size (4,000 letter tokens plus `extra`)."""
+    letters = ["".join((a, b, c)) for a in "abcdefghijklmnop" for b in "abcdefghijklmnop"
+               for c in "abcdefghijklmnop"][:4000]  # fmt: skip
+    tokens = ["<|endoftext|>", *pre_tokenizers.ByteLevel.alphabet(), *letters, *extra]
+    tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>")
+
+
+@pytest.mark.parametrize("kind", ["bpe", "unigram"])
+def test_numbers_are_split_like_the_base_splits_them(kind: str, tmp_path: Path) -> None:
+    corpus = tmp_path / "numbers.txt"
+    rng = random.Random(0)
+    lines = _pseudo_german(400)
+    corpus.write_text("".join(f"In {rng.randint(0, 3000)} we had {rng.randint(0, 99)} {line}"
+                              for line in lines))  # fmt: skip
+    for extra, split in (([], True), (["19", "Ġ1"], False)):
+        base = tmp_path / f"base-{split}"
+        _wide_byte_level(extra).save_pretrained(base)
+        out = train_tokenizer([corpus], kind, 400, tmp_path / f"t-{split}", like=base)  # type: ignore[arg-type]
+        tok = AutoTokenizer.from_pretrained(out)
+        with_digits = [t for t in tok.get_vocab() if set(t) & set("0123456789")]
+        if split:  # the base never saw "19" or " 1": the new tokenizer makes neither
+            assert sorted(with_digits) == list("0123456789")
+            assert tok.tokenize(" 1990") == ["Ġ", "1", "9", "9", "0"]
+        else:
+            assert any(len(t) > 1 for t in with_digits)
+            assert _spec(out)["pre_tokenizer"] == _spec(base)["pre_tokenizer"]
+        assert tok.decode(tok("In 1990 we had 42 cats.")["input_ids"]) == "In 1990 we had 42 cats."
+
+
 @pytest.mark.parametrize(
     ("kind", "specials"),
     [("bpe", ["<|endoftext|>"]), ("unigram", SENTENCEPIECE_SPECIALS), ("wordpiece", BERT_SPECIALS)],
