@@ -31,6 +31,7 @@ from typing import Any, Literal, get_args
 
 from tokenizers import (
     AddedToken,
+    Regex,
     Tokenizer,
     decoders,
     models,
@@ -134,10 +135,12 @@ class _Recipe:
         return self._with_digits(self.pre_tokenizer)
 
     def _with_digits(self, pre: dict | None) -> dict | None:
-        """`pre`, then digits isolated one by one (after it, so "▁" or "Ġ" stays a piece)."""
+        """`pre`, then ASCII digits isolated one by one (after it, so "▁" or "Ġ" stays a
+        piece). Not `Digits`: it splits on any numeric character, and the byte-level alphabet
+        spells "ü" and "ó" with "¼" and "³"."""
         if not self.split_digits:
             return pre
-        digits = _json(pre_tokenizers.Digits(individual_digits=True))
+        digits = _json(pre_tokenizers.Split(Regex("[0-9]"), "isolated"))
         return digits if pre is None else {"type": "Sequence", "pretokenizers": [pre, digits]}
 
 

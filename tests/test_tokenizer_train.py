@@ -254,6 +254,12 @@ def test_numbers_are_split_like_the_base_splits_them(kind: str, tmp_path: Path) 
         if split:  # the base never saw "19" or " 1": the new tokenizer makes neither
             assert sorted(with_digits) == list("0123456789")
             assert tok.tokenize(" 1990") == ["Ġ", "1", "9", "9", "0"]
+            # only ASCII digits: the byte-level alphabet spells "ü" and "ó" with "¼" and "³"
+            text = "grüße acción x² ½"
+            words = tok.backend_tokenizer.pre_tokenizer.pre_tokenize_str(text)
+            base_words = AutoTokenizer.from_pretrained(base).backend_tokenizer.pre_tokenizer
+            assert words == base_words.pre_tokenize_str(text)
+            assert ("grÃ¼ÃŁe", (0, 5)) in words
         else:
             assert any(len(t) > 1 for t in with_digits)
             assert _spec(out)["pre_tokenizer"] == _spec(base)["pre_tokenizer"]
