@@ -1,0 +1,142 @@
+"""Where a transplanted checkpoint loses its bits: on the text its copied tokens cover, on
+the text its predicted tokens cover, and how much probability the predicted rows take away
+from the copied targets through the (tied) output softmax.
+
+Scores the eval text with sliding windows, as `tokengraft eval` does, with the original model
+and tokenizer and with the transplanted ones. Each token's loss is spread over the characters
+it ends (the text since the previous token), so both models' losses can be summed over the
+same stretches of text: those covered by copied target tokens (the base vocabulary has the
+surface form, or a special token of the same role) and those covered by predicted ones. For
+copied targets it also scores a softmax restricted to copied tokens: the difference is what
+the predicted output rows steal.
+
+    python bench/loss_split.py --checkpoint smollm2-python --text python.eval.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from hypernet.evaluate import read_eval_text
+from hypernet.models import load_tokenizer, resolve_model
+from hypernet.vocab import align, load_vocab
+
+
+def token_nll(
+    model: torch.nn.Module, ids: list[int], copied: torch.Tensor, window: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-target NLL (nats) for ids[1:], each scored once with up to `window` tokens of
+    context: under the full softmax, and under a softmax over the `copied` ids only."""
+    stride = window // 2
+    full, restricted = torch.zeros(len(ids) - 1), torch.zeros(len(ids) - 1)
+    x = torch.tensor(ids)
+    with torch.inference_mode():
+        for start in range(0, len(ids) - 1, stride):
+            end = min(start + window, len(ids))
+            first = start + 1 if start == 0 else start + window - stride
+            if first >= end:
+                break
+            logits = model(input_ids=x[None, start:end]).logits[0].float()
+            pred = logits[first - 1 - start : end - 1 - start]
+            target = x[first:end]
+            full[first - 1 : end - 1] = F.cross_entropy(pred, target, reduction="none")
+            masked = pred.masked_fill(~copied, float("-inf"))
+            restricted[first - 1 : end - 1] = F.cross_entropy(masked, target, reduction="none")
+            if end == len(ids):
+                break
+    return full, restricted
+
+
+def char_losses(nll: torch.Tensor, ends: list[int], n_chars: int) -> torch.Tensor:
+    """Each token's loss spread evenly over the characters since the previous token's end;
+    a token that ends no new character (part of a character) adds to the last one."""
+    out, previous = torch.zeros(n_chars), 0
+    for loss, end in zip(nll.tolist(), ends, strict=True):
+        if end > previous:
+            out[previous:end] += loss / (end - previous)
+            previous = end
+        else:
+            out[max(0, previous - 1)] += loss
+    return out
+
+
+def score(
+    model_dir: Path | str, text: str, copied: torch.Tensor | None = None
+) -> tuple[list[int], list[tuple[int, int]], torch.Tensor, torch.Tensor]:
+    """Text token ids, their character spans, and their losses (full and copied-only softmax)."""
+    tok = load_tokenizer(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, spans = enc["input_ids"], [tuple(span) for span in enc["offset_mapping"]]
+    rows = model.get_output_embeddings().weight.shape[0]
+    mask = torch.ones(rows, dtype=torch.bool)
+    if copied is not None:  # rows beyond the tokenizer (padding) are never copied tokens
+        mask[: len(copied)], mask[len(copied) :] = copied[:rows], False
+    if tok.bos_token_id is not None:
+        full, restricted = token_nll(model, [tok.bos_token_id, *ids], mask)
+    else:  # the first token has no context and no loss, as in `tokengraft eval`
+        full, restricted = (torch.cat([torch.zeros(1), t]) for t in token_nll(model, ids, mask))
+    return ids, spans, full, restricted
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", required=True, help="a transplanted checkpoint folder")
+    p.add_argument("--base", default="smollm2-135m", help="the model it was transplanted from")
+    p.add_argument("--text", required=True)
+    p.add_argument("--eval-bytes", type=int, default=20000)
+    p.add_argument("--top", type=int, default=15, help="list the costliest predicted tokens")
+    args = p.parse_args()
+
+    text = read_eval_text(Path(args.text), args.eval_bytes)
+    n_chars, per_byte = len(text), math.log(2) * len(text.encode())
+    base_dir = resolve_model(args.base)
+    _, base_spans, base_nll, _ = score(base_dir, text)
+    original = char_losses(base_nll, [end for _, end in base_spans], n_chars)
+
+    tok = load_tokenizer(args.checkpoint)
+    rows = AutoConfig.from_pretrained(base_dir).vocab_size
+    alignment = align(load_vocab(load_tokenizer(base_dir)), load_vocab(tok), rows)
+    copied = torch.zeros(len(tok), dtype=torch.bool)
+    copied[list(alignment.copies) + list(alignment.specials)] = True
+    ids, spans, full, restricted = score(args.checkpoint, text, copied)
+    ends = [end for _, end in spans]
+    new = char_losses(full, ends, n_chars)
+    is_copied = copied[torch.tensor(ids)]
+    copied_chars = char_losses(is_copied.float(), ends, n_chars) > 0
+    # A copied token where the base tokenizer has one token over the same characters: the
+    # model reads what it always read there, unless the context differs.
+    base_set = set(base_spans)
+    same = torch.tensor([span in base_set for span in spans]) & is_copied
+    same_chars = char_losses(same.float(), ends, n_chars) > 0
+
+    everything = torch.ones(n_chars, dtype=torch.bool)
+    print(f"{'text covered by':<28} {'share':>6} {'original':>9} {'transplant':>11} {'excess':>7}")
+    for name, chars in (("copied tokens", copied_chars),
+                        ("  cut as the base cuts it", same_chars),
+                        ("  cut differently", copied_chars & ~same_chars),
+                        ("predicted tokens", ~copied_chars), ("all", everything)):  # fmt: skip
+        before, after = original[chars].sum() / per_byte, new[chars].sum() / per_byte
+        share = chars.float().mean().item()
+        print(f"{name:<28} {share:6.1%} {before:9.4f} {after:11.4f} {after - before:+7.4f}")
+    stolen = (full[is_copied] - restricted[is_copied]).sum() / per_byte
+    print(f"taken from copied targets by the predicted output rows: {stolen:.4f} bits/byte")
+
+    costs: dict[int, list[float]] = {}
+    for token, nll in zip(ids, full.tolist(), strict=True):
+        if not copied[token]:
+            costs.setdefault(token, []).append(nll / math.log(2))
+    print(f"costliest predicted tokens (of {len(costs)} distinct): total bits, count, mean")
+    for token, c in sorted(costs.items(), key=lambda kv: -sum(kv[1]))[: args.top]:
+        surface = tok.convert_tokens_to_string([tok.convert_ids_to_tokens(token)])
+        print(f"  {surface!r:<28} {sum(c):8.1f} {len(c):5d} {sum(c) / len(c):6.2f}")
+
+
+if __name__ == "__main__":
+    main()
