@@ -2,7 +2,7 @@
 the text its predicted tokens cover, and how much probability the predicted rows take away
 from the copied targets through the (tied) output softmax.
 
-Scores the eval text with sliding windows, as `tokengraft eval` does, with the original model
+Scores the eval text on the sliding windows of `tokengraft eval`, with the original model
 and tokenizer and with the transplanted ones. Each token's loss is spread over the characters
 it ends (the text since the previous token), so both models' losses can be summed over the
 same stretches of text: those covered by copied target tokens (the base vocabulary has the
@@ -21,35 +21,28 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerBase
 
-from hypernet.evaluate import read_eval_text
+from hypernet.evaluate import read_eval_text, windows
 from hypernet.models import load_tokenizer, resolve_model
 from hypernet.vocab import align, load_vocab
 
 
 def token_nll(
-    model: torch.nn.Module, ids: list[int], copied: torch.Tensor, window: int = 1024
+    model: torch.nn.Module, ids: list[int], copied: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-target NLL (nats) for ids[1:], each scored once with up to `window` tokens of
-    context: under the full softmax, and under a softmax over the `copied` ids only."""
-    stride = window // 2
+    """Per-target NLL (nats) for ids[1:], on the windows `tokengraft eval` uses: under the
+    full softmax, and under a softmax over the `copied` ids only."""
     full, restricted = torch.zeros(len(ids) - 1), torch.zeros(len(ids) - 1)
     x = torch.tensor(ids)
     with torch.inference_mode():
-        for start in range(0, len(ids) - 1, stride):
-            end = min(start + window, len(ids))
-            first = start + 1 if start == 0 else start + window - stride
-            if first >= end:
-                break
+        for start, end, first in windows(len(ids), window=1024, stride=512):
             logits = model(input_ids=x[None, start:end]).logits[0].float()
             pred = logits[first - 1 - start : end - 1 - start]
             target = x[first:end]
             full[first - 1 : end - 1] = F.cross_entropy(pred, target, reduction="none")
             masked = pred.masked_fill(~copied, float("-inf"))
             restricted[first - 1 : end - 1] = F.cross_entropy(masked, target, reduction="none")
-            if end == len(ids):
-                break
     return full, restricted
 
 
@@ -67,10 +60,12 @@ def char_losses(nll: torch.Tensor, ends: list[int], n_chars: int) -> torch.Tenso
 
 
 def score(
-    model_dir: Path | str, text: str, copied: torch.Tensor | None = None
+    model_dir: Path | str,
+    tok: PreTrainedTokenizerBase,
+    text: str,
+    copied: torch.Tensor | None = None,
 ) -> tuple[list[int], list[tuple[int, int]], torch.Tensor, torch.Tensor]:
     """Text token ids, their character spans, and their losses (full and copied-only softmax)."""
-    tok = load_tokenizer(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, spans = enc["input_ids"], [tuple(span) for span in enc["offset_mapping"]]
@@ -97,15 +92,15 @@ def main() -> None:
     text = read_eval_text(Path(args.text), args.eval_bytes)
     n_chars, per_byte = len(text), math.log(2) * len(text.encode())
     base_dir = resolve_model(args.base)
-    _, base_spans, base_nll, _ = score(base_dir, text)
+    base_tok, tok = load_tokenizer(base_dir), load_tokenizer(args.checkpoint)
+    _, base_spans, base_nll, _ = score(base_dir, base_tok, text)
     original = char_losses(base_nll, [end for _, end in base_spans], n_chars)
 
-    tok = load_tokenizer(args.checkpoint)
     rows = AutoConfig.from_pretrained(base_dir).vocab_size
-    alignment = align(load_vocab(load_tokenizer(base_dir)), load_vocab(tok), rows)
+    alignment = align(load_vocab(base_tok), load_vocab(tok), rows)
     copied = torch.zeros(len(tok), dtype=torch.bool)
     copied[list(alignment.copies) + list(alignment.specials)] = True
-    ids, spans, full, restricted = score(args.checkpoint, text, copied)
+    ids, spans, full, restricted = score(args.checkpoint, tok, text, copied)
     ends = [end for _, end in spans]
     new = char_losses(full, ends, n_chars)
     is_copied = copied[torch.tensor(ids)]

@@ -32,7 +32,7 @@ class EvalResult:
         return asdict(self)
 
 
-def _windows(n: int, window: int, stride: int) -> list[tuple[int, int, int]]:
+def windows(n: int, window: int, stride: int) -> list[tuple[int, int, int]]:
     """(start, end, first target) per window over `n` ids, targets being positions 1..n-1.
 
     The first window scores every target in it; each later one scores the next `stride`
@@ -80,7 +80,7 @@ def evaluate(
     if tokenizer.bos_token_id is not None:
         ids = [tokenizer.bos_token_id, *ids]
     n_bytes = len(text.encode("utf-8"))
-    spans = _windows(len(ids), window, stride)
+    spans = windows(len(ids), window, stride)
     all_ids = torch.tensor(ids, dtype=torch.long)
     n_targets = len(ids) - 1
     scored, nll = 0, 0.0
