@@ -1,18 +1,20 @@
 """Orchestration: base model + new tokenizer -> a checkpoint that speaks the new tokenizer.
 
-resolve -> align vocabularies -> predict rows -> write the checkpoint -> evaluate -> report.
-Callers (the CLI, the service's worker) pass a progress callback and a cancel check; the cancel
-check is consulted between stages, and the output folder only appears once everything is done.
+resolve -> align vocabularies -> predict rows -> [refine] -> write the checkpoint -> evaluate
+-> report. Callers (the CLI, the service's worker) pass a progress callback and a cancel check;
+the cancel check is consulted between stages and at every progress tick, and the output folder
+only appears once everything is done.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
 
@@ -28,9 +30,23 @@ from .io import Checkpoint, atomic_folder, open_checkpoint, require_absent, writ
 from .methods import Context, Donor, Method, MethodOptions, get_method
 from .models import cache_root, load_tokenizer, resolve_model, resolve_tokenizer
 from .predict import Predictor, architecture, resolve_hypernet
+from .refine import (
+    RefineConfig,
+    Refiner,
+    RefineResult,
+    Tick,
+    check_teacher,
+    load_frozen,
+    read_texts,
+    require_window,
+    trainable_rows,
+    with_rows,
+)  # fmt: skip
 from .vocab import Alignment, Decomposer, Vocab, align, load_vocab
 
-Progress = Callable[[str, float], None]
+# Called as (stage, fraction), or (stage, fraction, detail) where a stage has more to say
+# (refine: its step and loss).
+Progress = Callable[..., None]
 
 
 @dataclass
@@ -45,12 +61,14 @@ class TransplantRequest:
     eval_bytes: int | None = None  # evaluate on at most this many bytes of eval_text
     embedder: Path | None = None  # text-embedding model for the global heuristic
     hypernet: str | None = None  # a hypernetwork folder or store name (hypernet methods)
+    refine: RefineConfig | None = None  # distil from the base model after predicting rows
+    refine_texts: list[Path] = field(default_factory=list)  # unlabeled text to refine on
     # How the report names the inputs when they differ from the strings above: a service
     # resolves names to its own paths, which its users should not see.
-    names: dict[str, str] = field(default_factory=dict)
+    names: dict = field(default_factory=dict)  # key -> name; "refine_texts" -> list of names
 
     def name(self, key: str) -> str:
-        return self.names.get(key) or str(getattr(self, key))
+        return str(self.names.get(key) or getattr(self, key))
 
 
 @dataclass
@@ -66,6 +84,7 @@ class Report:
     timings: dict[str, float] = field(default_factory=dict)
     eval: dict | None = None
     hypernet: str | None = None
+    refine: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -80,10 +99,13 @@ class _Stages:
         self.cancelled = cancelled or (lambda: False)
         self.timings: dict[str, float] = {}
 
-    def report(self, stage: str, fraction: float) -> None:
+    def report(self, stage: str, fraction: float, detail: dict | None = None) -> None:
         if self.cancelled():
             raise Cancelled(f"cancelled during {stage}")
-        self.progress(stage, fraction)
+        if detail is None:
+            self.progress(stage, fraction)
+        else:
+            self.progress(stage, fraction, detail)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[Callable[[float], None]]:
@@ -309,6 +331,11 @@ def transplant(
         text = ev.read_eval_text(Path(request.eval_text), request.eval_bytes)
         if not text:
             raise InputError(f"eval text {request.eval_text} is empty")
+    refine_texts = []
+    if request.refine is not None:
+        request.refine.check()
+        refine_texts = read_texts(request.refine_texts)
+        require_window(refine_texts, request.refine)
     require_absent(request.out)
 
     with stages.stage("resolve"):
@@ -319,6 +346,11 @@ def transplant(
         setup = Setup.load(model_dir, new_tok, request.embedder, donor, request.hypernet)
     with stages.stage("predict"):
         new_matrices, fallbacks = setup.predict(method, options, stages.report)
+    refined = None
+    if request.refine is not None:
+        with stages.stage("refine"):
+            refined = _refine(setup, new_matrices, refine_texts, request.refine, stages)
+            zero_shot, new_matrices = new_matrices, refined.refiner.matrices()
 
     ckpt, base_tok, alignment = setup.ckpt, setup.base_tok, setup.alignment
     base_vocab, new_vocab = setup.base_vocab, setup.new_vocab
@@ -334,7 +366,12 @@ def transplant(
         new_tokenizer=_tokenizer_summary(new_vocab),
         vocab=vocab_report,
         hypernet=request.name("hypernet") if request.method.startswith("hypernet") else None,
-    )
+        refine=None if refined is None else {
+            "texts": request.names.get("refine_texts")
+            or [Path(t).name for t in request.refine_texts],
+            **refined.result.to_dict(),
+        },
+    )  # fmt: skip
     with atomic_folder(Path(request.out)) as tmp:
         with stages.stage("write") as tick:
             replaced = {ckpt.input_name: new_matrices["input"]}
@@ -358,12 +395,158 @@ def transplant(
                     "ratio": round(after.bits_per_byte / before["bits_per_byte"], 4),
                     **_eval_shares(new_tok, text, alignment),
                 }
+            if refined is not None and report.refine is not None:
+                with stages.stage("evaluate_zero_shot") as tick:
+                    report.refine["eval"] = _refine_eval(
+                        refined.refiner, zero_shot, new_tok, text, report.eval, tick
+                    )
         if stages.cancelled():
             raise Cancelled("cancelled before the checkpoint was kept")
         report.timings = stages.timings
         (tmp / "transplant_report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
         (tmp / "README.md").write_text(model_card(report))
     return report
+
+
+@dataclass
+class _Refined:
+    refiner: Refiner
+    result: RefineResult
+
+
+def _refine(
+    setup: Setup, matrices: dict[str, Tensor], texts: list[str], config: RefineConfig,
+    stages: _Stages,
+) -> _Refined:  # fmt: skip
+    """Distil the base model into the predicted rows; only rows, never the body, change."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_frozen(setup.ckpt.path, device)
+    mask = trainable_rows(setup.alignment, matrices["input"].shape[0], config.rows)
+    refiner = Refiner(model, setup.base_tok, setup.new_tok, matrices, mask, texts, config)
+
+    def tick(t: Tick) -> None:
+        stages.report("refine", t.fraction, {"step": t.step, "loss": round(t.loss, 4)})
+
+    return _Refined(refiner, refiner.fit(progress=tick, cancelled=stages.cancelled))
+
+
+def _refine_eval(
+    refiner: Refiner, zero_shot: dict[str, Tensor], tok: PreTrainedTokenizerFast, text: str,
+    final: dict, tick: Callable[[float], None],
+) -> dict:  # fmt: skip
+    """Bits per byte of the zero-shot rows (before refining) next to the refined checkpoint's."""
+    before = ev.evaluate(with_rows(refiner.model, zero_shot), tok, text, progress=tick)
+    base = final["before"]["bits_per_byte"]
+    after = final["after"]["bits_per_byte"]
+    return {
+        "before": before.bits_per_byte,
+        "after": after,
+        "ratio_before": round(before.bits_per_byte / base, 4),
+        "ratio_after": round(after / base, 4),
+    }
+
+
+@dataclass
+class RefineRequest:
+    """Refine an existing transplanted checkpoint against the base model it came from."""
+
+    model: str  # the transplanted checkpoint: a folder with its new tokenizer
+    teacher: str  # the base model, with its own tokenizer
+    texts: list[Path]
+    out: Path
+    config: RefineConfig = field(default_factory=RefineConfig)
+    eval_text: Path | None = None
+    eval_bytes: int | None = None
+
+
+def refine_checkpoint(
+    request: RefineRequest,
+    progress: Progress | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> dict:
+    """`tokengraft refine`: the checkpoint's rows refined, written to a new folder with the
+    same files; the report gains a refine section. Returns the report."""
+    stages = _Stages(progress, cancelled)
+    request.config.check()
+    texts = read_texts(request.texts)
+    require_window(texts, request.config)
+    text = (
+        None
+        if request.eval_text is None
+        else ev.read_eval_text(request.eval_text, request.eval_bytes)
+    )
+    require_absent(request.out)
+    with stages.stage("resolve"):
+        student_dir, teacher_dir = resolve_model(request.model), resolve_model(request.teacher)
+        student = open_checkpoint(student_dir)
+        check_teacher(student, open_checkpoint(teacher_dir))
+    with stages.stage("align"):
+        setup = Setup.load(teacher_dir, load_tokenizer(student_dir))
+        start = {"input": student.read(student.input_name)}
+        if student.output_name is not None:
+            start["output"] = student.read(student.output_name)
+    with stages.stage("refine"):
+        refined = _refine(setup, start, texts, request.config, stages)
+    data = _report_of(student_dir)
+    data["refine"] = {"texts": [Path(t).name for t in request.texts], **refined.result.to_dict()}
+    with atomic_folder(Path(request.out)) as tmp:
+        with stages.stage("write") as tick:
+            rows = refined.refiner.matrices()
+            replaced = {student.input_name: rows["input"]}
+            if student.output_name is not None:
+                replaced[student.output_name] = rows["output"]
+            write_weights(student, tmp, replaced, progress=tick)
+            for file in student_dir.iterdir():
+                if file.is_file() and not file.name.startswith("model"):
+                    shutil.copyfile(file, tmp / file.name)
+        if text is not None:
+            with stages.stage("evaluate") as tick:
+                before = _baseline_eval(teacher_dir, text, lambda f: tick(f / 2))
+                after = ev.evaluate_folder(tmp, text, progress=lambda f: tick(0.5 + f / 2))
+                data["eval"] = {
+                    "text": request.eval_text.name, "bytes": after.bytes, "before": before,
+                    "after": after.to_dict(),
+                    "ratio": round(after.bits_per_byte / before["bits_per_byte"], 4),
+                    **_eval_shares(setup.new_tok, text, setup.alignment),
+                }  # fmt: skip
+            with stages.stage("evaluate_zero_shot") as tick:
+                data["refine"]["eval"] = _refine_eval(
+                    refined.refiner, start, setup.new_tok, text, data["eval"], tick
+                )
+        data.setdefault("timings", {}).update({f"refine:{k}": t for k, t in stages.timings.items()})
+        (tmp / "transplant_report.json").write_text(json.dumps(data, indent=2) + "\n")
+        if set(data) >= {f.name for f in fields(Report)}:
+            (tmp / "README.md").write_text(model_card(Report(**data)))
+    return data
+
+
+def _report_of(folder: Path) -> dict:
+    file = folder / "transplant_report.json"
+    try:
+        return json.loads(file.read_text()) if file.is_file() else {}
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"{file} is unreadable: {e}") from None
+
+
+def _refine_card(r: dict) -> list[str]:
+    lines = [
+        "## Refinement",
+        "",
+        f"The predicted rows were then refined against the base model ({r['rows']} rows, "
+        f"{r['trained_rows']} trained) on {r['text_bytes']} bytes of unlabeled text "
+        f"({', '.join(f'`{t}`' for t in r['texts'])}): {r['steps']} steps in "
+        f"{r['minutes']:.1f} minutes. Distillation loss on {r['probe']} windows "
+        f"{r['loss_before']:.4f} -> {r['loss_after']:.4f}.",
+        "",
+    ]
+    if "eval" in r:
+        e = r["eval"]
+        lines += [
+            f"Bits per byte on the eval text: {e['before']:.4f} zero-shot "
+            f"(x{e['ratio_before']:.3f}) -> {e['after']:.4f} refined (x{e['ratio_after']:.3f}).",
+            "",
+        ]
+    return lines
 
 
 def model_card(report: Report) -> str:
@@ -419,6 +602,8 @@ def model_card(report: Report) -> str:
             f"copied rows and {e['predicted_share']:.1%} predicted ones.",
             "",
         ]
+    if report.refine:
+        lines += _refine_card(report.refine)
     lines += [
         "## Method",
         "",

@@ -73,7 +73,8 @@ class Catalog:
             return hub_tokenizer(name)
         raise InputError(f"tokenizer {name!r} not found: no upload, store entry or hub id")
 
-    def text(self, name: str) -> Path:
+    def text(self, name: str, what: str = "eval text") -> Path:
+        """An uploaded text or a corpus file; `what` names its use in the error."""
         if UPLOAD_ID.match(name) and (self.settings.uploads_dir / name / "text.txt").is_file():
             return self.settings.uploads_dir / name / "text.txt"
         corpora = self.settings.corpora_dir
@@ -81,7 +82,7 @@ class Catalog:
             file = corpora / f"{name}.txt"
             if file.is_file():
                 return file
-        raise InputError(f"eval text {name!r} not found: no uploaded text or corpus of that name")
+        raise InputError(f"{what} {name!r} not found: no uploaded text or corpus of that name")
 
     def hypernet(self, name: str) -> Path:
         if not NAME.match(name) or ".." in name:

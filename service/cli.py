@@ -25,7 +25,7 @@ class _Bars:
         self.bar = None
         self.stage = ""
 
-    def __call__(self, stage: str, fraction: float) -> None:
+    def __call__(self, stage: str, fraction: float, detail: dict | None = None) -> None:
         if not self.enabled:
             return
         from tqdm import tqdm
@@ -36,6 +36,8 @@ class _Bars:
             self.bar = tqdm(total=100, desc=f"{stage:<9}", unit="%", file=sys.stderr, leave=True)
         assert self.bar is not None
         self.bar.n = round(100 * fraction)
+        if detail:
+            self.bar.set_postfix(detail, refresh=False)
         self.bar.refresh()
 
     def close(self) -> None:
@@ -73,6 +75,8 @@ def cmd_transplant(args: argparse.Namespace) -> int:
         eval_bytes=args.eval_bytes,
         embedder=Path(args.embedder) if args.embedder else None,
         hypernet=args.hypernet,
+        refine=_refine_config(args) if args.refine_text else None,
+        refine_texts=[Path(t) for t in args.refine_text or []],
     )
     try:
         report = transplant(request, progress=bars)
@@ -94,7 +98,53 @@ def cmd_transplant(args: argparse.Namespace) -> int:
             f" (x{e['ratio']:.3f}); tokens/byte {e['before']['tokens_per_byte']:.4f} -> "
             f"{e['after']['tokens_per_byte']:.4f}; {e['copied_share']:.1%} of eval tokens copied"
         )
+    if report.refine:
+        _print_refine(report.refine)
     print("  " + ", ".join(f"{k} {t:.1f}s" for k, t in report.timings.items()))
+    return 0
+
+
+def _refine_config(args: argparse.Namespace):  # noqa: ANN202 (hypernet.refine.RefineConfig)
+    from hypernet.refine import RefineConfig
+
+    if args.refine_steps is None and args.refine_minutes is None:
+        return RefineConfig(rows=args.refine_rows)
+    return RefineConfig(minutes=args.refine_minutes, steps=args.refine_steps, rows=args.refine_rows)
+
+
+def _print_refine(r: dict) -> None:
+    print(
+        f"  refined {r['trained_rows']} rows ({r['rows']}): {r['steps']} steps in "
+        f"{r['minutes']:.1f} min on {r['text_bytes']} bytes; loss {r['loss_before']:.4f} -> "
+        f"{r['loss_after']:.4f}"
+    )
+    if "eval" in r:
+        e = r["eval"]
+        print(
+            f"  bits/byte zero-shot {e['before']:.4f} (x{e['ratio_before']:.3f}) -> refined "
+            f"{e['after']:.4f} (x{e['ratio_after']:.3f})"
+        )
+
+
+def cmd_refine(args: argparse.Namespace) -> int:
+    from hypernet.transplant import RefineRequest, refine_checkpoint
+
+    bars = _Bars(not args.quiet)
+    args.refine_minutes, args.refine_steps, args.refine_rows = args.minutes, args.steps, args.rows
+    request = RefineRequest(
+        model=args.model, teacher=args.teacher, texts=[Path(t) for t in args.text],
+        out=Path(args.out), config=_refine_config(args),
+        eval_text=Path(args.eval_text) if args.eval_text else None, eval_bytes=args.eval_bytes,
+    )  # fmt: skip
+    try:
+        report = refine_checkpoint(request, progress=bars)
+    finally:
+        bars.close()
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"wrote {args.out}")
+    _print_refine(report["refine"])
     return 0
 
 
@@ -397,9 +447,42 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-bytes", type=int, help="evaluate on at most this many bytes")
     t.add_argument("--embedder", help="text-embedding model folder (default: all-MiniLM-L6-v2)")
     t.add_argument("--hypernet", help="a trained hypernetwork folder or store name (hypernet*)")
+    t.add_argument(
+        "--refine-text",
+        nargs="+",
+        metavar="FILE",
+        help="unlabeled text: refine the rows against the base model on it",
+    )
+    t.add_argument("--refine-minutes", type=float, help="refine time budget (default 10)")
+    t.add_argument("--refine-steps", type=int, help="refine at most this many steps")
+    t.add_argument(
+        "--refine-rows",
+        choices=["new", "all"],
+        default="new",
+        help="which rows refine trains: those predicted (default) or every row",
+    )
     t.add_argument("--json", action="store_true", help="print the report as JSON")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_transplant)
+
+    r = sub.add_parser("refine", help="refine a transplanted checkpoint against its base model")
+    r.add_argument("--model", required=True, help="the transplanted checkpoint folder")
+    r.add_argument("--teacher", required=True, help="the base model it came from; " + model_help)
+    r.add_argument("--text", required=True, nargs="+", help="unlabeled UTF-8 text file(s)")
+    r.add_argument("--out", required=True, help="output folder (must not exist)")
+    r.add_argument("--minutes", type=float, help="time budget (default 10)")
+    r.add_argument("--steps", type=int, help="at most this many steps")
+    r.add_argument(
+        "--rows",
+        choices=["new", "all"],
+        default="new",
+        help="rows to train: those the transplant predicted (default) or every row",
+    )
+    r.add_argument("--eval-text", help="text file to measure bits per byte before and after")
+    r.add_argument("--eval-bytes", type=int, help="evaluate on at most this many bytes")
+    r.add_argument("--json", action="store_true", help="print the report as JSON")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.set_defaults(func=cmd_refine)
 
     e = sub.add_parser("eval", help="bits per byte and tokens per byte of a causal LM on a text")
     e.add_argument("--model", required=True, help=model_help)

@@ -40,6 +40,12 @@ def _state(session: Session, job_id: str, status: JobStatus, **data: object) -> 
     session.add(JobEvent(job_id=job_id, kind="state", data={"status": status.value, **data}))
 
 
+def describe(detail: dict) -> str:
+    """A tick's detail as a short line for people: {"step": 12, "loss": 0.4312} ->
+    "step 12, loss 0.4312"."""
+    return ", ".join(f"{k} {round(v, 4) if isinstance(v, float) else v}" for k, v in detail.items())
+
+
 class Queue:
     def __init__(self, sessions: sessionmaker[Session], max_attempts: int = 3) -> None:
         self.sessions = sessions
@@ -226,7 +232,18 @@ class Queue:
             ).first()
             return (row is not None, bool(row and row.cancel_requested))
 
-    def progress(self, claim: Claim, stage: str, fraction: float, message: str | None) -> bool:
+    def progress(
+        self,
+        claim: Claim,
+        stage: str,
+        fraction: float,
+        message: str | None,
+        detail: dict | None = None,
+    ) -> bool:
+        """Record a tick; `detail` (refine: step and loss) joins the event's data as it is
+        and, unless a message is given, becomes the row's message ("step 12, loss 0.4312")."""
+        if message is None and detail:
+            message = describe(detail)
         with self.sessions.begin() as s:
             done = s.execute(
                 self._fenced(claim).values(
@@ -239,6 +256,7 @@ class Queue:
             ).rowcount
             if done:
                 data = {"stage": stage, "fraction": round(fraction, 4), "message": message}
+                data.update({k: v for k, v in (detail or {}).items() if k not in data})
                 s.add(JobEvent(job_id=claim.job_id, kind="progress", data=data))
             return bool(done)
 

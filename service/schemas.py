@@ -10,6 +10,26 @@ from pydantic import BaseModel, ConfigDict, Field
 OptionValue = bool | int | float | str
 
 
+class RefineIn(BaseModel):
+    """Distillation from the base model into the rows the transplant predicted."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    texts: list[str] = Field(
+        min_length=1, max_length=16,
+        description="unlabeled text to refine on: corpus names or uploaded text ids",
+    )  # fmt: skip
+    minutes: float | None = Field(
+        None, gt=0, le=240, description="wall-clock budget (10 when neither it nor steps is set)"
+    )
+    steps: int | None = Field(
+        None, ge=1, le=100_000, description="or a number of steps; whichever ends first"
+    )
+    rows: Literal["new", "all"] = Field(
+        "new", description="'new': only the rows the transplant predicted; 'all': every row"
+    )
+
+
 class TransplantIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -22,6 +42,7 @@ class TransplantIn(BaseModel):
         None, ge=1, le=16 * 2**20, description="evaluate on this many bytes"
     )
     hypernet: str | None = Field(None, description="hypernetwork store name (hypernet methods)")
+    refine: RefineIn | None = Field(None, description="refine the predicted rows afterwards")
     dry_run: bool = Field(False, description="validate and answer 200 without creating a job")
 
 

@@ -9,6 +9,7 @@ worker's reaper once its heartbeat is `stale_seconds` old.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
@@ -21,6 +22,7 @@ import torch
 from hypernet.errors import Cancelled, InputError
 from hypernet.transplant import TransplantRequest, transplant
 
+from . import refine
 from .catalog import Catalog
 from .config import Settings
 from .models import JobStatus
@@ -31,7 +33,14 @@ log = logging.getLogger("tokengraft.worker")
 
 
 def build_request(catalog: Catalog, request: dict, out: Path) -> TransplantRequest:
-    """The library's request from the API's, every name resolved by the catalog."""
+    """The library's request from the API's, every name resolved by the catalog; the report
+    names the inputs as the user did, never by the server's paths."""
+    spec = request.get("refine")
+    names: dict = {
+        k: request[k] for k in ("model", "tokenizer", "eval_text", "hypernet") if request.get(k)
+    }
+    if spec:
+        names["refine_texts"] = list(spec["texts"])
     return TransplantRequest(
         model=str(catalog.model(request["model"])),
         tokenizer=str(catalog.tokenizer(request["tokenizer"])),
@@ -41,10 +50,32 @@ def build_request(catalog: Catalog, request: dict, out: Path) -> TransplantReque
         eval_text=catalog.text(request["eval_text"]) if request.get("eval_text") else None,
         eval_bytes=request.get("eval_bytes"),
         hypernet=str(catalog.hypernet(request["hypernet"])) if request.get("hypernet") else None,
-        names={
-            k: request[k] for k in ("model", "tokenizer", "eval_text", "hypernet") if request.get(k)
-        },
+        refine=refine.config(spec) if spec else None,
+        refine_texts=refine.paths(catalog, spec) if spec else [],
+        names=names,
     )
+
+
+class _Ticks:
+    """Which progress ticks reach the database: about one a second, but never a stage's first
+    tick, its first tick with detail (refine's first loss) or its last, so that no stage goes
+    unseen and its final numbers are never dropped."""
+
+    def __init__(self, every: float = 1.0) -> None:
+        self.every = every
+        self.stage: str | None = None
+        self.at = 0.0
+        self.detailed = False
+
+    def keep(self, stage: str, fraction: float, detail: dict | None) -> bool:
+        now = time.monotonic()
+        if stage != self.stage:  # a new stage: its first tick always goes
+            self.stage, self.at, self.detailed = stage, -math.inf, False
+        first_detail = detail is not None and not self.detailed
+        if not (first_detail or fraction >= 1.0 or now - self.at >= self.every):
+            return False
+        self.at, self.detailed = now, self.detailed or detail is not None
+        return True
 
 
 class _Beat(threading.Thread):
@@ -108,14 +139,13 @@ class Worker:
         log.info("job %s attempt %d", claim.job_id, claim.attempt)
         beat = _Beat(self.queue, claim, self.settings.heartbeat_seconds)
         beat.start()
-        last = {"stage": None, "at": 0.0}
+        ticks = _Ticks()
 
-        def progress(stage: str, fraction: float) -> None:
-            now = time.monotonic()
-            if stage != last["stage"] or fraction >= 1.0 or now - last["at"] >= 1.0:
-                last["stage"], last["at"] = stage, now
-                if not self.queue.progress(claim, stage, fraction, None):
-                    beat.lost.set()
+        def progress(stage: str, fraction: float, detail: dict | None = None) -> None:
+            if ticks.keep(stage, fraction, detail) and not self.queue.progress(
+                claim, stage, fraction, None, detail
+            ):
+                beat.lost.set()
 
         def cancelled() -> bool:
             return beat.cancel.is_set() or beat.lost.is_set() or self.abandon.is_set()

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from hypernet.errors import InputError
 from hypernet.methods import MethodOptions, get_method
 
+from ... import refine
 from ...problems import ProblemError
 from ...queue import Conflict
 from ...schemas import DryRunOut, JobOut, Problem, TransplantIn
@@ -39,6 +40,15 @@ def validate(services: Services, body: TransplantIn) -> None:
     services.catalog.tokenizer(body.tokenizer)
     if body.eval_text is not None:
         services.catalog.text(body.eval_text)
+    if body.refine is not None:
+        refine.check(services.catalog, body.refine.model_dump())
+
+
+def job_request(body: TransplantIn) -> dict:
+    """The request as the job stores it. A request without refine is stored as it was before
+    refine existed, so its digest, and so its Idempotency-Key, stay what they were."""
+    exclude = {"dry_run"} if body.refine is not None else {"dry_run", "refine"}
+    return body.model_dump(exclude=exclude)
 
 
 @router.post(
@@ -67,7 +77,7 @@ async def submit(
     await run_in_threadpool(validate, services, body)
     if body.dry_run:
         return JSONResponse(DryRunOut(valid=True, request=body).model_dump(mode="json"))
-    request = body.model_dump(exclude={"dry_run"})
+    request = job_request(body)
     digest = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
     hours = services.settings.idempotency_hours
     try:

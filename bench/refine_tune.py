@@ -1,0 +1,76 @@
+"""Choose refine's defaults on train text only: refine on the head of each *.train.txt, score
+on its last --tail-bytes (never refined on), for each configuration given.
+
+    python bench/refine_tune.py --langs de en --minutes 2 \
+        --configs '{}' '{"lr": 3e-4}' '{"byte_weight": 0}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+from common import CORPORA, OUT, target_tokenizers, write_json
+
+from hypernet import evaluate as ev
+from hypernet.methods import MethodOptions, get_method
+from hypernet.models import load_tokenizer, resolve_model
+from hypernet.refine import RefineConfig, Refiner, load_frozen, trainable_rows, with_rows
+from hypernet.transplant import Setup
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--langs", nargs="+", default=["de", "en"])
+    p.add_argument("--minutes", type=float, default=2.0)
+    p.add_argument("--method", default="hybrid")
+    p.add_argument("--hypernet")
+    p.add_argument("--tail-bytes", type=int, default=12000)
+    p.add_argument("--configs", nargs="+", default=["{}"])
+    p.add_argument("--name", default="refine_tune")
+    args = p.parse_args()
+
+    base = resolve_model("smollm2-135m")
+    tokenizers = target_tokenizers(base)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_frozen(base, device)
+    base_tok = load_tokenizer(base)
+    results = []
+    for lang in args.langs:
+        raw = (CORPORA / f"{lang}.train.txt").read_bytes()
+        head = raw[: -args.tail_bytes - 20000].decode("utf-8", errors="ignore")
+        tail = raw[-args.tail_bytes :].decode("utf-8", errors="ignore")
+        new_tok = load_tokenizer(tokenizers[lang])
+        setup = Setup.load(base, new_tok, hypernet=args.hypernet)
+        options = MethodOptions.from_dict({})
+        start, _ = setup.predict(get_method(args.method), options)
+        teacher = ev.evaluate(model, base_tok, tail).bits_per_byte
+        zero = ev.evaluate(with_rows(model, start), new_tok, tail).bits_per_byte
+        print(f"{lang}: teacher {teacher:.4f} zero-shot {zero:.4f} ({zero / teacher:.3f})")
+        for spec in args.configs:
+            overrides = json.loads(spec)
+            config = RefineConfig(**{"minutes": args.minutes, **overrides})
+            mask = trainable_rows(setup.alignment, start["input"].shape[0], config.rows)
+            t0 = time.perf_counter()
+            refiner = Refiner(model, base_tok, new_tok, start, mask, [head], config)
+            result = refiner.fit()
+            after = ev.evaluate(with_rows(model, refiner.matrices()), new_tok, tail).bits_per_byte
+            row = {
+                "lang": lang, "config": overrides, "teacher": teacher, "zero_shot": zero,
+                "refined": after, "ratio_before": zero / teacher, "ratio_after": after / teacher,
+                "steps": result.steps, "loss_before": result.loss_before,
+                "loss_after": result.loss_after, "seconds": time.perf_counter() - t0,
+            }  # fmt: skip
+            results.append(row)
+            print(
+                f"  {spec}: {zero / teacher:.3f} -> {after / teacher:.3f} "
+                f"({result.steps} steps, probe loss {result.loss_before} -> {result.loss_after})",
+                flush=True,
+            )
+    write_json(OUT / f"{args.name}.json", {"minutes": args.minutes, "results": results})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,397 @@
+"""Refine: minutes of distillation from the original model into a transplanted one.
+
+The teacher is the base model reading text with its own tokenizer; the student is the same
+frozen body reading the same text with the new tokenizer and the new embedding rows. Only the
+student's rows train (input rows, and LM-head rows when untied; tied stay tied). The student
+never sees a label the teacher did not produce: at every *aligned boundary* (a character offset
+where both tokenizations end a token, see `distill`) it is pulled towards the teacher's
+log-likelihood of the chunk before it and the teacher's distribution over the next byte.
+
+The teacher's side of each text window is computed once and cached for the run. The learning
+rate warms up, then follows a cosine over max(step / steps, elapsed / budget), so a time
+budget ends the run at the bottom of its schedule.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
+
+from . import distill as D
+from .errors import Cancelled, InputError
+from .io import Checkpoint
+from .vocab import Alignment, load_vocab
+
+ROWS = ("new", "all")
+
+
+@dataclass
+class RefineConfig:
+    minutes: float | None = 10.0  # wall-clock budget of the training loop
+    steps: int | None = None  # or a number of steps; whichever ends first
+    rows: str = "new"  # "new": rows the transplant predicted; "all": every row
+    # Each trained row is its zero-shot row + its own offset + a correction shared by all
+    # trained rows (a low-rank map of the zero-shot row and a shift). A few minutes of text show
+    # most new tokens once or twice: the shared part learns from every position.
+    lr: float = 1e-3  # own offsets: normalised SGD, a step in units of the rows' spread
+    shared_lr: float = 1e-3  # the shared correction: Adam
+    rank: int = 32  # of the shared map; 0 leaves only the shift
+    warmup: int = 10  # steps
+    window_chars: int = 1200  # ~300 tokens: long enough for context, short enough for steps
+    chunk_weight: float = 1.0  # ALM: chunk log-likelihoods between aligned boundaries
+    byte_weight: float = 1.0  # the teacher's distribution over the next byte at each boundary
+    hidden_weight: float = 0.0  # an intermediate layer's hidden state at each boundary
+    hidden_layer: int | None = None  # default: the middle layer
+    distance: str = "binary"  # chunk distance: "binary" (ALM) or "l1"
+    temperature: float = 1.0  # ALM's binarisation temperature
+    probe_windows: int = 4  # held-out windows scored before and after (loss before/after)
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.minutes is None and self.steps is None:
+            raise InputError("refine needs a budget: minutes or steps")
+        if self.minutes is not None and not self.minutes > 0:
+            raise InputError(f"refine minutes must be positive, got {self.minutes}")
+        if self.steps is not None and self.steps < 1:
+            raise InputError(f"refine steps must be at least 1, got {self.steps}")
+        if self.rows not in ROWS:
+            raise InputError(f"refine rows must be one of {', '.join(ROWS)}, got {self.rows!r}")
+        if self.window_chars < 64:
+            raise InputError("refine windows must hold at least 64 characters")
+
+
+@dataclass
+class Tick:
+    step: int
+    fraction: float  # of the budget
+    loss: float
+    elapsed: float
+
+
+@dataclass
+class RefineResult:
+    text_bytes: int  # bytes of refinement text read (training windows)
+    windows: int
+    steps: int
+    minutes: float
+    rows: str
+    trained_rows: int
+    loss_before: float  # distillation loss on the probe windows
+    loss_after: float
+    probe: str  # "held-out" windows, or "training" windows when the text is too short
+    config: dict
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def read_texts(paths: list[Path]) -> list[str]:
+    if not paths:
+        raise InputError("refine needs at least one text file")
+    out = []
+    for path in paths:
+        try:
+            out.append(Path(path).read_text(encoding="utf-8"))
+        except OSError as e:
+            raise InputError(f"cannot read refine text {path}: {e.strerror or e}") from None
+        except UnicodeDecodeError as e:
+            raise InputError(f"refine text {path} is not UTF-8 (byte {e.start})") from None
+    return out
+
+
+def cut_windows(texts: list[str], size: int) -> list[str]:
+    """Consecutive windows of about `size` characters, cut after a line break (else a space)
+    where one falls in the second half, so that windows start at the start of a word."""
+    out = []
+    for text in texts:
+        start = 0
+        while len(text) - start >= size:
+            end = start + size
+            cut = max(text.rfind("\n", start + size // 2, end), text.rfind(" ", end - 32, end))
+            end = cut + 1 if cut > start else end
+            out.append(text[start:end])
+            start = end
+    return out
+
+
+def require_window(texts: list[str], config: RefineConfig) -> None:
+    """Refuse, before any work, text that does not fill one training window."""
+    if not cut_windows(texts, config.window_chars):
+        raise InputError(
+            f"the refine text is shorter than one window ({config.window_chars} characters)"
+        )
+
+
+def embedding_names(model: PreTrainedModel) -> tuple[str, str | None]:
+    """Parameter names of the input rows and, when untied, of the LM head."""
+    names = {id(p): n for n, p in model.named_parameters(remove_duplicate=False)}
+    inp = names[id(model.get_input_embeddings().weight)]
+    head = model.get_output_embeddings()
+    if head is None or head.weight is model.get_input_embeddings().weight:
+        return inp, None
+    return inp, names[id(head.weight)]
+
+
+def load_frozen(model_dir: Path, device: torch.device) -> PreTrainedModel:
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir, dtype=torch.float32, trust_remote_code=False, use_safetensors=True
+    )
+    return model.to(device).eval().requires_grad_(False)
+
+
+def trainable_rows(alignment: Alignment, n_rows: int, rows: str) -> Tensor:
+    """[n_rows] bool: every row, or those the transplant predicted (not copied, not specials)."""
+    mask = torch.zeros(n_rows, dtype=torch.bool)
+    if rows == "all":
+        mask[:] = True
+    else:
+        mask[[i for i in alignment.predict if i < n_rows]] = True
+    return mask
+
+
+class Rows(nn.Module):
+    """The student's embedding matrices as zero-shot rows + trained corrections.
+
+    rows = start + mask * (own + start @ down @ up + shift), per matrix ("input", "output").
+    `own` trains with plain SGD on a gradient rescaled to the rows' spread: Adam would move a
+    row that only the softmax touches as far as one the text uses. Rows outside `mask` (copied
+    ones, by default) stay bit-identical to `start`.
+    """
+
+    def __init__(self, start: dict[str, Tensor], mask: Tensor, rank: int) -> None:
+        super().__init__()
+        n, d = start["input"].shape
+        assert mask.shape == (n,) and all(m.shape == (n, d) for m in start.values())
+        for name, m in start.items():
+            self.register_buffer(f"start_{name}", m.detach().to(torch.float32).clone())
+        self.register_buffer("mask", mask.to(torch.float32)[:, None])
+        self.names = list(start)
+        self.scale = {k: m.float().std().item() for k, m in start.items()}
+        self.own = nn.ParameterDict({k: nn.Parameter(torch.zeros(n, d)) for k in start})
+        self.shared = nn.ParameterDict()
+        for k in start:
+            self.shared[f"{k}_shift"] = nn.Parameter(torch.zeros(d))
+            self.shared[f"{k}_down"] = nn.Parameter(torch.randn(d, rank) / math.sqrt(d))
+            self.shared[f"{k}_up"] = nn.Parameter(torch.zeros(rank, d))  # 0: starts as start
+        self.n_trained = max(1, int(mask.sum()))
+
+    def forward(self) -> dict[str, Tensor]:
+        out = {}
+        for k in self.names:
+            start = getattr(self, f"start_{k}")
+            shared = start @ self.shared[f"{k}_down"] @ self.shared[f"{k}_up"]
+            out[k] = start + self.mask * (self.own[k] + shared + self.shared[f"{k}_shift"])
+        return out
+
+    @torch.no_grad()
+    def normalise_own_grads(self) -> None:
+        """Rescale each `own` gradient to an RMS, over trained rows, of the rows' spread: the
+        learning rate is then a fraction of that spread, whatever the model's scale."""
+        for k, p in self.own.items():
+            if p.grad is not None:
+                rms = (p.grad.square().sum() / (self.n_trained * p.shape[1])).sqrt()
+                p.grad *= self.scale[k] / rms.clamp_min(1e-12)
+
+
+@dataclass
+class _Target:
+    """The teacher's side of one window, and how it pairs with the student's tokens."""
+
+    student: D.Tokenized
+    pairing: D.Pairing
+    chunk_lp: Tensor  # [n_chunks]
+    byte_lp: Tensor  # [n_boundaries, 256]
+    hidden: Tensor | None  # [n_boundaries, d]
+
+
+class Refiner:
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        teacher_tok: PreTrainedTokenizerFast,
+        student_tok: PreTrainedTokenizerFast,
+        matrices: dict[str, Tensor],
+        trainable: Tensor,
+        texts: list[str],
+        config: RefineConfig,
+    ) -> None:
+        config.check()
+        self.model, self.config = model, config
+        self.device = next(model.parameters()).device
+        self.teacher_tok, self.student_tok = teacher_tok, student_tok
+        n_layers = model.config.num_hidden_layers
+        self.layer = config.hidden_layer if config.hidden_layer is not None else n_layers // 2
+        teacher_rows = model.get_output_embeddings().weight.shape[0]
+        self.teacher_first = D.first_bytes(load_vocab(teacher_tok), teacher_rows).to(self.device)
+        n = matrices["input"].shape[0]
+        self.student_first = D.first_bytes(load_vocab(student_tok), n).to(self.device)
+        self.input_name, self.output_name = embedding_names(model)
+        self.rows = Rows(matrices, trainable.to(self.device), config.rank).to(self.device)
+        self.trained_rows = int(trainable.sum())
+        self.own = torch.optim.SGD(self.rows.own.parameters(), lr=config.lr, momentum=0.9)
+        self.shared = torch.optim.Adam(self.rows.shared.parameters(), lr=config.shared_lr)
+        require_window(texts, config)
+        windows = cut_windows(texts, config.window_chars)
+        self.rng = random.Random(config.seed)
+        self.rng.shuffle(windows)
+        held = config.probe_windows if len(windows) >= 2 * config.probe_windows else 0
+        self.probe = windows[:held] or windows[: config.probe_windows]
+        self.probe_kind = "held-out" if held else "training"
+        self.train = windows[held:]
+        self.cache: dict[int, _Target] = {}
+        self.step, self.elapsed, self.text_bytes = 0, 0.0, 0
+
+    # -- the two sides ------------------------------------------------------------------------
+
+    def _run(self, ids: list[int], params: dict[str, Tensor] | None) -> tuple[Tensor, Tensor]:
+        """Logits [n, V] and the chosen layer's hidden states [n, d] for one sequence."""
+        x = torch.tensor([ids], device=self.device)
+        kwargs = {"input_ids": x, "output_hidden_states": self.config.hidden_weight > 0}
+        out = functional_call(self.model, params, (), kwargs) if params else self.model(**kwargs)
+        hidden = out.hidden_states[self.layer][0] if out.hidden_states else out.logits[0, :, :0]
+        return out.logits[0], hidden
+
+    def _student_params(self) -> dict[str, Tensor]:
+        rows = self.rows()
+        params = {self.input_name: rows["input"]}
+        if self.output_name is not None:
+            params[self.output_name] = rows["output"]
+        return params
+
+    @torch.no_grad()
+    def _target(self, index: int, windows: list[str]) -> _Target:
+        text = windows[index]
+        teacher = D.tokenize(self.teacher_tok, text)
+        student = D.tokenize(self.student_tok, text)
+        pairing = D.pair(teacher, student)
+        logits, hidden = self._run(teacher.ids, None)
+        ids = torch.tensor(teacher.ids, device=self.device)
+        token_lp = D.token_logprobs(logits, ids, teacher.bos)
+        chunk_lp = D.chunk_logprobs(
+            token_lp, pairing.teacher_chunk.to(self.device), pairing.n_chunks
+        )
+        at = pairing.teacher_positions.to(self.device)
+        byte_lp = D.byte_logprobs(logits[at], self.teacher_first)
+        return _Target(student, pairing, chunk_lp, byte_lp, hidden[at] if hidden.numel() else None)
+
+    def loss(self, target: _Target) -> dict[str, Tensor]:
+        c, s = self.config, target.student
+        logits, hidden = self._run(s.ids, self._student_params())
+        ids = torch.tensor(s.ids, device=self.device)
+        token_lp = D.token_logprobs(logits, ids, s.bos)
+        p = target.pairing
+        chunk_lp = D.chunk_logprobs(token_lp, p.student_chunk.to(self.device), p.n_chunks)
+        at = p.student_positions.to(self.device)
+        parts = {
+            "chunk": D.chunk_distance(chunk_lp, target.chunk_lp, c.distance, c.temperature),
+            "byte": D.byte_kl(D.byte_logprobs(logits[at], self.student_first), target.byte_lp),
+        }
+        if target.hidden is not None:
+            parts["hidden"] = D.hidden_distance(hidden[at], target.hidden)
+        weights = {"chunk": c.chunk_weight, "byte": c.byte_weight, "hidden": c.hidden_weight}
+        parts["loss"] = sum(weights[k] * v for k, v in parts.items())
+        return parts
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def fraction(self) -> float:
+        c = self.config
+        by_steps = self.step / c.steps if c.steps else 0.0
+        by_time = self.elapsed / (c.minutes * 60) if c.minutes else 0.0
+        return min(1.0, max(by_steps, by_time))
+
+    def _schedule(self) -> float:
+        warm = min(1.0, (self.step + 1) / max(1, self.config.warmup))
+        return warm * 0.5 * (1 + math.cos(math.pi * self.fraction()))
+
+    def train_step(self) -> float:
+        index = self.step % len(self.train)
+        if index not in self.cache:
+            self.cache[index] = self._target(index, self.train)
+            self.text_bytes += len(self.train[index].encode())
+        for optimizer, lr in ((self.own, self.config.lr), (self.shared, self.config.shared_lr)):
+            for group in optimizer.param_groups:
+                group["lr"] = lr * self._schedule()
+            optimizer.zero_grad(set_to_none=True)
+        loss = self.loss(self.cache[index])["loss"]
+        loss.backward()
+        self.rows.normalise_own_grads()
+        self.own.step()
+        self.shared.step()
+        self.step += 1
+        return loss.item()
+
+    @torch.no_grad()
+    def probe_loss(self) -> float:
+        targets = [self._target(i, self.probe) for i in range(len(self.probe))]
+        return sum(self.loss(t)["loss"].item() for t in targets) / len(targets)
+
+    def fit(
+        self,
+        progress: Callable[[Tick], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> RefineResult:
+        before = self.probe_loss()
+        start = time.perf_counter()
+        while self.fraction() < 1.0:
+            if cancelled is not None and cancelled():
+                raise Cancelled("cancelled during refine")
+            loss = self.train_step()
+            self.elapsed = time.perf_counter() - start
+            if progress is not None:
+                progress(Tick(self.step, self.fraction(), loss, self.elapsed))
+        after = self.probe_loss()
+        return RefineResult(
+            text_bytes=self.text_bytes,
+            windows=min(self.step, len(self.train)),
+            steps=self.step,
+            minutes=round(self.elapsed / 60, 2),
+            rows=self.config.rows,
+            trained_rows=self.trained_rows,
+            loss_before=round(before, 4),
+            loss_after=round(after, 4),
+            probe=self.probe_kind,
+            config=asdict(self.config),
+        )
+
+    def matrices(self) -> dict[str, Tensor]:
+        """The refined rows, on the CPU: same keys and shapes as the matrices given."""
+        with torch.no_grad():
+            return {k: m.cpu() for k, m in self.rows().items()}
+
+
+def with_rows(model: PreTrainedModel, matrices: dict[str, Tensor]) -> PreTrainedModel:
+    """A copy of `model` whose embedding rows are `matrices`: the student as a plain model,
+    for evaluation. The body's tensors are copied, never changed."""
+    student = copy.deepcopy(model)
+    student.resize_token_embeddings(matrices["input"].shape[0], mean_resizing=False)
+    student.get_input_embeddings().weight.data.copy_(matrices["input"])
+    if "output" in matrices:
+        student.get_output_embeddings().weight.data.copy_(matrices["output"])
+    return student
+
+
+def check_teacher(student: Checkpoint, teacher: Checkpoint) -> None:
+    """The student's body must be the teacher's, tensor for tensor: refining against another
+    model would teach the rows to imitate a model they are not used with."""
+    embeddings = {student.input_name, student.output_name}
+    body = {n: i for n, i in student.tensors.items() if n not in embeddings}
+    theirs = {n for n in teacher.tensors if n not in {teacher.input_name, teacher.output_name}}
+    if set(body) != theirs:
+        raise InputError("the teacher is not the base model this checkpoint came from")
+    for name, info in body.items():
+        other = teacher.tensors[name]
+        if info.shape != other.shape or not torch.equal(student.read(name), teacher.read(name)):
+            raise InputError(
+                f"the teacher is not the base model this checkpoint came from ({name} differs)"
+            )
