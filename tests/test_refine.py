@@ -63,7 +63,7 @@ def _refiner(base: Path, new_tok: Path, text: Path, **kw: object) -> tuple[Refin
 
 
 def test_a_few_steps_lower_the_distillation_loss(base: Path, new_tok: Path, text: Path) -> None:
-    refiner, _ = _refiner(base, new_tok, text, steps=25, lr=0.05, shared_lr=0.01)
+    refiner, _ = _refiner(base, new_tok, text, steps=25, lr=0.01)
     result = refiner.fit()
     assert result.steps == 25 and result.probe == "held-out"
     assert result.loss_after < result.loss_before
