@@ -68,6 +68,10 @@ class RefineConfig:
             raise InputError(f"refine rows must be one of {', '.join(ROWS)}, got {self.rows!r}")
         if self.window_chars < 64:
             raise InputError("refine windows must hold at least 64 characters")
+        if self.distance not in ("l1", "binary"):
+            raise InputError(f"refine distance must be l1 or binary, got {self.distance!r}")
+        if self.rank < 0 or not self.lr > 0:
+            raise InputError("refine needs rank >= 0 and a positive learning rate")
 
 
 @dataclass

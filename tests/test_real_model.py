@@ -10,8 +10,11 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from hypernet.models import resolve_model
 from service.cli import main
 
 CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
@@ -91,3 +94,22 @@ def test_cli_bad_input_is_one_line_and_status_2(
     assert main(unknown) == 2
     assert "unknown method 'nope'" in capsys.readouterr().err
     assert main(["eval", "--model", str(tmp_path / "missing"), "--text", str(bad)]) == 2
+
+
+def test_refine_on_smollm2_lowers_the_distillation_loss_and_keeps_the_body(
+    german_bpe: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], repo_cache: Path
+) -> None:
+    out = tmp_path / "refined"
+    argv = ["transplant", "--model", "smollm2-135m", "--tokenizer", str(german_bpe),
+            "--method", "subword", "--out", str(out), "--refine-text",
+            str(CORPORA / "de.train.txt"), "--refine-steps", "12", "--eval-text",
+            str(CORPORA / "de.eval.txt"), "--eval-bytes", "3000", "--json", "--quiet"]  # fmt: skip
+    report = _json(capsys, argv)
+    r = report["refine"]
+    assert r["steps"] == 12 and r["rows"] == "new" and r["probe"] == "held-out"
+    assert r["trained_rows"] == report["vocab"]["predicted"]
+    assert r["loss_after"] < r["loss_before"]
+    assert r["eval"]["after"] == report["eval"]["after"]["bits_per_byte"]
+    base = load_file(resolve_model("smollm2-135m") / "model.safetensors")
+    refined = load_file(out / "model.safetensors")
+    assert all(torch.equal(base[k], refined[k]) for k in base if "embed_tokens" not in k)
