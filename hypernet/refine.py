@@ -20,6 +20,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -56,6 +57,14 @@ class RefineConfig:
     temperature: float = 1.0  # ALM's binarisation temperature
     probe_windows: int = 4  # held-out windows scored before and after (loss before/after)
     seed: int = 0
+
+    @classmethod
+    def budget(cls, minutes: float | None, steps: int | None, rows: str = "new") -> RefineConfig:
+        """The budget a user gave: with neither minutes nor steps, the default 10 minutes; steps
+        alone run without a time limit."""
+        if minutes is None and steps is None:
+            return cls(rows=rows)
+        return cls(minutes=minutes, steps=steps, rows=rows)
 
     def check(self) -> None:
         if self.minutes is None and self.steps is None:
@@ -317,9 +326,13 @@ class Refiner:
         self.step += 1
         return loss.item()
 
+    @cached_property
+    def _probe_targets(self) -> list[_Target]:
+        return [self._target(i, self.probe) for i in range(len(self.probe))]
+
     @torch.no_grad()
     def probe_loss(self) -> float:
-        targets = [self._target(i, self.probe) for i in range(len(self.probe))]
+        targets = self._probe_targets
         return sum(self.loss(t)["loss"].item() for t in targets) / len(targets)
 
     def fit(

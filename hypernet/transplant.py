@@ -374,10 +374,7 @@ def transplant(
     )  # fmt: skip
     with atomic_folder(Path(request.out)) as tmp:
         with stages.stage("write") as tick:
-            replaced = {ckpt.input_name: new_matrices["input"]}
-            if ckpt.output_name is not None:
-                replaced[ckpt.output_name] = new_matrices["output"]
-            write_weights(ckpt, tmp, replaced, progress=tick)
+            write_weights(ckpt, tmp, _replaced(ckpt, new_matrices), progress=tick)
             _write_configs(ckpt, new_tok, tmp, ckpt.tied)
             new_tok.chat_template = _chat_template(
                 base_tok, new_tok, base_vocab, new_vocab, alignment
@@ -385,16 +382,8 @@ def transplant(
             new_tok.save_pretrained(tmp)
         if text is not None:
             with stages.stage("evaluate") as tick:
-                before = _baseline_eval(model_dir, text, lambda f: tick(f / 2))
-                after = ev.evaluate_folder(tmp, text, progress=lambda f: tick(0.5 + f / 2))
-                report.eval = {
-                    "text": request.name("eval_text"),
-                    "bytes": after.bytes,
-                    "before": before,
-                    "after": after.to_dict(),
-                    "ratio": round(after.bits_per_byte / before["bits_per_byte"], 4),
-                    **_eval_shares(new_tok, text, alignment),
-                }
+                scores = _evaluate(model_dir, tmp, text, new_tok, alignment, tick)
+                report.eval = {"text": request.name("eval_text"), **scores}
             if refined is not None and report.refine is not None:
                 with stages.stage("evaluate_zero_shot") as tick:
                     report.refine["eval"] = _refine_eval(
@@ -406,6 +395,30 @@ def transplant(
         (tmp / "transplant_report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
         (tmp / "README.md").write_text(model_card(report))
     return report
+
+
+def _replaced(ckpt: Checkpoint, matrices: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The checkpoint's embedding tensors by name, for `write_weights`."""
+    replaced = {ckpt.input_name: matrices["input"]}
+    if ckpt.output_name is not None:
+        replaced[ckpt.output_name] = matrices["output"]
+    return replaced
+
+
+def _evaluate(
+    model_dir: Path, folder: Path, text: str, tok: PreTrainedTokenizerFast, alignment: Alignment,
+    tick: Callable[[float], None],
+) -> dict:  # fmt: skip
+    """The written checkpoint's score next to the base model's own on the same text."""
+    before = _baseline_eval(model_dir, text, lambda f: tick(f / 2))
+    after = ev.evaluate_folder(folder, text, progress=lambda f: tick(0.5 + f / 2))
+    return {
+        "bytes": after.bytes,
+        "before": before,
+        "after": after.to_dict(),
+        "ratio": round(after.bits_per_byte / before["bits_per_byte"], 4),
+        **_eval_shares(tok, text, alignment),
+    }
 
 
 @dataclass
@@ -491,24 +504,15 @@ def refine_checkpoint(
     data["refine"] = {"texts": [Path(t).name for t in request.texts], **refined.result.to_dict()}
     with atomic_folder(Path(request.out)) as tmp:
         with stages.stage("write") as tick:
-            rows = refined.refiner.matrices()
-            replaced = {student.input_name: rows["input"]}
-            if student.output_name is not None:
-                replaced[student.output_name] = rows["output"]
-            write_weights(student, tmp, replaced, progress=tick)
+            rows = _replaced(student, refined.refiner.matrices())
+            write_weights(student, tmp, rows, progress=tick)
             for file in student_dir.iterdir():
                 if file.is_file() and not file.name.startswith("model"):
                     shutil.copyfile(file, tmp / file.name)
         if text is not None:
             with stages.stage("evaluate") as tick:
-                before = _baseline_eval(teacher_dir, text, lambda f: tick(f / 2))
-                after = ev.evaluate_folder(tmp, text, progress=lambda f: tick(0.5 + f / 2))
-                data["eval"] = {
-                    "text": request.eval_text.name, "bytes": after.bytes, "before": before,
-                    "after": after.to_dict(),
-                    "ratio": round(after.bits_per_byte / before["bits_per_byte"], 4),
-                    **_eval_shares(setup.new_tok, text, setup.alignment),
-                }  # fmt: skip
+                scores = _evaluate(teacher_dir, tmp, text, setup.new_tok, setup.alignment, tick)
+                data["eval"] = {"text": request.eval_text.name, **scores}
             with stages.stage("evaluate_zero_shot") as tick:
                 data["refine"]["eval"] = _refine_eval(
                     refined.refiner, start, setup.new_tok, text, data["eval"], tick

@@ -107,9 +107,7 @@ def cmd_transplant(args: argparse.Namespace) -> int:
 def _refine_config(args: argparse.Namespace):  # noqa: ANN202 (hypernet.refine.RefineConfig)
     from hypernet.refine import RefineConfig
 
-    if args.refine_steps is None and args.refine_minutes is None:
-        return RefineConfig(rows=args.refine_rows)
-    return RefineConfig(minutes=args.refine_minutes, steps=args.refine_steps, rows=args.refine_rows)
+    return RefineConfig.budget(args.refine_minutes, args.refine_steps, args.refine_rows)
 
 
 def _print_refine(r: dict) -> None:
@@ -130,7 +128,6 @@ def cmd_refine(args: argparse.Namespace) -> int:
     from hypernet.transplant import RefineRequest, refine_checkpoint
 
     bars = _Bars(not args.quiet)
-    args.refine_minutes, args.refine_steps, args.refine_rows = args.minutes, args.steps, args.rows
     request = RefineRequest(
         model=args.model, teacher=args.teacher, texts=[Path(t) for t in args.text],
         out=Path(args.out), config=_refine_config(args),
@@ -428,6 +425,17 @@ def cmd_openapi(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refine_arguments(p: argparse.ArgumentParser, prefix: str) -> None:
+    """The refine budget and rows, as --refine-* on transplant and --* on refine; both land in
+    args.refine_minutes, args.refine_steps and args.refine_rows."""
+    p.add_argument(f"{prefix}minutes", dest="refine_minutes", type=float, metavar="N",
+                   help="refine time budget (default 10)")  # fmt: skip
+    p.add_argument(f"{prefix}steps", dest="refine_steps", type=int, metavar="N",
+                   help="refine at most this many steps")  # fmt: skip
+    p.add_argument(f"{prefix}rows", dest="refine_rows", choices=["new", "all"], default="new",
+                   help="rows to train: those predicted (default) or every row")  # fmt: skip
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tokengraft", description="Give a pretrained language model a new tokenizer."
@@ -447,20 +455,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-bytes", type=int, help="evaluate on at most this many bytes")
     t.add_argument("--embedder", help="text-embedding model folder (default: all-MiniLM-L6-v2)")
     t.add_argument("--hypernet", help="a trained hypernetwork folder or store name (hypernet*)")
-    t.add_argument(
-        "--refine-text",
-        nargs="+",
-        metavar="FILE",
-        help="unlabeled text: refine the rows against the base model on it",
-    )
-    t.add_argument("--refine-minutes", type=float, help="refine time budget (default 10)")
-    t.add_argument("--refine-steps", type=int, help="refine at most this many steps")
-    t.add_argument(
-        "--refine-rows",
-        choices=["new", "all"],
-        default="new",
-        help="which rows refine trains: those predicted (default) or every row",
-    )
+    t.add_argument("--refine-text", nargs="+", metavar="FILE",
+                   help="unlabeled text: refine the rows against the base model on it")  # fmt: skip
+    _refine_arguments(t, "--refine-")
     t.add_argument("--json", action="store_true", help="print the report as JSON")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_transplant)
@@ -470,14 +467,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--teacher", required=True, help="the base model it came from; " + model_help)
     r.add_argument("--text", required=True, nargs="+", help="unlabeled UTF-8 text file(s)")
     r.add_argument("--out", required=True, help="output folder (must not exist)")
-    r.add_argument("--minutes", type=float, help="time budget (default 10)")
-    r.add_argument("--steps", type=int, help="at most this many steps")
-    r.add_argument(
-        "--rows",
-        choices=["new", "all"],
-        default="new",
-        help="rows to train: those the transplant predicted (default) or every row",
-    )
+    _refine_arguments(r, "--")
     r.add_argument("--eval-text", help="text file to measure bits per byte before and after")
     r.add_argument("--eval-bytes", type=int, help="evaluate on at most this many bytes")
     r.add_argument("--json", action="store_true", help="print the report as JSON")

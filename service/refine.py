@@ -19,11 +19,7 @@ from .catalog import Catalog
 def config(spec: Mapping) -> RefineConfig:
     """The budget the user gave; with neither minutes nor steps the library's default budget
     applies, and steps alone run without a time limit (as the CLI does)."""
-    rows = spec.get("rows") or "new"
-    minutes, steps = spec.get("minutes"), spec.get("steps")
-    if minutes is None and steps is None:
-        return RefineConfig(rows=rows)
-    return RefineConfig(minutes=minutes, steps=steps, rows=rows)
+    return RefineConfig.budget(spec.get("minutes"), spec.get("steps"), spec.get("rows") or "new")
 
 
 def paths(catalog: Catalog, spec: Mapping) -> list[Path]:
