@@ -12,8 +12,18 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 CORPORA = Path(os.environ.get("TOKENGRAFT_CORPORA", REPO.parent / "shared" / "corpora"))
+# More languages (LANG.train.txt + LANG.eval.txt), e.g. one a hypernetwork never trained on.
+EXTRA_CORPORA = os.environ.get("TOKENGRAFT_EXTRA_CORPORA")
 OUT = REPO / "bench" / "out"
 LANGS = ("de", "es", "python", "en")
+
+
+def corpus_file(lang: str, split: str) -> Path:
+    """LANG.SPLIT.txt from the shared corpora, else from $TOKENGRAFT_EXTRA_CORPORA."""
+    name = f"{lang}.{split}.txt"
+    if EXTRA_CORPORA and not (CORPORA / name).is_file():
+        return Path(EXTRA_CORPORA) / name
+    return CORPORA / name
 
 
 @dataclass
@@ -44,17 +54,19 @@ def run(args: list[str], env: dict[str, str] | None = None) -> Run:
     return Run(stdout, time.perf_counter() - start, usage.ru_maxrss / 1024)
 
 
-def target_tokenizers(base: Path, vocab_size: int = 32000) -> dict[str, Path]:
+def target_tokenizers(
+    base: Path, vocab_size: int = 32000, langs: tuple[str, ...] = LANGS
+) -> dict[str, Path]:
     """32k BPE tokenizers trained on each *.train.txt "like" the base model, plus MiniLM's
     WordPiece. Trained once, kept under bench/out/."""
     from hypernet.models import bundled_embedder
     from hypernet.tokenizer_train import train_tokenizer
 
     out: dict[str, Path] = {}
-    for lang in LANGS:
+    for lang in langs:
         folder = OUT / "tokenizers" / f"{lang}-bpe-{vocab_size // 1000}k"
         if not folder.exists():
-            train_tokenizer([CORPORA / f"{lang}.train.txt"], "bpe", vocab_size, folder, like=base)
+            train_tokenizer([corpus_file(lang, "train")], "bpe", vocab_size, folder, like=base)
         out[lang] = folder
     out["minilm"] = bundled_embedder()
     return out
@@ -62,7 +74,7 @@ def target_tokenizers(base: Path, vocab_size: int = 32000) -> dict[str, Path]:
 
 def eval_file(target: str) -> Path:
     """The eval text for a target tokenizer (MiniLM's WordPiece is English)."""
-    return CORPORA / f"{'en' if target == 'minilm' else target}.eval.txt"
+    return corpus_file("en" if target == "minilm" else target, "eval")
 
 
 def write_json(path: Path, data: object) -> None:

@@ -8,6 +8,10 @@ bench/out/transplant.json and bench/out/transplant.png.
 
     python bench/transplant_bench.py [--eval-bytes 20000] [--methods hybrid subword ...]
         [--hypernet DIR --methods hypernet hypernet+hybrid hybrid --name hypernet]
+        [--targets de fr ...]  (fr: $TOKENGRAFT_EXTRA_CORPORA/fr.{train,eval}.txt)
+
+A method may carry options, `METHOD,KEY=VALUE,...` (e.g. `hypernet,hypernet_copied=false`):
+it runs as METHOD with `--option KEY=VALUE` and is labelled as written.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import argparse
 import json
 import shutil
 
-from common import OUT, eval_file, run, target_tokenizers, write_json
+from common import LANGS, OUT, eval_file, run, target_tokenizers, write_json
 
 from hypernet.models import resolve_model
 
@@ -29,14 +33,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--eval-bytes", type=int, default=20000)
     p.add_argument("--methods", nargs="+", default=METHODS)
-    p.add_argument("--targets", nargs="+", default=None, help="subset of de es python en minilm")
+    p.add_argument(
+        "--targets", nargs="+", help="de es python en minilm, or LANG in $TOKENGRAFT_EXTRA_CORPORA"
+    )
     p.add_argument("--hypernet", help="hypernetwork folder for the hypernet* methods")
     p.add_argument("--name", default="transplant", help="bench/out/NAME.json and NAME.png")
     args = p.parse_args()
 
     base = resolve_model("smollm2-135m")
-    targets = target_tokenizers(base)
-    names = args.targets or list(targets)
+    names = args.targets or [*LANGS, "minilm"]
+    targets = target_tokenizers(base, langs=tuple(n for n in names if n != "minilm"))
     results: list[dict] = []
     for target in names:
         text = eval_file(target)
@@ -50,14 +56,16 @@ def main() -> None:
         # MiniLM itself speaks its WordPiece vocabulary: a real donor for OMP.
         donor = ["--donor", str(targets[target])] if target == "minilm" else None
         for method in args.methods + (["omp"] if donor else []):
-            out = OUT / "checkpoints" / f"{target}-{method}"
+            name, *options = method.split(",")
+            out = OUT / "checkpoints" / f"{target}-{name}"
             shutil.rmtree(out, ignore_errors=True)
             r = run(
                 ["transplant", "--model", str(base), "--tokenizer", str(targets[target]),
-                 "--method", method, "--out", str(out), "--eval-text", str(text),
+                 "--method", name, "--out", str(out), "--eval-text", str(text),
                  "--eval-bytes", str(args.eval_bytes), "--json", "--quiet",
                  *(donor if method == "omp" and donor else []),
-                 *(["--hypernet", args.hypernet] if method.startswith("hypernet") else [])]
+                 *(["--hypernet", args.hypernet] if name.startswith("hypernet") else []),
+                 *(f"--option={o}" for o in options)]
             )  # fmt: skip
             report = json.loads(r.stdout)
             shutil.rmtree(out, ignore_errors=True)

@@ -36,6 +36,7 @@ class MethodOptions:
     local_temperature: float = 3.0  # TokenAdapt's local softmax over piece similarity
     omp_k: int = 8  # atoms per token for OMP through a donor
     hypernet_weight: float = 0.1  # share of the global estimate in hypernet+hybrid (bench/tune.py)
+    hypernet_copied: bool | None = None  # copied tokens take the network's rows; None: as trained
     seed: int = 0  # for the gaussian baseline
 
     @classmethod
@@ -154,18 +155,37 @@ class Context:
         return out
 
     @cached_property
-    def hypernet_rows(self) -> dict[str, Tensor]:
-        """The hypernetwork's rows for every new token (zero where nothing is predicted)."""
+    def predictor(self) -> Predictor:
         if self.hypernet is None:
             raise InputError("the hypernet methods need a hypernetwork (--hypernet DIR)")
-        predictor = self.hypernet()
+        return self.hypernet()
+
+    @cached_property
+    def hypernet_rows(self) -> dict[str, Tensor]:
+        """The hypernetwork's rows for every new token it predicts (zero elsewhere)."""
         ids = self.alignment.predict
-        rows = predictor.predict([self.new.surfaces[i] for i in ids])  # type: ignore[misc]
-        out = {}
-        for name, r in rows.items():
-            out[name] = torch.zeros(self.n_new, r.shape[1])
-            out[name][ids] = r
-        return out
+        rows = self.predictor.predict([self.new.surfaces[i] for i in ids])  # type: ignore[misc]
+        return {name: _scatter(r, ids, self.n_new) for name, r in rows.items()}
+
+    @cached_property
+    def hypernet_copy_rows(self) -> dict[str, Tensor]:
+        """The hypernetwork's rows for the copied tokens (zero elsewhere)."""
+        new_ids, base_ids = list(self.alignment.copies), list(self.alignment.copies.values())
+        rows = self.predictor.predict_base(base_ids)
+        return {name: _scatter(r, new_ids, self.n_new) for name, r in rows.items()}
+
+    def hypernet_prediction(self) -> tuple[dict[str, Tensor], Tensor]:
+        """Rows and where they are defined: predicted tokens, and copied ones too when the
+        network was trained to correct copies (or `hypernet_copied` says so)."""
+        o = self.options
+        if o.hypernet_copied is None:  # resolved here, so the report says what ran
+            o.hypernet_copied = bool(self.predictor.meta.recipe.get("copied_rows", False))
+        if not o.hypernet_copied:
+            return self.hypernet_rows, self.todo
+        copied = torch.zeros(self.n_new, dtype=torch.bool)
+        copied[list(self.alignment.copies)] = True
+        rows = {k: v + self.hypernet_copy_rows[k] for k, v in self.hypernet_rows.items()}
+        return rows, self.todo | copied
 
     @cached_property
     def embedder(self) -> TextEmbedder:
@@ -239,6 +259,12 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
+def _scatter(rows: Tensor, ids: list[int], n: int) -> Tensor:
+    out = torch.zeros(n, rows.shape[1])
+    out[ids] = rows
+    return out
+
+
 def _starts_word(surface: bytes | None) -> bool:
     return bool(surface) and surface[:1] in (b" ", b"\n", b"\t")  # type: ignore[index]
 
@@ -303,13 +329,14 @@ def _hybrid(ctx: Context) -> Prediction:
 @register("hypernet")
 def _hypernet(ctx: Context) -> Prediction:
     """The trained hypernetwork (needs --hypernet)."""
-    return RowsPrediction(ctx.hypernet_rows, ctx.todo)
+    return RowsPrediction(*ctx.hypernet_prediction())
 
 
 @register("hypernet+hybrid")
 def _hypernet_hybrid(ctx: Context) -> Prediction:
     """(1 - w) * hypernetwork + w * global where the global estimate exists."""
-    return RowsPrediction(ctx.hypernet_rows, ctx.todo, global_knn(ctx), ctx.options.hypernet_weight)
+    rows, mask = ctx.hypernet_prediction()
+    return RowsPrediction(rows, mask, global_knn(ctx), ctx.options.hypernet_weight)
 
 
 @register("omp")

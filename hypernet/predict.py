@@ -14,7 +14,7 @@ from torch import Tensor
 
 from .errors import InputError
 from .io import open_checkpoint
-from .model import CONFIG, HyperNet, Saved, load, pad_pieces
+from .model import CONFIG, Fingerprint, HyperNet, Saved, load, pad_pieces, read_meta
 from .models import cache_root, load_tokenizer, resolve_model
 from .vocab import Decomposer, load_vocab
 
@@ -24,26 +24,52 @@ def architecture(config: dict) -> str:
     return (config.get("architectures") or [config.get("model_type", "unknown")])[0]
 
 
+# Hypernetworks that ship with tokengraft (one per bundled model), found after the store.
+SHIPPED = Path(__file__).parent / "shipped"
+
+
 def store() -> Path:
     """Where hypernetworks are found by name: `$TOKENGRAFT_HYPERNETS`, else under the cache."""
     return Path(os.environ.get("TOKENGRAFT_HYPERNETS") or cache_root() / "hypernets")
 
 
-def resolve_hypernet(name: str | Path) -> Path:
-    """A hypernetwork folder, given as a path or as a name in the store."""
-    for folder in (Path(name), store() / str(name)):
+def default_roots() -> list[Path]:
+    return [store(), SHIPPED]
+
+
+def resolve_hypernet(name: str | Path, roots: list[Path] | None = None) -> Path:
+    """A hypernetwork folder, given as a path or as a name in the store or the shipped ones."""
+    roots = default_roots() if roots is None else roots
+    for folder in (Path(name), *(root / str(name) for root in roots)):
         if (folder / CONFIG).is_file():
             return folder
-    raise InputError(f"no hypernetwork {str(name)!r}: not a folder with {CONFIG}, nor in {store()}")
+    where = ", ".join(map(str, roots))
+    raise InputError(f"no hypernetwork {str(name)!r}: not a folder with {CONFIG}, nor in {where}")
 
 
-def list_hypernets(roots: list[Path]) -> list[Path]:
-    """Hypernetwork folders directly inside the given folders."""
-    found = []
-    for root in roots:
+def list_hypernets(roots: list[Path] | None = None) -> list[Path]:
+    """Hypernetwork folders directly inside the given folders; a name in an earlier folder
+    hides the same name in a later one (the store's own over a shipped one)."""
+    found: dict[str, Path] = {}
+    for root in default_roots() if roots is None else roots:
         if root.is_dir():
-            found += sorted(p for p in root.iterdir() if (p / CONFIG).is_file())
-    return found
+            for p in sorted(root.iterdir()):
+                if (p / CONFIG).is_file():
+                    found.setdefault(p.name, p)
+    return list(found.values())
+
+
+def find_hypernet(fingerprint: Fingerprint, roots: list[Path] | None = None) -> Path | None:
+    """The most trained hypernetwork made for exactly this base model (same embeddings)."""
+    matches = []
+    for folder in list_hypernets(roots):
+        try:
+            meta = read_meta(folder)
+        except InputError:
+            continue  # a broken folder is never chosen
+        if meta.fingerprint == fingerprint:
+            matches.append((meta.recipe.get("tokens_seen") or 0, folder))
+    return max(matches, key=lambda m: m[0])[1] if matches else None
 
 
 class Predictor:
@@ -77,7 +103,15 @@ class Predictor:
         {"input": [n, d]} and, for untied models, {"output": [n, d]}."""
         if any(not s for s in surfaces):
             raise InputError("cannot predict a row for an empty token")
-        spellings = [self.decomposer.spell(s) for s in surfaces]
+        return self._rows([self.decomposer.spell(s) for s in surfaces], batch)
+
+    @torch.no_grad()
+    def predict_base(self, ids: list[int], batch: int = 4096) -> dict[str, Tensor]:
+        """Rows for tokens the base vocabulary has, spelled as themselves: the copy plus the
+        correction a network trained with copied rows learned (the copy itself otherwise)."""
+        return self._rows([[i] for i in ids], batch)
+
+    def _rows(self, spellings: list[list[int]], batch: int) -> dict[str, Tensor]:
         parts = []
         for start in range(0, len(spellings), batch):
             pieces = pad_pieces(spellings[start : start + batch], self.net.config.max_pieces)

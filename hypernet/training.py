@@ -14,6 +14,11 @@ Three weighted objectives, each switched off by a zero weight:
 - rec: base tokens split at a random byte and re-spelled from the two halves (BPE-dropout
   style) must give back their own rows. No forward pass of the base model: cheap on a CPU.
 
+With `copied_rows`, tokens the base vocabulary has get the network's rows too (spelled as the
+one base token they are: the copy plus a learned correction, zero at step 0), so that the LM loss
+can adapt them to segmentations the base model never read. aux then keeps those corrections
+small. Corpora are drawn by `corpus_weights`; `corpus_seq_len` gives one (code) longer context.
+
 The learning rate warms up, then follows a cosine over max(step / steps, elapsed / budget), so a
 time budget ends training at the bottom of the schedule. Checkpoints (weights, optimizer,
 sampler and RNG state; safetensors and JSON, never pickle) make a run resumable.
@@ -28,7 +33,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -37,15 +42,16 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
-from .errors import InputError
+from .errors import Cancelled, InputError
 from .io import open_checkpoint
-from .model import Fingerprint, HyperConfig, HyperNet, Saved, pad_pieces, save
+from .model import Fingerprint, HyperConfig, HyperNet, Saved, pad_pieces, read_meta, save
 from .models import load_tokenizer
 from .predict import architecture
 from .tokenizer_train import train_in_memory
 from .vocab import Decomposer, Vocab, load_vocab
 
 CHECKPOINT = "checkpoint"
+LOOP = "loop.json"
 
 
 @dataclass
@@ -70,6 +76,21 @@ class TrainConfig:
     eval_every: int = 100
     checkpoint_every: int = 50
     seed: int = 0
+    copied_rows: bool = False  # predict rows for copied tokens too (see the module docstring)
+    corpus_weights: dict[str, float] = field(default_factory=dict)  # by file stem; default 1
+    corpus_seq_len: dict[str, int] = field(default_factory=dict)  # by file stem; else seq_len
+
+    def check(self, names: list[str]) -> None:
+        """Per-corpus settings must name given corpora and be positive."""
+        for option, values in (("weight", self.corpus_weights), ("seq_len", self.corpus_seq_len)):
+            for name, value in values.items():
+                if name not in names:
+                    raise InputError(f"corpus {option} for {name!r}: no corpus named so ({names})")
+                if not value > 0:
+                    raise InputError(f"corpus {option} for {name!r} must be positive, not {value}")
+
+    # A resumed run may change its budget; everything else is the recipe it was started with.
+    BUDGET = ("steps", "max_minutes")
 
 
 @dataclass
@@ -80,6 +101,46 @@ class Sampled:
     vocab: Vocab
     base_id: dict[int, int]  # new id -> base id, for tokens the base has (specials by role too)
     spellings: dict[int, list[int]] = field(default_factory=dict)  # filled on demand
+
+
+def latest_checkpoint(out: Path) -> Path:
+    """The checkpoint to resume from: `checkpoint`, or `checkpoint.old` where a run was killed
+    between the two renames of `save_checkpoint`."""
+    for name in (CHECKPOINT, CHECKPOINT + ".old"):
+        if (Path(out) / name / LOOP).is_file():
+            return Path(out) / name
+    raise InputError(f"{out} has no checkpoint to resume from")
+
+
+def saved_recipe(out: Path) -> tuple[TrainConfig, HyperConfig, list[Path]]:
+    """The configs and corpus files a checkpointed run in `out` was started with."""
+    folder = latest_checkpoint(out)
+    meta = read_meta(folder)
+    known = {f.name for f in fields(TrainConfig)}
+    config = TrainConfig(**{k: v for k, v in meta.recipe.items() if k in known})
+    corpus = json.loads((folder / LOOP).read_text()).get("corpus_files", [])
+    return config, meta.config, [Path(c) for c in corpus]
+
+
+def resume_recipe(
+    out: Path, given: dict[str, object], corpus: list[Path] | None
+) -> tuple[TrainConfig, HyperConfig, list[Path]]:
+    """The saved recipe with a new budget; any other given setting must agree with it."""
+    config, hyper, saved_corpus = saved_recipe(out)
+    fixed = [(t, f.name) for t in (config, hyper) for f in fields(t) if f.name in given]
+    clashes = [
+        f"{name} {given[name]} (saved {getattr(target, name)})"
+        for target, name in fixed
+        if name not in TrainConfig.BUDGET and given[name] != getattr(target, name)
+    ]
+    if corpus and saved_corpus and [p.resolve() for p in corpus] != saved_corpus:
+        clashes.append("corpus files differ from the saved run's")
+    if clashes:
+        raise InputError("--resume continues the saved recipe; these differ: " + "; ".join(clashes))
+    for name in TrainConfig.BUDGET:
+        if name in given:
+            setattr(config, name, given[name])
+    return config, hyper, saved_corpus or list(corpus or [])
 
 
 class Trainer:
@@ -96,7 +157,9 @@ class Trainer:
         self.config, self.out, self.log = config, Path(out), log
         self.model_dir, self.base_name = Path(model_dir), base_name or str(model_dir)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.corpus_files = [Path(c).resolve() for c in corpus]
         self.texts = self._read_corpus(corpus)
+        config.check([name for name, _, _ in self.texts])
         ckpt = open_checkpoint(self.model_dir)
         self.architecture = architecture(ckpt.config)
         self.base_tok = load_tokenizer(self.model_dir)
@@ -170,12 +233,18 @@ class Trainer:
         for i in ids:
             if i not in sampled.spellings:
                 s = sampled.vocab.surfaces[i]
-                sampled.spellings[i] = self.decomposer.spell(s) if s else [0]
+                if i in sampled.base_id:  # the one base token it is
+                    sampled.spellings[i] = [sampled.base_id[i]]
+                else:
+                    sampled.spellings[i] = self.decomposer.spell(s) if s else [0]
         pieces = [sampled.spellings[i] for i in ids]
         return pad_pieces(pieces, self.net.config.max_pieces).to(self.device)
 
     def _rows(self, sampled: Sampled, ids: list[int]) -> dict[str, Tensor]:
-        """Rows for new ids: true rows where the base has the token, predictions elsewhere."""
+        """Rows for new ids: true rows where the base has the token, predictions elsewhere
+        (with `copied_rows`, predictions everywhere)."""
+        if self.config.copied_rows:
+            return self.net(self._spell(sampled, ids))
         known = torch.tensor([i in sampled.base_id for i in ids], device=self.device)
         base = torch.tensor([sampled.base_id.get(i, 0) for i in ids], device=self.device)
         todo = [i for i in ids if i not in sampled.base_id]
@@ -189,24 +258,24 @@ class Trainer:
                 out[name] = out[name].index_put((where,), predicted[name])
         return out
 
-    def _batch(self, sampled: Sampled, text: str) -> Tensor:
+    def _batch(self, sampled: Sampled, text: str, seq_len: int) -> Tensor:
         """[batch, seq_len + 1] ids of the sampled tokenizer, BOS first when it has one."""
         c = self.config
         bos = sampled.tokenizer.bos_token_id
         rows: list[list[int]] = []
         for _ in range(100 * c.batch):
-            start = self.rng.randrange(max(1, len(text) - 8 * c.seq_len))
-            ids = sampled.tokenizer(text[start : start + 8 * c.seq_len], add_special_tokens=False)[
+            start = self.rng.randrange(max(1, len(text) - 8 * seq_len))
+            ids = sampled.tokenizer(text[start : start + 8 * seq_len], add_special_tokens=False)[
                 "input_ids"
             ][1:]  # the first token is probably a cut word
             ids = ([bos] if bos is not None else []) + ids
-            if len(ids) >= c.seq_len + 1:
-                rows.append(ids[: c.seq_len + 1])
+            if len(ids) >= seq_len + 1:
+                rows.append(ids[: seq_len + 1])
             if len(rows) == c.batch:
                 break
         if len(rows) < c.batch:
             raise InputError(
-                f"the corpus gives no {c.seq_len}-token sequence in {8 * c.seq_len} characters: "
+                f"the corpus gives no {seq_len}-token sequence in {8 * seq_len} characters: "
                 "too little text, or a shorter --seq-len"
             )
         return torch.tensor(rows, device=self.device)
@@ -281,7 +350,8 @@ class Trainer:
 
     def train_step(self) -> dict[str, float]:
         c = self.config
-        name, text, _ = self.texts[self.rng.randrange(len(self.texts))]
+        weights = [c.corpus_weights.get(name, 1.0) for name, _, _ in self.texts]
+        name, text, _ = self.rng.choices(self.texts, weights)[0]
         if self.sampled is None or self.step % c.tokenizer_every == 0:
             self.sampled = self._draw_tokenizer(text)
         for group in self.optimizer.param_groups:
@@ -290,7 +360,7 @@ class Trainer:
         loss = torch.zeros((), device=self.device)
         out: dict[str, float] = {}
         if c.lm_weight > 0 or c.aux_weight > 0:
-            ids = self._batch(self.sampled, text)
+            ids = self._batch(self.sampled, text, c.corpus_seq_len.get(name, c.seq_len))
             if c.lm_weight > 0:
                 lm, aux = self.lm_loss(self.sampled, ids)
                 loss = loss + c.lm_weight * lm + c.aux_weight * aux
@@ -340,30 +410,46 @@ class Trainer:
         self.scores.append({"step": self.step, **scores})
         return scores
 
-    def fit(self, progress: bool = True) -> Path:
+    def fit(
+        self,
+        progress: bool = True,
+        report: Callable[[dict], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> Path:
+        """Train to the end of the budget, checkpointing as it goes; then export. `report`
+        gets each step's losses and each held-out evaluation; `cancelled` is asked every step."""
         from tqdm import tqdm
 
         c = self.config
+        report = report or (lambda event: None)
         bar = tqdm(total=c.steps, initial=self.step, disable=not progress, unit="step")
         if self.step == 0:
-            self.log(f"held-out bits/byte at step 0 (the subword mean): {self.evaluate()}")
+            self._evaluate(report, "(the subword mean)")
         start, tokens0 = time.perf_counter() - self.elapsed, self.seen_tokens
         while self.progress_fraction() < 1.0:
+            if cancelled is not None and cancelled():
+                raise Cancelled("training cancelled")
             out = self.train_step()
             self.elapsed = time.perf_counter() - start
             rate = (self.seen_tokens - tokens0) / max(1e-9, self.elapsed)
             bar.update(1)
             bar.set_postfix({k: f"{v:.3f}" for k, v in out.items()} | {"tok/s": f"{rate:.0f}"})
+            report({"step": self.step, "fraction": self.progress_fraction(), **out})
             if self.step % c.eval_every == 0:
-                self.log(f"step {self.step}: held-out bits/byte {self.evaluate()}")
+                self._evaluate(report)
             if self.step % c.checkpoint_every == 0:
                 self.save_checkpoint()
         bar.close()
         if not self.scores or self.scores[-1]["step"] != self.step:
-            self.log(f"step {self.step}: held-out bits/byte {self.evaluate()}")
+            self._evaluate(report)
         self.save_checkpoint()
         self.export()
         return self.out
+
+    def _evaluate(self, report: Callable[[dict], None], note: str = "") -> None:
+        scores = self.evaluate()
+        self.log(f"step {self.step}: held-out bits/byte {scores} {note}".rstrip())
+        report({"step": self.step, "fraction": self.progress_fraction(), "held_out": scores})
 
     # -- persistence --------------------------------------------------------------------------
 
@@ -404,16 +490,19 @@ class Trainer:
             "step": self.step, "elapsed": self.elapsed, "seen_tokens": self.seen_tokens,
             "tokenizers_drawn": self.tokenizers_drawn, "scores": self.scores,
             "rng": _jsonable(self.rng.getstate()), "optimizer": state,
+            "corpus_files": [str(p) for p in self.corpus_files],
         }  # fmt: skip
-        (tmp / "loop.json").write_text(json.dumps(loop))
-        shutil.rmtree(folder, ignore_errors=True)
+        (tmp / LOOP).write_text(json.dumps(loop))
+        old = self.out / (CHECKPOINT + ".old")  # a complete checkpoint exists at every instant
+        shutil.rmtree(old, ignore_errors=True)
+        if folder.exists():
+            os.replace(folder, old)
         os.replace(tmp, folder)
+        shutil.rmtree(old, ignore_errors=True)
 
     def resume(self) -> None:
-        folder = self.out / CHECKPOINT
-        if not (folder / "loop.json").is_file():
-            raise InputError(f"{self.out} has no checkpoint to resume from")
-        loop = json.loads((folder / "loop.json").read_text())
+        folder = latest_checkpoint(self.out)
+        loop = json.loads((folder / LOOP).read_text())
         self.net.load_state_dict(load_file(str(folder / "hypernet.safetensors")))
         tensors = load_file(str(folder / "optimizer.safetensors"))
         torch.set_rng_state(tensors.pop("torch_rng"))

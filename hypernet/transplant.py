@@ -28,8 +28,9 @@ from .heuristics.copy import copy
 from .heuristics.mean import mean
 from .io import Checkpoint, atomic_folder, open_checkpoint, require_absent, write_weights
 from .methods import Context, Donor, Method, MethodOptions, get_method
+from .model import Fingerprint
 from .models import cache_root, load_tokenizer, resolve_model, resolve_tokenizer
-from .predict import Predictor, architecture, resolve_hypernet
+from .predict import Predictor, architecture, find_hypernet, resolve_hypernet
 from .refine import (
     RefineConfig,
     Refiner,
@@ -54,13 +55,14 @@ class TransplantRequest:
     model: str  # folder, hub id, or a bundled name such as smollm2-135m
     tokenizer: str  # folder, tokenizer.json file, or hub id
     out: Path
-    method: str = "hybrid"
+    method: str | None = None  # None: hypernet+hybrid when a hypernetwork fits, else hybrid
     options: dict = field(default_factory=dict)
     donor: str | None = None  # a model that already speaks the new tokenizer (for omp)
     eval_text: Path | None = None
     eval_bytes: int | None = None  # evaluate on at most this many bytes of eval_text
     embedder: Path | None = None  # text-embedding model for the global heuristic
     hypernet: str | None = None  # a hypernetwork folder or store name (hypernet methods)
+    hypernets: list[Path] | None = None  # where a fitting one is looked for (None: the defaults)
     refine: RefineConfig | None = None  # distil from the base model after predicting rows
     refine_texts: list[Path] = field(default_factory=list)  # unlabeled text to refine on
     # How the report names the inputs when they differ from the strings above: a service
@@ -85,6 +87,7 @@ class Report:
     eval: dict | None = None
     hypernet: str | None = None
     refine: dict | None = None
+    method_choice: str = ""  # why this method ran
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -280,6 +283,13 @@ class Setup:
         )  # fmt: skip
 
     @cached_property
+    def fingerprint(self) -> Fingerprint:
+        """What a hypernetwork trained for this base model records."""
+        return Fingerprint.of(
+            architecture(self.ckpt.config), self.matrices["input"], self.ckpt.tied
+        )
+
+    @cached_property
     def context(self) -> Context:
         base_rows = self.matrices["input"].shape[0]
         decomposer = Decomposer(self.base_tok, self.base_vocab, base_rows)
@@ -305,12 +315,40 @@ class Setup:
         ctx.progress = progress or (lambda stage, fraction: None)
         prediction = method(ctx)
         defined = prediction.defined & ctx.todo
+        # copies a method gives rows for (only the hypernetwork's copied-rows mode does)
+        replaced = prediction.defined & ~ctx.todo
         specials = [i for i in self.base_vocab.special_ids() if i < ctx.base_rows]
         out, fallbacks = {}, 0
         for name, matrix in self.matrices.items():
             rows = prediction.rows(name, matrix)
             out[name], fallbacks = assemble(matrix, self.alignment, rows, defined, specials)
+            out[name] = torch.where(replaced.unsqueeze(1), rows.to(out[name].dtype), out[name])
         return out, fallbacks
+
+
+@dataclass
+class Choice:
+    method: str
+    hypernet: str | None  # a folder or store name
+    hypernet_name: str | None  # as the report names it
+    why: str
+
+
+def choose_method(request: TransplantRequest, setup: Setup) -> Choice:
+    """The asked-for method; else hypernet+hybrid with the given hypernetwork or one trained
+    for exactly this base model (fingerprint); else hybrid."""
+    given = request.name("hypernet") if request.hypernet else None
+    if request.method is not None:
+        uses = request.method.startswith("hypernet")
+        return Choice(request.method, request.hypernet if uses else None, given if uses else None,
+                      "asked for")  # fmt: skip
+    if request.hypernet is not None:
+        return Choice("hypernet+hybrid", request.hypernet, given, "a hypernetwork was given")
+    found = find_hypernet(setup.fingerprint, request.hypernets)
+    if found is None:
+        return Choice("hybrid", None, None, "no hypernetwork was trained for this base model")
+    why = f"hypernetwork {found.name!r} was trained for this base model (fingerprint matches)"
+    return Choice("hypernet+hybrid", str(found), found.name, why)
 
 
 def transplant(
@@ -321,10 +359,11 @@ def transplant(
     """Run a whole transplant; returns the report also written into the checkpoint."""
     stages = _Stages(progress, cancelled)
     options = MethodOptions.from_dict(request.options)
-    method = get_method(request.method)
-    if request.method.startswith("hypernet"):
-        if request.hypernet is None:
+    if request.method is not None:
+        get_method(request.method)
+        if request.method.startswith("hypernet") and request.hypernet is None:
             raise InputError(f"method {request.method!r} needs a hypernetwork (--hypernet DIR)")
+    if request.hypernet is not None:
         resolve_hypernet(request.hypernet)
     text = None
     if request.eval_text is not None:
@@ -343,7 +382,9 @@ def transplant(
         donor = load_donor(request.donor) if request.donor is not None else None
         new_tok = load_tokenizer(resolve_tokenizer(request.tokenizer))
     with stages.stage("align"):
-        setup = Setup.load(model_dir, new_tok, request.embedder, donor, request.hypernet)
+        setup = Setup.load(model_dir, new_tok, request.embedder, donor)
+        choice = choose_method(request, setup)
+        setup.hypernet, method = choice.hypernet, get_method(choice.method)
     with stages.stage("predict"):
         new_matrices, fallbacks = setup.predict(method, options, stages.report)
     refined = None
@@ -357,7 +398,7 @@ def transplant(
     vocab_report = alignment.summary(len(new_vocab))
     vocab_report["mean_fallback"] = fallbacks
     report = Report(
-        method=request.method,
+        method=choice.method,
         options=asdict(options),
         base_model=request.name("model"),
         tokenizer=request.name("tokenizer"),
@@ -365,7 +406,8 @@ def transplant(
         base_tokenizer=_tokenizer_summary(base_vocab),
         new_tokenizer=_tokenizer_summary(new_vocab),
         vocab=vocab_report,
-        hypernet=request.name("hypernet") if request.method.startswith("hypernet") else None,
+        hypernet=choice.hypernet_name,
+        method_choice=choice.why,
         refine=None if refined is None else {
             "texts": request.names.get("refine_texts")
             or [Path(t).name for t in request.refine_texts],
@@ -565,8 +607,10 @@ def model_card(report: Report) -> str:
         f"# {report.base_model} with a new tokenizer",
         "",
         f"Embeddings for the tokenizer `{report.tokenizer}` were predicted zero-shot with "
-        f"tokengraft's `{report.method}` method from `{report.base_model}`. No weights other "
-        "than the embedding matrices changed.",
+        f"tokengraft's `{report.method}` method from `{report.base_model}` "
+        f"({report.method_choice}"
+        + (f"; hypernetwork `{report.hypernet}`" if report.hypernet else "")
+        + "). No weights other than the embedding matrices changed.",
         "",
         "## Vocabulary",
         "",

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from hypernet.errors import InputError
 from hypernet.io import open_checkpoint
+from hypernet.model import CONFIG as HYPERNET_CONFIG
 from hypernet.models import BUNDLED, hub_model, hub_tokenizer, resolve_model, resolve_tokenizer
-from hypernet.predict import list_hypernets, resolve_hypernet
+from hypernet.predict import SHIPPED, list_hypernets
 from hypernet.predict import store as default_hypernet_store
 
 from .config import Settings
@@ -84,10 +85,19 @@ class Catalog:
                 return file
         raise InputError(f"{what} {name!r} not found: no uploaded text or corpus of that name")
 
+    @property
+    def hypernet_roots(self) -> list[Path]:
+        """The server's store, then the hypernetworks that ship with tokengraft."""
+        return [self.hypernets_dir, SHIPPED]
+
     def hypernet(self, name: str) -> Path:
+        """By name only (never a path), and with no server path in the error."""
         if not NAME.match(name) or ".." in name:
             raise InputError(f"hypernetwork {name!r} is not a store name")
-        return resolve_hypernet(self.hypernets_dir / name)
+        for root in self.hypernet_roots:
+            if (root / name / HYPERNET_CONFIG).is_file():
+                return root / name
+        raise InputError(f"no hypernetwork {name!r}: see GET /hypernets")
 
     # --- listings ---------------------------------------------------------------------------
     def models(self) -> list[dict]:
@@ -114,4 +124,4 @@ class Catalog:
         return sorted(p.stem for p in corpora.glob("*.txt")) if corpora and corpora.is_dir() else []
 
     def hypernets(self) -> list[Path]:
-        return list_hypernets([self.hypernets_dir])
+        return list_hypernets(self.hypernet_roots)

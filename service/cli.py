@@ -87,6 +87,7 @@ def cmd_transplant(args: argparse.Namespace) -> int:
         return 0
     v = report.vocab
     print(f"wrote {args.out}  ({report.method}; {v['new_vocab_size']} tokens)")
+    print(f"  method: {report.method_choice}")
     print(
         f"  copied {v['copied']} ({v['overlap']:.1%}), specials by role {v['specials_by_role']}, "
         f"predicted {v['predicted']}, mean fallback {v['mean_fallback']}"
@@ -214,28 +215,53 @@ def cmd_hypernet_train(args: argparse.Namespace) -> int:
     from hypernet.io import require_absent
     from hypernet.model import HyperConfig
     from hypernet.models import resolve_model
-    from hypernet.training import TrainConfig, Trainer
+    from hypernet.training import TrainConfig, Trainer, resume_recipe
 
     out = Path(args.out)
-    if not args.resume:
-        require_absent(out)
     given = {k: v for k, v in vars(args).items() if v is not None}
-    config = TrainConfig(**{f.name: given[f.name] for f in fields(TrainConfig) if f.name in given})
-    hyper = HyperConfig(**{f.name: given[f.name] for f in fields(HyperConfig) if f.name in given})
+    given |= {
+        k: _named_values(given[k], k) for k in ("corpus_weights", "corpus_seq_len") if k in given
+    }
+    corpus = [Path(c) for c in args.corpus or []]
+    if args.resume:
+        config, hyper, corpus = resume_recipe(out, given, corpus)
+    elif not corpus:
+        raise InputError("no corpus files given (--corpus FILE...)")
+    else:
+        require_absent(out)
+        config = TrainConfig(
+            **{f.name: given[f.name] for f in fields(TrainConfig) if f.name in given}
+        )
+        hyper = HyperConfig(
+            **{f.name: given[f.name] for f in fields(HyperConfig) if f.name in given}
+        )
     trainer = Trainer(
-        resolve_model(args.model), [Path(c) for c in args.corpus], out, config, hyper,
+        resolve_model(args.model), corpus, out, config, hyper,
         base_name=args.model, log=lambda message: print(message, file=sys.stderr, flush=True),
     )  # fmt: skip
     if args.resume:
         trainer.resume()
-        trainer.config.max_minutes = config.max_minutes  # a resumed run may get a new budget
-        trainer.config.steps = config.steps
     else:
         out.mkdir(parents=True)
     trainer.fit(progress=not args.quiet)
     last = trainer.scores[-1]
     print(f"wrote {out}  (step {trainer.step}, {trainer.elapsed / 60:.1f} min; held-out {last})")
     return 0
+
+
+def _named_values(items: list[str], flag: str) -> dict[str, float]:
+    """NAME=VALUE pairs (a corpus file's stem and a number)."""
+    out = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        try:
+            out[name] = float(value) if flag == "corpus_weights" else int(value)
+        except ValueError:
+            option = "--" + flag.replace("_", "-")
+            raise InputError(
+                f"{option} wants NAME=NUMBER (a corpus file's stem), not {item!r}"
+            ) from None
+    return out
 
 
 def _hypernet_summary(folder: Path) -> dict:
@@ -249,9 +275,9 @@ def _hypernet_summary(folder: Path) -> dict:
 
 
 def cmd_hypernet_list(args: argparse.Namespace) -> int:
-    from hypernet.predict import list_hypernets, store
+    from hypernet.predict import default_roots, list_hypernets
 
-    roots = [Path(d) for d in args.dirs] or [store()]
+    roots = [Path(d) for d in args.dirs] or default_roots()
     found = list_hypernets(roots)
     if not found:
         print(f"no hypernetworks in {', '.join(map(str, roots))}", file=sys.stderr)
@@ -447,7 +473,11 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--model", required=True, help=model_help)
     t.add_argument("--tokenizer", required=True, help="a folder, a tokenizer.json, or a hub id")
     t.add_argument("--out", required=True, help="output folder (must not exist)")
-    t.add_argument("--method", default="hybrid", help="see `tokengraft methods` (default hybrid)")
+    t.add_argument(
+        "--method",
+        help="see `tokengraft methods` (default: hypernet+hybrid when a hypernetwork was "
+        "trained for the base model, else hybrid)",
+    )
     t.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="method option, e.g. k=8, temperature=0.05, weight=0.3")  # fmt: skip
     t.add_argument("--donor", help="a model that already uses the new tokenizer (method omp)")
@@ -513,7 +543,7 @@ def parser() -> argparse.ArgumentParser:
     )
     ht = h.add_parser("train", help="train a hypernetwork for a base model")
     ht.add_argument("--model", required=True, help=model_help)
-    ht.add_argument("--corpus", required=True, nargs="+", help="UTF-8 text file(s)")
+    ht.add_argument("--corpus", nargs="+", help="UTF-8 text file(s) (a resumed run keeps its own)")
     ht.add_argument("--out", required=True, help="output folder (must not exist unless --resume)")
     ht.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
     ht.add_argument("--max-minutes", type=float, help="time budget; the schedule ends with it")
@@ -530,6 +560,18 @@ def parser() -> argparse.ArgumentParser:
     ht.add_argument("--layers", type=int)
     ht.add_argument("--heads", type=int)
     ht.add_argument("--seed", type=int)
+    ht.add_argument(
+        "--copied-rows", action="store_const", const=True,
+        help="copied tokens get the network's rows too (the copy plus a learned correction)",
+    )  # fmt: skip
+    ht.add_argument(
+        "--corpus-weight", dest="corpus_weights", action="append", metavar="NAME=W",
+        help="draw corpus NAME (file stem) W times as often (default 1)",
+    )  # fmt: skip
+    ht.add_argument(
+        "--corpus-seq-len", action="append", metavar="NAME=N",
+        help="sequences of N tokens for corpus NAME (e.g. longer ones for code)",
+    )  # fmt: skip
     ht.add_argument("--quiet", action="store_true", help="no progress bar (held-out scores still)")
     ht.set_defaults(func=cmd_hypernet_train)
     hl = h.add_parser("list", help="hypernetworks in the given folders (default: the store)")

@@ -53,6 +53,14 @@ class JobStatus(enum.StrEnum):
         return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.canceled)
 
 
+class JobKind(enum.StrEnum):
+    """What a job does: a transplant writes a checkpoint into its artifacts; a hypernet job
+    trains a hypernetwork into the store."""
+
+    transplant = "transplant"
+    hypernet = "hypernet"
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -61,6 +69,9 @@ class Job(Base):
     __tablename__ = "jobs"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(
+        String(16), default=JobKind.transplant, server_default=JobKind.transplant.value
+    )
     status: Mapped[str] = mapped_column(String(16), index=True, default=JobStatus.queued)
     version: Mapped[int] = mapped_column(Integer, default=1)  # bumped on every change: the ETag
     request: Mapped[dict] = mapped_column(JSON)

@@ -15,7 +15,7 @@ from sqlalchemy import Select, and_, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from .models import Artifact, Job, JobEvent, JobStatus, Worker, utcnow
+from .models import Artifact, Job, JobEvent, JobKind, JobStatus, Worker, utcnow
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class Claim:
     worker_id: str
     attempt: int
     request: dict
+    kind: str = JobKind.transplant
 
 
 class Conflict(Exception):
@@ -42,8 +43,14 @@ def _state(session: Session, job_id: str, status: JobStatus, **data: object) -> 
 
 def describe(detail: dict) -> str:
     """A tick's detail as a short line for people: {"step": 12, "loss": 0.4312} ->
-    "step 12, loss 0.4312"."""
-    return ", ".join(f"{k} {round(v, 4) if isinstance(v, float) else v}" for k, v in detail.items())
+    "step 12, loss 0.4312"; a nested dict (held-out scores) goes in parentheses."""
+    return ", ".join(f"{k} {_value(v)}" for k, v in detail.items())
+
+
+def _value(v: object) -> str:
+    if isinstance(v, dict):
+        return f"({describe(v)})"
+    return str(round(v, 4) if isinstance(v, float) else v)
 
 
 class Queue:
@@ -58,6 +65,7 @@ class Queue:
         request_hash: str,
         idempotency_key: str | None = None,
         expires_in: timedelta | None = None,
+        kind: JobKind = JobKind.transplant,
     ) -> tuple[Job, bool]:
         """The new job, or the one an unexpired Idempotency-Key already names (created=False).
         Raises Conflict when that key was used with another body."""
@@ -76,7 +84,7 @@ class Queue:
                             old.idempotency_key = None
                             s.flush()
                     job = Job(
-                        id=uuid.uuid4().hex, status=JobStatus.queued, request=request,
+                        id=uuid.uuid4().hex, kind=kind, status=JobStatus.queued, request=request,
                         request_hash=request_hash, idempotency_key=idempotency_key,
                         idempotency_expires_at=expires, created_at=now,
                     )  # fmt: skip
@@ -88,17 +96,38 @@ class Queue:
                 continue  # a concurrent request inserted the same key first: look again
         raise RuntimeError("could not enqueue: Idempotency-Key contention")
 
+    def remembers(self, idempotency_key: str) -> bool:
+        """Whether an unexpired job holds this Idempotency-Key (a replay gets that job)."""
+        query = select(Job.idempotency_expires_at).where(Job.idempotency_key == idempotency_key)
+        with self.sessions() as s:
+            expires = s.scalar(query)
+        return expires is not None and expires > utcnow()
+
+    def unfinished(self, kind: JobKind) -> list[Job]:
+        """Queued and running jobs of one kind (few at any time)."""
+        query = select(Job).where(
+            Job.kind == kind, Job.status.in_([JobStatus.queued, JobStatus.running])
+        )
+        with self.sessions() as s:
+            return list(s.scalars(query))
+
     def get(self, job_id: str) -> Job | None:
         with self.sessions() as s:
             return s.get(Job, job_id)
 
     def page(
-        self, status: JobStatus | None, after: tuple[datetime, str] | None, limit: int
+        self,
+        status: JobStatus | None,
+        after: tuple[datetime, str] | None,
+        limit: int,
+        kind: JobKind | None = None,
     ) -> list[Job]:
         """Newest first; `after` is the (created_at, id) of the last job of the previous page."""
         query: Select = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
         if status is not None:
             query = query.where(Job.status == status)
+        if kind is not None:
+            query = query.where(Job.kind == kind)
         if after is not None:
             created, jid = after
             query = query.where(
@@ -209,12 +238,12 @@ class Queue:
                     message=None,
                     version=Job.version + 1,
                 )
-                .returning(Job.id, Job.attempt, Job.request)
+                .returning(Job.id, Job.attempt, Job.request, Job.kind)
             ).first()
             if row is None:
                 return None
             _state(s, row.id, JobStatus.running, attempt=row.attempt, worker=worker_id)
-            return Claim(row.id, worker_id, row.attempt, row.request)
+            return Claim(row.id, worker_id, row.attempt, row.request, row.kind)
 
     def _fenced(self, claim: Claim):  # noqa: ANN202 (a SQLAlchemy Update)
         return update(Job).where(
@@ -261,9 +290,10 @@ class Queue:
             return bool(done)
 
     def succeed(
-        self, claim: Claim, result: dict, output_dir: str, files: list[tuple[str, int, str]]
+        self, claim: Claim, result: dict, output_dir: str | None, files: list[tuple[str, int, str]]
     ) -> bool:
-        """Mark succeeded and record its files in one transaction; False if fenced off."""
+        """Mark succeeded and record its files in one transaction; False if fenced off. A job
+        without artifacts (a trained hypernetwork goes to the store) has no output folder."""
         with self.sessions.begin() as s:
             done = s.execute(
                 self._fenced(claim).values(

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .catalog import NAME
 
 OptionValue = bool | int | float | str
 
@@ -35,7 +37,11 @@ class TransplantIn(BaseModel):
 
     model: str = Field(description="a store name, a bundled model (smollm2-135m) or a hub id")
     tokenizer: str = Field(description="an uploaded tokenizer id, a store name or a hub id")
-    method: str = Field("hybrid", description="a transplant method, see GET /methods")
+    method: str | None = Field(
+        None,
+        description="a transplant method, see GET /methods; default hypernet+hybrid when a "
+        "hypernetwork was trained for the model, else hybrid",
+    )
     options: dict[str, OptionValue] = Field(default_factory=dict, description="method options")
     eval_text: str | None = Field(None, description="a corpus name or an uploaded text id")
     eval_bytes: int | None = Field(
@@ -44,6 +50,60 @@ class TransplantIn(BaseModel):
     hypernet: str | None = Field(None, description="hypernetwork store name (hypernet methods)")
     refine: RefineIn | None = Field(None, description="refine the predicted rows afterwards")
     dry_run: bool = Field(False, description="validate and answer 200 without creating a job")
+
+
+class HypernetTrainIn(BaseModel):
+    """Train a hypernetwork for a model; the options left out keep the library's defaults
+    (`hypernet.training.TrainConfig`, `hypernet.model.HyperConfig`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME.pattern, description="store name of the trained network")
+    model: str = Field(description="the base model: a store name, bundled model or hub id")
+    texts: list[str] = Field(
+        min_length=1, max_length=64,
+        description="training text: corpus names or uploaded text ids; the end of each "
+        "(heldout_chars) is held out and evaluated on",
+    )  # fmt: skip
+    minutes: float | None = Field(
+        None, gt=0, le=1440, description="wall-clock budget; the schedule ends with it"
+    )
+    steps: int | None = Field(
+        None, ge=1, le=1_000_000, description="or a number of steps; whichever ends first"
+    )
+    lr: float | None = Field(None, gt=0, le=1)
+    batch: int | None = Field(None, ge=1, le=512, description="sequences per step")
+    seq_len: int | None = Field(None, ge=4, le=8192, description="tokens per sequence")
+    lm_weight: float | None = Field(None, ge=0, le=100, description="the LM loss; 0: off")
+    aux_weight: float | None = Field(None, ge=0, le=100, description="pull to copied rows")
+    rec_weight: float | None = Field(None, ge=0, le=100, description="re-spelled base tokens")
+    eval_every: int | None = Field(None, ge=1, le=1_000_000, description="held-out evaluation")
+    checkpoint_every: int | None = Field(
+        None, ge=1, le=1_000_000, description="steps between checkpoints (resume points)"
+    )
+    vocab_min: int | None = Field(None, ge=100, le=1_000_000, description="sampled vocabularies")
+    vocab_max: int | None = Field(None, ge=100, le=1_000_000)
+    heldout_chars: int | None = Field(
+        None, ge=1, le=10_000_000, description="the end of each text, never trained on"
+    )
+    width: int | None = Field(None, ge=8, le=4096, description="the network's width")
+    layers: int | None = Field(None, ge=1, le=24)
+    heads: int | None = Field(None, ge=1, le=64)
+    max_pieces: int | None = Field(None, ge=1, le=64, description="longer spellings are cut")
+    copied_rows: bool | None = Field(None, description="predict copied tokens' rows too")
+    corpus_weights: dict[str, float] | None = Field(
+        None, description="text name -> how often it is drawn (default 1)"
+    )
+    corpus_seq_len: dict[str, int] | None = Field(
+        None, description="text name -> its sequence length (e.g. longer for code)"
+    )
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+
+    @model_validator(mode="after")
+    def _budget(self) -> HypernetTrainIn:
+        if self.minutes is None and self.steps is None:
+            raise ValueError("a budget is needed: minutes, steps or both")
+        return self
 
 
 class Progress(BaseModel):
@@ -66,6 +126,7 @@ class JobUrls(BaseModel):
 
 class JobOut(BaseModel):
     id: str
+    kind: Literal["transplant", "hypernet"]
     status: Literal["queued", "running", "succeeded", "failed", "canceled"]
     progress: Progress
     created_at: datetime
@@ -75,7 +136,10 @@ class JobOut(BaseModel):
     cancel_requested: bool
     error: JobError | None
     request: dict
-    result: dict | None = Field(description="{'report': the transplant report} once succeeded")
+    result: dict | None = Field(
+        description="once succeeded: {'report': the transplant report} for a transplant, "
+        "{'hypernet': its name, steps and held-out scores} for a hypernet job"
+    )
     urls: JobUrls
 
 

@@ -2,7 +2,8 @@
 appears when complete, and read back by the API in byte ranges.
 
 `Storage` is the interface; `LocalStorage` keeps files on a (possibly shared) filesystem. An
-object store would implement the same four methods.
+object store would implement the same four methods; `scratch` (a training job's checkpoints,
+kept across attempts) needs a filesystem every worker shares.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ class Storage(Protocol):
     def workspace(self, job_id: str, attempt: int) -> Path:
         """Where this attempt writes its checkpoint (must not exist yet); earlier attempts'
         leftovers, complete or not, are removed first."""
+
+    def scratch(self, job_id: str, name: str) -> Path:
+        """A folder of the job's that outlives its attempts (created if absent), so that the
+        next attempt can resume from what a dead worker checkpointed there."""
 
     def manifest(self, job_id: str, output_dir: str) -> list[tuple[str, int, str]]:
         """(relative path, size, sha256) of every file of a finished output."""
@@ -61,6 +66,11 @@ class LocalStorage:
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
         return folder / f"attempt-{attempt}"
+
+    def scratch(self, job_id: str, name: str) -> Path:
+        folder = self._output(job_id, name)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
     def manifest(self, job_id: str, output_dir: str) -> list[tuple[str, int, str]]:
         out = self._output(job_id, output_dir)

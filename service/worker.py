@@ -1,5 +1,6 @@
-"""The worker: claim a job, run the transplant with progress and cancellation, record the
-outcome. Many workers (threads, processes, machines) can share one database.
+"""The worker: claim a job, run it (a transplant, or a hypernetwork's training) with progress
+and cancellation, record the outcome. Many workers (threads, processes, machines) can share one
+database.
 
 Errors are classified: bad input and out-of-memory fail at once, anything else is treated as
 transient and retried up to `max_attempts`. A lost worker's job is requeued by any other
@@ -15,17 +16,19 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
 from hypernet.errors import Cancelled, InputError
 from hypernet.transplant import TransplantRequest, transplant
 
-from . import refine
+from . import hypernets, refine
 from .catalog import Catalog
 from .config import Settings
-from .models import JobStatus
+from .models import JobKind, JobStatus
 from .queue import Claim, Queue
 from .storage import Storage
 
@@ -45,15 +48,46 @@ def build_request(catalog: Catalog, request: dict, out: Path) -> TransplantReque
         model=str(catalog.model(request["model"])),
         tokenizer=str(catalog.tokenizer(request["tokenizer"])),
         out=out,
-        method=request.get("method", "hybrid"),
+        method=request.get("method"),
         options=request.get("options") or {},
         eval_text=catalog.text(request["eval_text"]) if request.get("eval_text") else None,
         eval_bytes=request.get("eval_bytes"),
         hypernet=str(catalog.hypernet(request["hypernet"])) if request.get("hypernet") else None,
+        hypernets=catalog.hypernet_roots,
         refine=refine.config(spec) if spec else None,
         refine_texts=refine.paths(catalog, spec) if spec else [],
         names=names,
     )
+
+
+class _Job(Protocol):
+    """One attempt at a job of some kind."""
+
+    def run(
+        self, progress: Callable[..., None], cancelled: Callable[[], bool]
+    ) -> tuple[dict, str | None]:
+        """The job's result and its artifacts' folder (None: it has no artifacts)."""
+
+    def cleanup(self, status: JobStatus | None) -> None:
+        """Remove what the attempt wrote and no longer needs, once the job was left in
+        `status` (None: a newer attempt owns it)."""
+
+
+class _Transplant:
+    """A transplant attempt writes its checkpoint into an attempt folder: the job's artifacts
+    once it succeeds, removed otherwise."""
+
+    def __init__(self, catalog: Catalog, storage: Storage, claim: Claim) -> None:
+        self.catalog, self.storage, self.claim = catalog, storage, claim
+        self.out = storage.workspace(claim.job_id, claim.attempt)
+
+    def run(self, progress: Callable[..., None], cancelled: Callable[[], bool]) -> tuple[dict, str]:
+        request = build_request(self.catalog, self.claim.request, self.out)
+        return {"report": transplant(request, progress, cancelled).to_dict()}, self.out.name
+
+    def cleanup(self, status: JobStatus | None) -> None:
+        if status != JobStatus.succeeded:
+            self.storage.remove(self.claim.job_id, self.out.name)
 
 
 class _Ticks:
@@ -136,13 +170,16 @@ class Worker:
             log.info("worker %s stopped", self.id)
 
     def run_job(self, claim: Claim) -> JobStatus | None:
-        log.info("job %s attempt %d", claim.job_id, claim.attempt)
+        log.info("job %s (%s) attempt %d", claim.job_id, claim.kind, claim.attempt)
         beat = _Beat(self.queue, claim, self.settings.heartbeat_seconds)
         beat.start()
         ticks = _Ticks()
 
-        def progress(stage: str, fraction: float, detail: dict | None = None) -> None:
-            if ticks.keep(stage, fraction, detail) and not self.queue.progress(
+        def progress(
+            stage: str, fraction: float, detail: dict | None = None, always: bool = False
+        ) -> None:
+            """`always`: a tick the throttle may not drop (a held-out evaluation)."""
+            if (always or ticks.keep(stage, fraction, detail)) and not self.queue.progress(
                 claim, stage, fraction, None, detail
             ):
                 beat.lost.set()
@@ -150,38 +187,48 @@ class Worker:
         def cancelled() -> bool:
             return beat.cancel.is_set() or beat.lost.is_set() or self.abandon.is_set()
 
-        out = self.storage.workspace(claim.job_id, claim.attempt)
+        job = self._job(claim)
         try:
-            report = transplant(
-                build_request(self.catalog, claim.request, out), progress, cancelled
-            )
+            status = self._outcome(claim, job, beat, progress, cancelled)
+        finally:
+            beat.done.set()
+        job.cleanup(status)
+        return status
+
+    def _job(self, claim: Claim) -> _Job:
+        if claim.kind == JobKind.hypernet:
+            return hypernets.Training(self.catalog, self.storage, claim)
+        return _Transplant(self.catalog, self.storage, claim)
+
+    def _outcome(
+        self,
+        claim: Claim,
+        job: _Job,
+        beat: _Beat,
+        progress: Callable[..., None],
+        cancelled: Callable[[], bool],
+    ) -> JobStatus | None:
+        """Run the job and record how it ended: the status it is left in, or None when a newer
+        attempt owns it (every write is fenced)."""
+        try:
+            result, output_dir = job.run(progress, cancelled)
         except Cancelled:
-            self.storage.remove(claim.job_id, out.name)
             if beat.lost.is_set():
                 return None
             if beat.cancel.is_set():
                 return JobStatus.canceled if self.queue.canceled(claim) else None
             return JobStatus.queued if self.queue.release(claim) else None
         except InputError as e:
-            return self._fail(claim, out, "invalid_input", str(e), retry=False)
+            return self.queue.fail(claim, "invalid_input", str(e), retry=False)
         except (MemoryError, torch.OutOfMemoryError) as e:
-            return self._fail(claim, out, "out_of_memory", str(e) or "out of memory", retry=False)
+            return self.queue.fail(claim, "out_of_memory", str(e) or "out of memory", retry=False)
         except Exception as e:
             log.exception("job %s attempt %d failed", claim.job_id, claim.attempt)
-            return self._fail(claim, out, "internal", f"{type(e).__name__}: {e}", retry=True)
-        finally:
-            beat.done.set()
-        files = self.storage.manifest(claim.job_id, out.name)
-        if self.queue.succeed(claim, {"report": report.to_dict()}, out.name, files):
+            return self.queue.fail(claim, "internal", f"{type(e).__name__}: {e}", retry=True)
+        files = self.storage.manifest(claim.job_id, output_dir) if output_dir else []
+        if self.queue.succeed(claim, result, output_dir, files):
             return JobStatus.succeeded
-        self.storage.remove(claim.job_id, out.name)  # a newer attempt owns the job now
         return None
-
-    def _fail(
-        self, claim: Claim, out: Path, error_type: str, detail: str, retry: bool
-    ) -> JobStatus | None:
-        self.storage.remove(claim.job_id, out.name)
-        return self.queue.fail(claim, error_type, detail, retry)
 
 
 def run_in_thread(worker: Worker) -> threading.Thread:

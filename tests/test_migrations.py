@@ -1,12 +1,14 @@
-"""Migrating an empty database to head gives exactly the models' schema, on both backends."""
+"""Migrating an empty database to head gives exactly the models' schema, on both backends; a
+migration keeps the rows it finds."""
 
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import MetaData, Table, create_engine, inspect, select
 
 from service.migrate import upgrade
 from service.models import Base
@@ -24,6 +26,25 @@ def test_head_matches_the_models(database_url: str) -> None:
         engine.dispose()
     assert diff == []
     assert tables == set(Base.metadata.tables) | {"alembic_version"}
+
+
+def test_jobs_from_before_job_kinds_are_transplants(database_url: str) -> None:
+    upgrade(database_url, "0001")
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            jobs = Table("jobs", MetaData(), autoload_with=conn)
+            conn.execute(jobs.insert().values(
+                id="old", status="succeeded", version=1, request={"model": "m"},
+                request_hash="0" * 64, attempt=1, cancel_requested=False, fraction=1.0,
+                created_at=datetime.now(UTC),
+            ))  # fmt: skip
+        upgrade(database_url)
+        with engine.connect() as conn:
+            jobs = Table("jobs", MetaData(), autoload_with=conn)
+            assert conn.execute(select(jobs.c.id, jobs.c.kind)).all() == [("old", "transplant")]
+    finally:
+        engine.dispose()
 
 
 def test_concurrent_migrations_are_safe(database_url: str) -> None:

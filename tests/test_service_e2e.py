@@ -190,6 +190,7 @@ def test_readme_curl_examples(server: Server, settings: Settings, tmp_path: Path
     (tmp_path / "tokenizer.json").write_bytes(
         (settings.tokenizers_dir / "sp" / "tokenizer.json").read_bytes()
     )
+    tiny.corpus(settings.corpora_dir / "train.txt")  # the hypernetwork example's text
     env = {**os.environ, "TG": server.url, "MODEL": "tiny"}
     script = "set -euo pipefail\n" + readme_block()
     run = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True,

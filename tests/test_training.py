@@ -1,15 +1,16 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import tiny
 import torch
 
-from hypernet.errors import InputError
+from hypernet.errors import Cancelled, InputError
 from hypernet.model import HyperConfig, read_meta
 from hypernet.predict import Predictor
-from hypernet.training import CHECKPOINT, TrainConfig, Trainer
+from hypernet.training import CHECKPOINT, TrainConfig, Trainer, resume_recipe
 
 HYPER = HyperConfig(max_pieces=6, width=32, layers=1, heads=2)
 
@@ -46,7 +47,7 @@ def test_a_few_steps_lower_the_losses(setup: tuple[Path, Path], tmp_path: Path) 
     assert trainer.sampled is not None
     predicted = [i for i in range(len(trainer.sampled.vocab)) if i not in trainer.sampled.base_id]
     assert predicted, "the sampled tokenizer must have tokens to predict"
-    batch = trainer._batch(trainer.sampled, trainer.texts[0][1])
+    batch = trainer._batch(trainer.sampled, trainer.texts[0][1], 16)
     torch.manual_seed(1)
     rec_ids = trainer.rng.getstate()
 
@@ -110,4 +111,71 @@ def test_sequences_longer_than_the_text_gives_are_a_clear_error(
     trainer = _trainer(setup, tmp_path, seq_len=5000)
     sampled = trainer._draw_tokenizer(trainer.texts[0][1])
     with pytest.raises(InputError, match="5000-token sequence"):
-        trainer._batch(sampled, trainer.texts[0][1])
+        trainer._batch(sampled, trainer.texts[0][1], 5000)
+
+
+def test_copied_rows_start_as_the_copy_then_learn_a_correction(
+    setup: tuple[Path, Path], tmp_path: Path
+) -> None:
+    trainer = _trainer(setup, tmp_path, copied_rows=True, aux_weight=0.0)
+    trainer.train_step()
+    sampled = trainer.sampled
+    assert sampled is not None
+    known = sorted(sampled.base_id)[:50]
+    base = trainer.input_rows[[sampled.base_id[i] for i in known]]
+    fresh = _trainer(setup, tmp_path / "fresh", copied_rows=True)
+    with torch.no_grad():
+        assert torch.allclose(fresh._rows(sampled, known)["input"], base, atol=1e-6)
+    for _ in range(10):
+        trainer.train_step()
+    with torch.no_grad():
+        assert not torch.allclose(trainer._rows(sampled, known)["input"], base, atol=1e-3)
+    plain = _trainer(setup, tmp_path / "plain")
+    with torch.no_grad():
+        assert torch.equal(plain._rows(sampled, known)["input"], base)
+
+
+def test_corpus_seq_len_and_weights(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    trainer = _trainer(setup, tmp_path, corpus_seq_len={"text": 24}, corpus_weights={"text": 3})
+    trainer.train_step()
+    assert trainer.seen_tokens == 2 * 25  # batch 2 x (24 + 1), not seq_len 16
+    with pytest.raises(InputError, match="no corpus named so"):
+        _trainer(setup, tmp_path, corpus_weights={"python": 2.0})
+    with pytest.raises(InputError, match="must be positive"):
+        _trainer(setup, tmp_path, corpus_seq_len={"text": 0})
+
+
+def test_resume_restores_the_recipe(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    trainer = _trainer(setup, tmp_path, steps=2, checkpoint_every=1, lr=3e-3)
+    trainer.fit(progress=False)
+    config, hyper, corpus = resume_recipe(tmp_path, {"steps": 5}, None)
+    assert (config.steps, config.lr, hyper.width, hyper.layers) == (5, 3e-3, 32, 1)
+    assert corpus == [setup[1].resolve()]
+    with pytest.raises(InputError, match=r"width 64 \(saved 32\)"):
+        resume_recipe(tmp_path, {"width": 64, "max_minutes": 1.0}, None)
+    with pytest.raises(InputError, match="corpus files differ"):
+        resume_recipe(tmp_path, {}, [tmp_path / "other.txt"])
+    # killed between save_checkpoint's two renames: only checkpoint.old (and .tmp) are there
+    os.replace(tmp_path / CHECKPOINT, tmp_path / f"{CHECKPOINT}.old")
+    resumed = Trainer(setup[0], corpus, tmp_path, config, hyper, log=lambda m: None)
+    resumed.resume()
+    assert resumed.step == 2
+    resumed.fit(progress=False)
+    assert read_meta(tmp_path).recipe["steps_done"] == 5
+
+
+def test_fit_reports_steps_and_held_out_and_honours_cancel(
+    setup: tuple[Path, Path], tmp_path: Path
+) -> None:
+    events: list[dict] = []
+    trainer = _trainer(setup, tmp_path, steps=3, eval_every=2)
+    trainer.fit(progress=False, report=events.append)
+    steps = [e["step"] for e in events if "lm" in e]
+    held = [e["step"] for e in events if "held_out" in e]
+    assert steps == [1, 2, 3] and held == [0, 2, 3]
+    assert set(events[-1]["held_out"]) == {"text"} and events[-1]["fraction"] == 1.0
+    calls = []
+    cancelling = _trainer(setup, tmp_path / "c", steps=10)
+    with pytest.raises(Cancelled):
+        cancelling.fit(progress=False, cancelled=lambda: calls.append(1) or len(calls) > 2)
+    assert cancelling.step == 2 and not (tmp_path / "c" / "hypernet.json").exists()

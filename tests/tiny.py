@@ -116,14 +116,14 @@ def corpus(path: Path, lines: int = 400) -> Path:
     return path
 
 
-def hypernet(model: Path, out: Path, steps: int = 2) -> Path:
+def hypernet(model: Path, out: Path, steps: int = 2, **changes: object) -> Path:
     """A hypernetwork for a tiny model, trained for a couple of steps and exported to `out`."""
     from hypernet.model import HyperConfig
     from hypernet.training import TrainConfig, Trainer
 
     config = TrainConfig(
         steps=steps, batch=2, seq_len=16, negatives=64, rec_batch=64, vocab_min=300,
-        vocab_max=400, slice_chars=6000, heldout_chars=400,
+        vocab_max=400, slice_chars=6000, heldout_chars=400, **changes,
     )  # fmt: skip
     hyper = HyperConfig(max_pieces=6, width=32, layers=1, heads=2)
     out.mkdir(parents=True)

@@ -13,14 +13,15 @@ from .. import problems
 from ..config import Settings
 from ..services import Services
 from ..worker import Worker, run_in_thread
-from .routes import artifacts, catalog, events, health, jobs, transplant, uploads
+from .routes import artifacts, catalog, events, health, jobs, train, transplant, uploads
 
 DESCRIPTION = """Give a pretrained language model a new tokenizer, zero-shot.
 
 Submit a transplant with `POST /transplant`, follow it with `GET /jobs/{id}` (ETag / 304) or
 `GET /jobs/{id}/events` (Server-Sent Events), download the checkpoint from
-`GET /jobs/{id}/artifacts/{path}` or `GET /jobs/{id}/checkpoint.tar`. Errors are RFC 9457
-`application/problem+json`. Once API keys exist, send `Authorization: Bearer <key>`.
+`GET /jobs/{id}/artifacts/{path}` or `GET /jobs/{id}/checkpoint.tar`. `POST /hypernets` trains a
+hypernetwork into the store (a job too, resumed from its checkpoint if a worker dies). Errors
+are RFC 9457 `application/problem+json`. Once API keys exist, send `Authorization: Bearer <key>`.
 """
 
 
@@ -47,7 +48,7 @@ def create_app(settings: Settings | None = None, worker: bool = False) -> FastAP
     app = FastAPI(title="tokengraft", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     problems.install(app)
     problems.document(app)
-    for module in (transplant, jobs, events, artifacts, uploads, catalog, health):
+    for module in (transplant, train, jobs, events, artifacts, uploads, catalog, health):
         app.include_router(module.router)
     logging.getLogger("tokengraft").setLevel(logging.INFO)
     return app

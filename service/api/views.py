@@ -10,6 +10,7 @@ def job_out(job: Job) -> JobOut:
     base = f"/jobs/{job.id}"
     return JobOut(
         id=job.id,
+        kind=job.kind,
         status=job.status,
         progress=Progress(stage=job.stage, fraction=job.fraction, message=job.message),
         created_at=job.created_at,

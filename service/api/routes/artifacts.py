@@ -13,7 +13,7 @@ from fastapi import APIRouter, Header, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from ...models import Artifact, Job, JobStatus
+from ...models import Artifact, Job, JobKind, JobStatus
 from ...problems import ProblemError
 from ...schemas import FileOut, Manifest
 from ...services import Services
@@ -27,6 +27,10 @@ BLOCK = 512
 
 def _succeeded(services: Services, job_id: str) -> Job:
     job = find(services, job_id)
+    if job.kind == JobKind.hypernet:
+        raise ProblemError(409, f"job {job_id} trains a hypernetwork into the store "
+                           f"({job.request.get('name')!r}, see GET /hypernets): it has no "
+                           "artifacts", "/problems/no-artifacts")  # fmt: skip
     if job.status != JobStatus.succeeded or job.output_dir is None:
         raise ProblemError(409, f"job {job_id} is {job.status}: artifacts exist once it succeeds",
                            "/problems/no-artifacts")  # fmt: skip

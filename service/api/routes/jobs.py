@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.concurrency import run_in_threadpool
 
-from ...models import Job, JobStatus
+from ...models import Job, JobKind, JobStatus
 from ...problems import ProblemError
 from ...schemas import JobOut, JobPage, Problem
 from ...services import Services
@@ -43,11 +43,12 @@ def find(services: Services, job_id: str) -> Job:
 async def list_jobs(
     services: ServicesDep,
     status: JobStatus | None = None,
+    kind: JobKind | None = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> JobPage:
     after = _after(cursor) if cursor else None
-    jobs = await run_in_threadpool(services.queue.page, status, after, limit + 1)
+    jobs = await run_in_threadpool(services.queue.page, status, after, limit + 1, kind)
     more = len(jobs) > limit
     jobs = jobs[:limit]
     return JobPage(jobs=[job_out(j) for j in jobs], next_cursor=_cursor(jobs[-1]) if more else None)
