@@ -94,12 +94,17 @@ def test_hypernet_train_list_show_predict(
     assert "step 2" in capsys.readouterr().out
     assert main(argv) == 2  # the folder exists now
     assert "already exists" in capsys.readouterr().err
+    resume = ["hypernet", "train", "--model", str(base), "--out", str(out), "--resume", "--quiet"]
+    assert main([*resume, "--steps", "3", "--width", "64"]) == 2  # not the saved recipe
+    assert "width 64 (saved 32)" in capsys.readouterr().err
+    assert main([*resume, "--steps", "3"]) == 0  # no recipe flags: the saved one goes on
+    assert "step 3" in capsys.readouterr().out
 
     assert main(["hypernet", "list", str(tmp_path / "store")]) == 0
     assert str(out) in capsys.readouterr().out
     assert main(["hypernet", "show", str(out)]) == 0
     shown = json.loads(capsys.readouterr().out)
-    assert shown["recipe"]["steps_done"] == 2 and shown["fingerprint"]["rows"] > 0
+    assert shown["recipe"]["steps_done"] == 3 and shown["fingerprint"]["rows"] > 0
     assert shown["config"]["width"] == 32
 
     rows = tmp_path / "rows.safetensors"

@@ -46,7 +46,8 @@ def test_hybrid_transplant_of_smollm2_beats_the_mean_baseline(
     text = str(CORPORA / "de.eval.txt")
     common = ["--model", "smollm2-135m", "--tokenizer", str(german_bpe), "--eval-text", text,
               "--eval-bytes", "3000", "--json", "--quiet"]  # fmt: skip
-    hybrid = _json(capsys, ["transplant", *common, "--out", str(tmp_path / "hybrid")])
+    hybrid = _json(capsys, ["transplant", *common, "--method", "hybrid", "--out",
+                            str(tmp_path / "hybrid")])  # fmt: skip
     mean = _json(capsys, ["transplant", *common, "--method", "mean", "--out", str(tmp_path / "m")])
 
     assert hybrid["method"] == "hybrid" and hybrid["tied"]
@@ -76,6 +77,31 @@ def test_hybrid_transplant_of_smollm2_beats_the_mean_baseline(
     )  # fmt: skip
     assert score["bits_per_byte"] == pytest.approx(e["after"]["bits_per_byte"], rel=1e-4)
     assert set(score) >= {"bits_per_byte", "tokens_per_byte", "bytes"}
+
+
+def test_a_fresh_install_ships_a_hypernetwork_for_smollm2_and_uses_it(
+    german_bpe: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    repo_cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TOKENGRAFT_HYPERNETS", str(tmp_path / "empty-store"))
+    capsys.readouterr()
+    assert main(["hypernet", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "shipped/smollm2-135m  base smollm2-135m" in listed
+
+    text = str(CORPORA / "de.eval.txt")
+    common = ["--model", "smollm2-135m", "--tokenizer", str(german_bpe), "--eval-text", text,
+              "--eval-bytes", "3000", "--json", "--quiet"]  # fmt: skip
+    default = _json(capsys, ["transplant", *common, "--out", str(tmp_path / "default")])
+    assert (default["method"], default["hypernet"]) == ("hypernet+hybrid", "smollm2-135m")
+    assert "fingerprint matches" in default["method_choice"]
+    assert default["options"]["hypernet_copied"] is True  # it was trained with copied rows
+    hybrid = _json(capsys, ["transplant", *common, "--method", "hybrid", "--out",
+                            str(tmp_path / "hybrid")])  # fmt: skip
+    assert default["eval"]["ratio"] < hybrid["eval"]["ratio"]
 
 
 def test_cli_bad_input_is_one_line_and_status_2(

@@ -334,10 +334,17 @@ def test_hypernet_jobs(client: TestClient, services: Services) -> None:
     settings = services.settings
     tiny.hypernet(settings.models_dir / "tiny", settings.hypernets_dir / "hn-tiny")
     listed = client.get("/hypernets").json()["hypernets"]
-    assert [h["name"] for h in listed] == ["hn-tiny"] and listed[0]["architecture"]
+    # the store's own, then the one that ships for the bundled SmolLM2
+    assert [h["name"] for h in listed] == ["hn-tiny", "smollm2-135m"]
+    assert listed[0]["architecture"] and listed[1]["base_model"] == "smollm2-135m"
     job = submit(client, {**REQUEST, "method": "hypernet", "hypernet": "hn-tiny"})
     assert run_next(services) == JobStatus.succeeded
     report = client.get(f"/jobs/{job['id']}").json()["result"]["report"]
     assert report["method"] == "hypernet" and report["hypernet"] == "hn-tiny"
+    default = submit(client, {k: v for k, v in REQUEST.items() if k != "method"})
+    assert run_next(services) == JobStatus.succeeded
+    report = client.get(f"/jobs/{default['id']}").json()["result"]["report"]
+    assert (report["method"], report["hypernet"]) == ("hypernet+hybrid", "hn-tiny")
+    assert "fingerprint matches" in report["method_choice"]
     missing = client.post("/transplant", json={**REQUEST, "method": "hypernet", "hypernet": "x"})
     assert_problem(missing, 422, "hypernetwork")
