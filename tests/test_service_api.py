@@ -294,7 +294,8 @@ def test_catalog_health_and_metrics(client: TestClient, services: Services) -> N
     models = client.get("/models").json()["models"]
     assert {"name": "tiny", "source": "store"} in models
     assert {"name": "smollm2-135m", "source": "bundled"} in models
-    assert client.get("/hypernets").json() == {"hypernets": []}
+    shipped = client.get("/hypernets").json()["hypernets"]  # an empty store: the shipped one
+    assert [(h["name"], h["base_model"]) for h in shipped] == [("smollm2-135m", "smollm2-135m")]
     assert "hybrid" in {m["name"] for m in client.get("/methods").json()["methods"]}
     assert client.get("/healthz").json() == {"status": "ok"}
     assert_problem(client.get("/readyz"), 503, "no live worker")
