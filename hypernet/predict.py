@@ -37,12 +37,19 @@ def default_roots() -> list[Path]:
     return [store(), SHIPPED]
 
 
+def named_hypernet(name: str, roots: list[Path]) -> Path | None:
+    """The first folder `root/name` that holds a hypernetwork, by name only (never a path)."""
+    return next((root / name for root in roots if (root / name / CONFIG).is_file()), None)
+
+
 def resolve_hypernet(name: str | Path, roots: list[Path] | None = None) -> Path:
     """A hypernetwork folder, given as a path or as a name in the store or the shipped ones."""
     roots = default_roots() if roots is None else roots
-    for folder in (Path(name), *(root / str(name) for root in roots)):
-        if (folder / CONFIG).is_file():
-            return folder
+    if (Path(name) / CONFIG).is_file():
+        return Path(name)
+    found = named_hypernet(str(name), roots)
+    if found is not None:
+        return found
     where = ", ".join(map(str, roots))
     raise InputError(f"no hypernetwork {str(name)!r}: not a folder with {CONFIG}, nor in {where}")
 

@@ -11,9 +11,8 @@ from pathlib import Path
 
 from hypernet.errors import InputError
 from hypernet.io import open_checkpoint
-from hypernet.model import CONFIG as HYPERNET_CONFIG
 from hypernet.models import BUNDLED, hub_model, hub_tokenizer, resolve_model, resolve_tokenizer
-from hypernet.predict import SHIPPED, list_hypernets
+from hypernet.predict import SHIPPED, list_hypernets, named_hypernet
 from hypernet.predict import store as default_hypernet_store
 
 from .config import Settings
@@ -94,10 +93,10 @@ class Catalog:
         """By name only (never a path), and with no server path in the error."""
         if not NAME.match(name) or ".." in name:
             raise InputError(f"hypernetwork {name!r} is not a store name")
-        for root in self.hypernet_roots:
-            if (root / name / HYPERNET_CONFIG).is_file():
-                return root / name
-        raise InputError(f"no hypernetwork {name!r}: see GET /hypernets")
+        found = named_hypernet(name, self.hypernet_roots)
+        if found is None:
+            raise InputError(f"no hypernetwork {name!r}: see GET /hypernets")
+        return found
 
     # --- listings ---------------------------------------------------------------------------
     def models(self) -> list[dict]:

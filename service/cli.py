@@ -574,7 +574,10 @@ def parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     ht.add_argument("--quiet", action="store_true", help="no progress bar (held-out scores still)")
     ht.set_defaults(func=cmd_hypernet_train)
-    hl = h.add_parser("list", help="hypernetworks in the given folders (default: the store)")
+    hl = h.add_parser(
+        "list",
+        help="hypernetworks in the given folders (default: the store, then the shipped ones)",
+    )
     hl.add_argument("dirs", nargs="*", help="folders that hold hypernetwork folders")
     hl.set_defaults(func=cmd_hypernet_list)
     hs = h.add_parser("show", help="a hypernetwork's fingerprint, recipe and held-out scores")
