@@ -6,6 +6,9 @@ import hashlib
 import io
 import json
 import tarfile
+import threading
+import time
+from collections.abc import Callable
 
 import pytest
 from fastapi.testclient import TestClient
@@ -25,6 +28,45 @@ def run_next(services: Services) -> JobStatus | None:
     claim = services.queue.claim(worker.id)
     assert claim is not None, "no queued job"
     return worker.run_job(claim)
+
+
+def start(services: Services, job_id: str) -> tuple[Worker, threading.Thread, dict]:
+    """A worker running the job in a thread; `outcome["status"]` once it returns."""
+    worker = Worker(services.settings, services.queue, services.storage, services.catalog)
+    claim = services.queue.claim(worker.id)
+    assert claim is not None and claim.job_id == job_id
+    outcome: dict = {}
+    thread = threading.Thread(target=lambda: outcome.update(status=worker.run_job(claim)))
+    thread.start()
+    return worker, thread, outcome
+
+
+def wait_for(
+    condition: Callable[[], object], thread: threading.Thread, what: str, timeout: float = 120
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert thread.is_alive() and time.monotonic() < deadline, f"no {what}"
+        time.sleep(0.01)
+
+
+def cancel_while_running(
+    client: TestClient, services: Services, job_id: str, ready: Callable[[], object],
+    what: str, timeout: float = 120,
+) -> None:  # fmt: skip
+    """Start the job in a worker thread; once `ready()`, cancel it through the API while it
+    runs; it must end canceled with no result (the thread is stopped whatever happens)."""
+    _, thread, outcome = start(services, job_id)
+    try:
+        wait_for(ready, thread, what, timeout)
+        flagged = client.post(f"/jobs/{job_id}/cancel").json()
+        assert flagged["status"] == "running" and flagged["cancel_requested"]
+    finally:
+        services.queue.cancel(job_id)
+        thread.join(timeout=60)
+    assert outcome["status"] == JobStatus.canceled
+    done = client.get(f"/jobs/{job_id}").json()
+    assert done["status"] == "canceled" and done["result"] is None
 
 
 def submit(client: TestClient, body: dict | None = None, **headers: str) -> dict:

@@ -7,14 +7,21 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 import time
 from pathlib import Path
 
 import pytest
 import tiny
 from fastapi.testclient import TestClient
-from test_service_api import REQUEST, assert_problem, run_next, submit
+from test_service_api import (
+    REQUEST,
+    assert_problem,
+    cancel_while_running,
+    run_next,
+    start,
+    submit,
+    wait_for,
+)  # fmt: skip
 from test_service_e2e import Server, tokengraft
 
 from hypernet.training import latest_checkpoint
@@ -22,7 +29,6 @@ from service.config import Settings
 from service.hypernets import WORK
 from service.models import JobStatus
 from service.services import Services
-from service.worker import Worker
 
 # A tiny recipe for the tiny model: a few milliseconds a step on a CPU core.
 TRAIN = {
@@ -176,39 +182,12 @@ def test_training_job_publishes_a_network_transplant_can_use(
     assert report["method"] == "hypernet" and report["hypernet"] == "hn-long"
 
 
-def start(services: Services, job_id: str) -> tuple[Worker, threading.Thread, dict]:
-    """A worker running the job in a thread; `outcome["status"]` once it returns."""
-    worker = Worker(services.settings, services.queue, services.storage, services.catalog)
-    claim = services.queue.claim(worker.id)
-    assert claim is not None and claim.job_id == job_id
-    outcome: dict = {}
-    thread = threading.Thread(target=lambda: outcome.update(status=worker.run_job(claim)))
-    thread.start()
-    return worker, thread, outcome
-
-
-def wait_for(condition, thread: threading.Thread, what: str) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + 120
-    while not condition():
-        assert thread.is_alive() and time.monotonic() < deadline, f"no {what}"
-        time.sleep(0.01)
-
-
 def test_cancel_mid_training_leaves_nothing(
     client: TestClient, services: Services, settings: Settings, corpus: str
 ) -> None:
     job = train(client, steps=100_000)
-    _, thread, outcome = start(services, job["id"])
-    try:
-        wait_for(lambda: steps(events(services, job["id"])), thread, "training step")
-        flagged = client.post(f"/jobs/{job['id']}/cancel").json()
-        assert flagged["status"] == "running" and flagged["cancel_requested"]
-    finally:
-        services.queue.cancel(job["id"])
-        thread.join(timeout=60)
-    assert outcome["status"] == JobStatus.canceled
-    done = client.get(f"/jobs/{job['id']}").json()
-    assert done["status"] == "canceled" and done["result"] is None
+    ready = lambda: steps(events(services, job["id"]))  # noqa: E731
+    cancel_while_running(client, services, job["id"], ready, "training step")
     assert leftovers(settings, job["id"]) == []
     assert not (settings.hypernets_dir / "hn-long").exists()
     assert "publish" not in [e.get("stage") for e in events(services, job["id"])]

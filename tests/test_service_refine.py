@@ -5,19 +5,17 @@ leaves nothing behind."""
 from __future__ import annotations
 
 import json
-import threading
-import time
 from pathlib import Path
 
 import pytest
 import tiny
 from fastapi.testclient import TestClient
-from test_service_api import REQUEST, assert_problem, run_next, submit
+from test_service_api import REQUEST, assert_problem, cancel_while_running, run_next, submit
 
 from service.config import Settings
 from service.models import JobStatus
 from service.services import Services
-from service.worker import Worker, _Ticks
+from service.worker import _Ticks
 
 
 def upload_text(client: TestClient, text: bytes) -> str:
@@ -108,28 +106,16 @@ def test_cancel_during_refine_leaves_nothing(
 ) -> None:
     tiny.corpus(settings.corpora_dir / "long.txt")
     job = submit(client, refine_request(texts=["long"], steps=100_000))
-    worker = Worker(settings, services.queue, services.storage, services.catalog)
-    claim = services.queue.claim(worker.id)
-    assert claim is not None and claim.job_id == job["id"]
-    outcome: dict = {}
-    thread = threading.Thread(target=lambda: outcome.update(status=worker.run_job(claim)))
-    thread.start()
-    try:
-        deadline = time.monotonic() + 60
-        while not progress_of(client, job["id"])["message"]:  # until the loop reports a step
-            assert thread.is_alive() and time.monotonic() < deadline, outcome
-            time.sleep(0.05)
+
+    def stepping() -> bool:  # until the loop reports a step
         progress = progress_of(client, job["id"])
+        if not progress["message"]:
+            return False
         assert progress["stage"] == "refine" and progress["message"].startswith("step ")
         assert progress["fraction"] < 1.0
-        flagged = client.post(f"/jobs/{job['id']}/cancel").json()
-        assert flagged["status"] == "running" and flagged["cancel_requested"]
-    finally:
-        services.queue.cancel(job["id"])
-        thread.join(timeout=60)
-    assert outcome["status"] == JobStatus.canceled
-    done = client.get(f"/jobs/{job['id']}").json()
-    assert done["status"] == "canceled" and done["result"] is None
+        return True
+
+    cancel_while_running(client, services, job["id"], stepping, "refine step", timeout=60)
     folder = settings.jobs_dir / job["id"]
     assert not folder.exists() or not any(folder.iterdir())
     assert_problem(client.get(f"/jobs/{job['id']}/artifacts"), 409)
