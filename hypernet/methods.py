@@ -97,8 +97,11 @@ class RowsPrediction:
         rows = self.predicted[matrix].to(base.dtype)
         if self.blend is None:
             return rows
-        where = self.blend.defined.unsqueeze(1)
-        return torch.where(where, (1 - self.w) * rows + self.w * self.blend.apply(base), rows)
+        # (1 - w) * rows + w * blend where the blend is defined; its rows are zero elsewhere.
+        # In place, so that large vocabularies hold two matrices here, not five.
+        factor = torch.where(self.blend.defined, 1 - self.w, 1.0).to(rows.dtype).unsqueeze(1)
+        out = self.blend.apply(base).to(rows.dtype).mul_(self.w)
+        return out.addcmul_(rows, factor)
 
 
 @dataclass
@@ -192,29 +195,48 @@ class Context:
         return TextEmbedder(self.embedder_path)
 
     @cached_property
-    def base_keys(self) -> tuple[Tensor, Tensor]:
-        """Unit text embeddings of the base tokens that have a row: (ids [m], vectors [m, e])."""
+    def base_texts(self) -> dict[int, tuple[str, tuple[int, ...]]]:
+        """Text and encoder pieces of each base token that has a row and that the encoder
+        can read."""
         ids = [i for i in range(self.base_rows) if self.base.surfaces[i] is not None]
         texts = [token_text(self.base.surfaces[i]) for i in ids]  # type: ignore[arg-type]
-        vectors = self.embedder.encode_cached(texts, lambda f: self.progress("embed base", f))
-        return torch.tensor(ids, dtype=torch.long), vectors
+        keys = self.embedder.keys(texts)
+        return {i: (t, k) for i, t, k in zip(ids, texts, keys, strict=True) if k is not None}
 
     @cached_property
-    def piece_scores(self) -> tuple[dict[int, list[int]], dict[int, Tensor], dict[int, Tensor]]:
-        """For each new token with pieces: the pieces, their cosine with the whole token in
-        text-embedding space, and their length in bytes."""
-        pieces = {i: p for i, p in self.pieces.items() if p}
+    def base_keys(self) -> tuple[Tensor, Tensor]:
+        """Unit text embeddings of the readable base tokens: (ids [m], vectors [m, e]).
+        Tokens the encoder reads alike are embedded once."""
+        first = {k: t for t, k in reversed(self.base_texts.values())}
+        row = {k: r for r, k in enumerate(first)}
+        unique = self.embedder.encode_cached(
+            list(first.values()), lambda f: self.progress("embed base", f)
+        )
+        vectors = unique[[row[k] for _, k in self.base_texts.values()]]
+        return torch.tensor(list(self.base_texts), dtype=torch.long), vectors
+
+    @cached_property
+    def piece_scores(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """One entry per (new token, base piece): the new id, the piece's base id, their
+        cosine in text-embedding space (0 where the encoder reads either as nothing), and
+        the piece's length in bytes."""
+        rows = torch.tensor([i for i, p in self.pieces.items() for _ in p], dtype=torch.long)
+        cols = torch.tensor([j for p in self.pieces.values() for j in p], dtype=torch.long)
         query_ids, queries = self.new_queries
         key_ids, keys = self.base_keys
-        key_row = {int(j): r for r, j in enumerate(key_ids)}
-        query_row = {int(i): r for r, i in enumerate(query_ids)}
-        similarity, lengths = {}, {}
-        for i, p in pieces.items():
-            rows = torch.tensor([key_row.get(j, -1) for j in p])
-            sims = keys[rows.clamp(min=0)] @ queries[query_row[i]]
-            similarity[i] = torch.where(rows >= 0, sims, torch.zeros_like(sims))
-            lengths[i] = torch.tensor([len(self.base.surfaces[j] or b"") for j in p])
-        return pieces, similarity, lengths
+        q = torch.full((self.n_new,), -1, dtype=torch.long)
+        q[query_ids] = torch.arange(len(query_ids))
+        k = torch.full((self.base_rows,), -1, dtype=torch.long)
+        k[key_ids] = torch.arange(len(key_ids))
+        qr, kr = q[rows], k[cols]
+        sims = torch.zeros(len(rows))
+        chunk = 65536  # bounded memory: [chunk, e] at a time
+        for start in range(0, len(rows) if len(queries) and len(keys) else 0, chunk):
+            part = slice(start, start + chunk)
+            dots = (queries[qr[part].clamp(min=0)] * keys[kr[part].clamp(min=0)]).sum(1)
+            sims[part] = torch.where((qr[part] >= 0) & (kr[part] >= 0), dots, 0.0)
+        size = torch.tensor([len(s or b"") for s in self.base.surfaces[: self.base_rows]])
+        return rows, cols, sims, size[cols]
 
     def neighbours(self, k: int) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
         """Top-k base neighbours of the new tokens, searched separately among word-initial and
@@ -235,10 +257,23 @@ class Context:
 
     @cached_property
     def new_queries(self) -> tuple[Tensor, Tensor]:
+        """Unit text embeddings of the tokens to predict that the encoder can read. A token
+        the encoder reads like some base token (" Haus", "haus") reuses that vector: only
+        the rest is embedded."""
         ids = self.alignment.predict
         texts = [token_text(self.new.surfaces[i]) for i in ids]  # type: ignore[arg-type]
-        vectors = self.embedder.encode_cached(texts, lambda f: self.progress("embed new", f))
-        return torch.tensor(ids, dtype=torch.long), vectors
+        keys = self.embedder.keys(texts)
+        base_ids, base_vectors = self.base_keys
+        known = {k: r for r, (_, k) in enumerate(self.base_texts.values())}
+        fresh = {k: t for t, k in zip(texts, keys, strict=True) if k is not None and k not in known}
+        embedded = self.embedder.encode_cached(
+            list(fresh.values()), lambda f: self.progress("embed new", f)
+        )
+        known.update({k: len(base_ids) + r for r, k in enumerate(fresh)})
+        readable = [n for n, k in enumerate(keys) if k is not None]
+        rows = [known[keys[n]] for n in readable]  # type: ignore[index]
+        vectors = torch.cat([base_vectors, embedded])[rows]
+        return torch.tensor([ids[n] for n in readable], dtype=torch.long), vectors
 
 
 Method = Callable[[Context], Prediction]
@@ -271,9 +306,9 @@ def _starts_word(surface: bytes | None) -> bool:
 
 def local_weighted(ctx: Context) -> Mixture:
     """TokenAdapt's local estimate: pieces weighted by similarity to the whole token and length."""
-    pieces, similarity, lengths = ctx.piece_scores
+    rows, cols, similarity, lengths = ctx.piece_scores
     return subword.weighted(
-        pieces, similarity, lengths, ctx.n_new, ctx.base_rows, ctx.options.local_temperature
+        rows, cols, similarity, lengths, ctx.n_new, ctx.base_rows, ctx.options.local_temperature
     )
 
 

@@ -216,7 +216,7 @@ class Trainer:
         base_special = {r: i for i, r in self.base_vocab.special_roles.items() if i < self.rows}
         base_id = {}
         for i, s in enumerate(vocab.surfaces):
-            j = by_surface.get(s) if s is not None else base_special.get(vocab.special_roles[i])
+            j = by_surface.get(s) if s is not None else base_special.get(vocab.special_roles.get(i))
             if j is not None:
                 base_id[i] = j
         return Sampled(tok, vocab, base_id)

@@ -24,7 +24,6 @@ from transformers import PreTrainedTokenizerFast
 
 from . import evaluate as ev
 from .errors import Cancelled, InputError
-from .heuristics.copy import copy
 from .heuristics.mean import mean
 from .io import Checkpoint, atomic_folder, open_checkpoint, require_absent, write_weights
 from .methods import Context, Donor, Method, MethodOptions, get_method
@@ -134,18 +133,21 @@ def assemble(
     base: Tensor, alignment: Alignment, predicted: Tensor, defined: Tensor, special_ids: list[int]
 ) -> tuple[Tensor, int]:
     """New matrix: copies and specials from `base`, predicted rows where defined, the mean of
-    the base rows elsewhere; unmatched specials get the mean of the base special rows.
-    Returns the matrix and how many rows fell back to a mean."""
+    the base rows elsewhere; unmatched specials and placeholders get the mean of the base
+    special rows. Filled in place, so a 262k-row matrix is held twice, not five times.
+    Returns the matrix and how many rows fell back to a mean (placeholders not counted)."""
     n_new, d = predicted.shape
-    assert base.ndim == 2 and base.shape[1] == d
-    out = torch.where(defined.unsqueeze(1), predicted, mean(base, 1).expand(n_new, d))
-    copied = copy({**alignment.copies, **alignment.specials}, n_new, base.shape[0])
-    out = torch.where(copied.defined.unsqueeze(1), copied.apply(base), out)
-    if alignment.unmatched_specials:
+    assert base.ndim == 2 and base.shape[1] == d and defined.shape == (n_new,)
+    out = predicted.to(torch.float32, copy=True)
+    out[~defined] = mean(base, 1)
+    pairs = {**alignment.copies, **alignment.specials}
+    out[list(pairs)] = base[list(pairs.values())].float()
+    # Placeholders and specials without a counterpart: rows like the base model's special
+    # tokens, which it has learnt to predict only where they belong.
+    by_role = alignment.unmatched_specials + alignment.unused
+    if by_role:
         pool = base[special_ids] if special_ids else base
-        out[alignment.unmatched_specials] = mean(pool, 1).expand(
-            len(alignment.unmatched_specials), d
-        )
+        out[by_role] = mean(pool, 1)
     fallback = set(alignment.predict) - set(torch.nonzero(defined).flatten().tolist())
     return out, len(fallback) + len(alignment.unmatched_specials)
 
@@ -322,7 +324,8 @@ class Setup:
         for name, matrix in self.matrices.items():
             rows = prediction.rows(name, matrix)
             out[name], fallbacks = assemble(matrix, self.alignment, rows, defined, specials)
-            out[name] = torch.where(replaced.unsqueeze(1), rows.to(out[name].dtype), out[name])
+            out[name][replaced] = rows[replaced].to(out[name].dtype)
+            del rows  # one matrix at a time: 262k x d rows are large
         return out, fallbacks
 
 
@@ -623,6 +626,7 @@ def model_card(report: Report) -> str:
         f"| copied (same surface form) | {v['copied']} ({v['overlap']:.1%}) |",
         f"| special tokens matched by role | {v['specials_by_role']} |",
         f"| special tokens without a counterpart | {v['specials_unmatched']} |",
+        f"| unused placeholders (rows like the special tokens') | {v.get('unused', 0)} |",
         f"| predicted | {v['predicted']} |",
         f"| fell back to the mean row | {v['mean_fallback']} |",
         f"| tied embeddings | {report.tied} |",

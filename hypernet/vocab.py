@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -21,6 +22,12 @@ from transformers import PreTrainedTokenizerFast
 from .errors import InputError
 
 BYTE_FALLBACK = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+# Placeholders a vocabulary reserves for later use (Gemma's <unused12>, Llama-3's
+# <|reserved_special_token_3|>, DeepSeek's <｜place▁holder▁no▁7｜>): they stand for nothing yet.
+UNUSED = re.compile(r"^<[|｜]?(unused\d+|reserved_special_token_\d+|place▁holder▁no▁\d+)[|｜]?>$")
+# Normalizers that change the text itself; spacing conventions (Replace " " -> "▁", Prepend)
+# are undone by `surface` instead.
+TEXT_FORMS = ("NFC", "NFD", "NFKC", "NFKD")
 
 # Roles that a special token can play, and the attribute names transformers uses for them.
 ROLE_ATTRIBUTES = {
@@ -56,6 +63,12 @@ SPELLED_ROLES = {
     "<|eot_id|>": "turn_end",
     "<start_of_turn>": "turn_start",
     "<end_of_turn>": "turn_end",
+    "<bos>": "bos",
+    "<eos>": "eos",
+    "<｜begin▁of▁sentence｜>": "bos",
+    "<｜end▁of▁sentence｜>": "eos",
+    "<｜▁pad▁｜>": "pad",
+    "<|EOT|>": "turn_end",
 }
 
 
@@ -92,6 +105,8 @@ class Vocab:
     special_roles: dict[int, str] = field(default_factory=dict)  # id -> role
     lowercase: bool = False  # the normalizer lowercases text before tokenizing
     strip_accents: bool = False
+    unicode_form: str | None = None  # NFC, NFKC...: the normalizer's Unicode form
+    unused: list[int] = field(default_factory=list)  # reserved placeholders, by id
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -104,6 +119,25 @@ class Vocab:
                 index[s] = i
         return index
 
+    def normalize(self, text: bytes) -> bytes:
+        """Text as this tokenizer's normalizer leaves it (byte fragments stay as they are):
+        what the model behind it would read for `text`."""
+        if not (self.lowercase or self.strip_accents or self.unicode_form):
+            return text
+        try:
+            decoded = text.decode()
+        except UnicodeDecodeError:
+            return text
+        if self.unicode_form:
+            decoded = unicodedata.normalize(self.unicode_form, decoded)
+        if self.lowercase:
+            decoded = decoded.lower()
+        if self.strip_accents:
+            decoded = "".join(
+                c for c in unicodedata.normalize("NFD", decoded) if not unicodedata.combining(c)
+            )
+        return decoded.encode()
+
     def special_ids(self) -> list[int]:
         return sorted(self.special_roles)
 
@@ -114,6 +148,8 @@ class Vocab:
             out.append("lowercases text: cased forms share one token")
         if self.strip_accents:
             out.append("strips accents: accented forms share one token")
+        if self.unicode_form:
+            out.append(f"{self.unicode_form}-normalizes text: tokens are matched in that form")
         return out
 
 
@@ -143,11 +179,14 @@ def detect_family(spec: dict) -> str:
     return "other"
 
 
-def _normalizer_flags(spec: dict) -> tuple[bool, bool]:
+def _normalizer_flags(spec: dict) -> tuple[bool, bool, str | None]:
     lowercase = strip = False
+    form = None
     for part in _components(spec.get("normalizer")):
         kind = part.get("type")
-        if kind == "Lowercase":
+        if kind in TEXT_FORMS:
+            form = kind
+        elif kind == "Lowercase":
             lowercase = True
         elif kind == "StripAccents":
             strip = True
@@ -155,7 +194,7 @@ def _normalizer_flags(spec: dict) -> tuple[bool, bool]:
             lowercase = lowercase or bool(part.get("lowercase"))
             accents = part.get("strip_accents")
             strip = strip or bool(part.get("lowercase") if accents is None else accents)
-    return lowercase, strip
+    return lowercase, strip, form
 
 
 def surface(token: str, family: str, continuing_prefix: str = "##") -> bytes:
@@ -194,6 +233,12 @@ def _special_roles(tokenizer: PreTrainedTokenizerFast) -> dict[int, str]:
     return roles
 
 
+def _added_surface(token: str, family: str) -> bytes:
+    """An added (not special) token matches normalized text: SentencePiece-style tokenizers
+    normalize spaces to `▁` first (Gemma's "▁▁" is two spaces), others match it verbatim."""
+    return surface(token, family) if family == "sentencepiece" else token.encode()
+
+
 def load_vocab(tokenizer: PreTrainedTokenizerFast) -> Vocab:
     """Surface forms and special roles of every id of a fast tokenizer."""
     spec = json.loads(tokenizer.backend_tokenizer.to_str())
@@ -205,16 +250,21 @@ def load_vocab(tokenizer: PreTrainedTokenizerFast) -> Vocab:
     tokens = [id_to_token.get(i, "") for i in range(size)]
     prefix = (spec.get("model") or {}).get("continuing_subword_prefix") or "##"
     roles = _special_roles(tokenizer)
+    added = set(tokenizer.added_tokens_decoder)  # rebuilt on every access: read it once
     surfaces: list[bytes | None] = []
+    unused: list[int] = []
     for i, tok in enumerate(tokens):
-        if i in roles or not tok:
+        if UNUSED.match(tok):
+            unused.append(i)
+            roles.pop(i, None)
             surfaces.append(None)
-        elif i in tokenizer.added_tokens_decoder and not BYTE_FALLBACK.match(tok):
-            surfaces.append(tok.encode())  # added, not special: plain text
+        elif i in roles or not tok:
+            surfaces.append(None)
+        elif i in added and not BYTE_FALLBACK.match(tok):
+            surfaces.append(_added_surface(tok, family))
         else:
             surfaces.append(surface(tok, family, prefix))
-    lowercase, strip = _normalizer_flags(spec)
-    return Vocab(tokens, surfaces, family, roles, lowercase, strip)
+    return Vocab(tokens, surfaces, family, roles, *_normalizer_flags(spec), unused=unused)
 
 
 @dataclass
@@ -225,6 +275,7 @@ class Alignment:
     specials: dict[int, int]  # new id -> base id, same role or spelling
     unmatched_specials: list[int]  # new special ids with no counterpart in the base model
     predict: list[int]  # new ids that need an embedding predicted
+    unused: list[int] = field(default_factory=list)  # new reserved placeholders
 
     def summary(self, n_new: int) -> dict[str, float | int]:
         return {
@@ -232,6 +283,7 @@ class Alignment:
             "copied": len(self.copies),
             "specials_by_role": len(self.specials),
             "specials_unmatched": len(self.unmatched_specials),
+            "unused": len(self.unused),
             "predicted": len(self.predict),
             "overlap": round(len(self.copies) / max(1, n_new), 4),
         }
@@ -241,6 +293,8 @@ def align(base: Vocab, new: Vocab, base_rows: int) -> Alignment:
     """Match new tokens to base tokens: by surface form, special tokens by spelling then role.
 
     `base_rows` is the number of embedding rows; base ids at or beyond it have no row to copy.
+    A new token's text is looked up as the base model would read it: after the base
+    tokenizer's normalizer (a lowercasing base copies "hello" for "Hello").
     """
     base_by_surface = {s: i for s, i in base.by_surface().items() if i < base_rows}
     copies: dict[int, int] = {}
@@ -248,7 +302,7 @@ def align(base: Vocab, new: Vocab, base_rows: int) -> Alignment:
     for i, s in enumerate(new.surfaces):
         if s is None:
             continue
-        j = base_by_surface.get(s)
+        j = base_by_surface.get(base.normalize(s))
         if j is None:
             predict.append(i)
         else:
@@ -282,7 +336,7 @@ def align(base: Vocab, new: Vocab, base_rows: int) -> Alignment:
         if new.tokens[i].encode() in base_by_surface:
             specials[i] = base_by_surface[new.tokens[i].encode()]
             unmatched.remove(i)
-    return Alignment(copies, specials, unmatched, predict)
+    return Alignment(copies, specials, unmatched, predict, list(new.unused))
 
 
 class Decomposer:
@@ -314,7 +368,9 @@ class Decomposer:
 
     def spell(self, text: bytes) -> list[int]:
         """Base ids, and `rows + b` for each byte b that has no row of its own (the
-        hypernetwork learns rows for those)."""
+        hypernetwork learns rows for those). The text is first normalized as the base
+        tokenizer would."""
+        text = self.vocab.normalize(text)
         family = self.vocab.family
         if family == "byte_level":
             ids = self._byte_level(text)
@@ -356,7 +412,4 @@ class Decomposer:
 
     def _encode_text(self, text: bytes) -> list[int]:
         """WordPiece and others: run the full pipeline on the text (lossy for fragments)."""
-        decoded = text.decode(errors="replace")
-        if self.vocab.lowercase:
-            decoded = decoded.lower()
-        return self.backend.encode(decoded, add_special_tokens=False).ids
+        return self.backend.encode(text.decode(errors="replace"), add_special_tokens=False).ids

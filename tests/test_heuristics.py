@@ -38,16 +38,15 @@ def test_fvt_is_the_mean_of_pieces(base: torch.Tensor) -> None:
 
 
 def test_weighted_prefers_similar_and_longer_pieces(base: torch.Tensor) -> None:
-    pieces = {0: [1, 2]}
-    m = subword.weighted(
-        pieces, {0: torch.tensor([0.9, 0.1])}, {0: torch.tensor([3, 3])}, 1, 10, temperature=0.1
-    )
+    rows, cols = torch.tensor([0, 0, 1]), torch.tensor([1, 2, 5])
+    sims, lengths = torch.tensor([0.9, 0.1, 0.0]), torch.tensor([3, 3, 2])
+    m = subword.weighted(rows, cols, sims, lengths, 2, 10, temperature=0.1)
     w = m.weights.tolist()
-    assert w[0] > 0.99 and abs(sum(w) - 1) < 1e-6
-    m = subword.weighted(
-        pieces, {0: torch.tensor([0.5, 0.5])}, {0: torch.tensor([1, 3])}, 1, 10, temperature=1.0
-    )
-    assert m.weights.tolist() == pytest.approx([0.25, 0.75])
+    assert w[0] > 0.99 and abs(w[0] + w[1] - 1) < 1e-6
+    assert w[2] == pytest.approx(1.0)  # one piece: all of it, whatever its score
+    sims, lengths = torch.tensor([0.5, 0.5, 0.0]), torch.tensor([1, 3, 2])
+    m = subword.weighted(rows, cols, sims, lengths, 2, 10, temperature=1.0)
+    assert m.weights.tolist() == pytest.approx([0.25, 0.75, 1.0])
 
 
 def test_knn_finds_the_nearest_key_and_respects_threshold() -> None:

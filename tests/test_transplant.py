@@ -304,3 +304,43 @@ def test_copied_rows_come_from_a_network_trained_for_them(
         assert report.options["hypernet_copied"] is (not same)
         w = _embeddings(out)["model.embed_tokens.weight"]
         assert torch.equal(w[new_ids], base_w[base_ids]) is same
+
+
+@pytest.mark.parametrize("family", ["llama3_like", "qwen3_like", "gemma3_like"])
+def test_real_family_structures_transplant_load_generate_and_round_trip(
+    family: str, base_tied: Path, tmp_path: Path
+) -> None:
+    """Byte-level and `▁`/byte-fallback targets, placeholders and added tokens included."""
+    folder = tmp_path / "tok"
+    getattr(tiny, family)().save_pretrained(folder)
+    out = tmp_path / "out"
+    report = transplant(TransplantRequest(str(base_tied), str(folder), out, "hybrid"))
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tok = AutoTokenizer.from_pretrained(out)
+    text = "Grüße aus München, 12345 Füchse!\n\n  def hello(name):"
+    assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
+    ids = tok("The quick brown fox", return_tensors="pt")
+    assert model.generate(**ids, max_new_tokens=3, do_sample=False).shape[1] == (
+        ids["input_ids"].shape[1] + 3
+    )
+    new_vocab, base_vocab = load_vocab(tok), load_vocab(AutoTokenizer.from_pretrained(base_tied))
+    alignment = align(base_vocab, new_vocab, len(base_vocab))
+    assert report.vocab["copied"] == len(alignment.copies) > 50  # words match across families
+    assert report.vocab["unused"] == len(new_vocab.unused)
+    base_w = _embeddings(base_tied)["model.embed_tokens.weight"]
+    new_w = _embeddings(out)["model.embed_tokens.weight"]
+    for i, j in alignment.copies.items():
+        assert torch.equal(new_w[i], base_w[j])
+    specials_mean = base_w[base_vocab.special_ids()].mean(0)
+    for i in new_vocab.unused:
+        assert torch.allclose(new_w[i], specials_mean)
+
+
+def test_bf16_base_writes_bf16(sp_tokenizer: Path, tmp_path: Path) -> None:
+    """A 262k x d matrix is not written at twice its size: the base model's dtype is kept."""
+    base = tiny.model_dir(tmp_path / "base", tiny.byte_level())
+    model = AutoModelForCausalLM.from_pretrained(base).to(torch.bfloat16)
+    model.save_pretrained(base)
+    transplant(TransplantRequest(str(base), str(sp_tokenizer), tmp_path / "out", "subword"))
+    written = _embeddings(tmp_path / "out")
+    assert {t.dtype for t in written.values()} == {torch.bfloat16}

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import (
+    AddedToken,
+    Regex,
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    trainers,
+)
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 TEXT = [
@@ -80,6 +90,87 @@ def wordpiece(vocab_size: int = 200, text: list[str] = TEXT):
         sep_token="[SEP]",
         mask_token="[MASK]",
     )
+
+
+# The pre-tokenizer patterns of the real files: Llama-3 groups digits by three, Qwen3 by one.
+LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+QWEN3_SPLIT = LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}")
+
+
+def _split_byte_level(pattern: str, vocab_size: int, text: list[str]) -> Tokenizer:
+    """Byte-level BPE behind a regex split, as Llama-3 and Qwen3 build theirs."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])  # fmt: skip
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )  # fmt: skip
+    tok.train_from_iterator(text, trainer)
+    return tok
+
+
+def llama3_like(vocab_size: int = 400, text: list[str] = TEXT) -> PreTrainedTokenizerFast:
+    """Llama-3's structure: specials after the vocabulary, reserved placeholders among them."""
+    tok = _split_byte_level(LLAMA3_SPLIT, vocab_size, text)
+    tok.add_special_tokens([
+        "<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>",
+        "<|reserved_special_token_1|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
+    ])  # fmt: skip
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>"
+    )
+
+
+def qwen3_like(vocab_size: int = 400, text: list[str] = TEXT) -> PreTrainedTokenizerFast:
+    """Qwen3's structure: NFC first, digits one by one, chat specials, plain added tokens."""
+    tok = _split_byte_level(QWEN3_SPLIT, vocab_size, text)
+    tok.normalizer = normalizers.NFC()
+    tok.add_special_tokens(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+    tok.add_tokens(["<think>", "</think>"])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>"
+    )
+
+
+def gemma3_like(vocab_size: int = 300, text: list[str] = TEXT) -> PreTrainedTokenizerFast:
+    """Gemma3's structure: spaces normalized to `▁`, no real pre-tokenizer, byte fallback
+    pieces in the model's vocabulary, runs of `▁` and newlines as added (not special)
+    tokens, and reserved <unusedN> placeholders."""
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<pad>", "<eos>", "<bos>", "<unk>"],
+        show_progress=False,
+    )  # fmt: skip
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.normalizer = normalizers.Replace(" ", "▁")
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="never")  # words, for training
+    tok.train_from_iterator(text, trainer)
+    spec = json.loads(tok.to_str())
+    vocab = spec["model"]["vocab"]
+    for b in range(256):
+        vocab.setdefault(f"<0x{b:02X}>", len(vocab))
+    for run in ("▁▁", "▁▁▁", "\n\n"):
+        vocab.setdefault(run, len(vocab))
+    spec["pre_tokenizer"] = {"type": "Split", "pattern": {"String": " "},
+                             "behavior": "MergedWithPrevious", "invert": False}  # fmt: skip
+    spec["decoder"] = {"type": "Sequence", "decoders": [
+        {"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
+        {"type": "ByteFallback"}, {"type": "Fuse"},
+    ]}  # fmt: skip
+    tok = Tokenizer.from_str(json.dumps(spec))
+    plain = ["<mask>", "<unused0>", "<unused1>", "<unused2>", "▁▁", "\n\n"]
+    tok.add_tokens([AddedToken(t, normalized=False) for t in plain])
+    tok.add_special_tokens(["<start_of_turn>", "<end_of_turn>"])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<end_of_turn>", pad_token="<pad>",
+        unk_token="<unk>",
+    )  # fmt: skip
 
 
 def model_dir(

@@ -1,6 +1,9 @@
 """Global estimate: the base tokens nearest to a new token in a text-embedding space.
 
 FAISS exact inner-product search over unit vectors (cosine), on the GPU when faiss has one.
+On the CPU an exact scan is one matrix product and beats an inverted-file index at these
+sizes (measured: 40k queries x 49k keys, 14 s exact vs 35 s IVF with 92% recall), so the
+job is kept small instead: only keys and queries the encoder can read take part.
 Neighbours below `threshold` are dropped; the rest are mixed by softmax(similarity / T).
 A new token with no neighbour above the threshold stays undefined. The search (`search`) is
 kept apart from the weighting (`mix`) so that one search serves every k, T and threshold.

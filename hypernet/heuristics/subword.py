@@ -22,21 +22,20 @@ def fvt(pieces: dict[int, list[int]], n_new: int, n_base: int) -> Mixture:
 
 
 def weighted(
-    pieces: dict[int, list[int]],
-    similarity: dict[int, Tensor],
-    lengths: dict[int, Tensor],
+    rows: Tensor,
+    cols: Tensor,
+    similarity: Tensor,
+    lengths: Tensor,
     n_new: int,
     n_base: int,
     temperature: float,
 ) -> Mixture:
-    """similarity[i][k]: cosine of new token i and its k-th piece; lengths[i][k]: piece bytes."""
+    """One entry per (new token, piece): rows [p] new ids, cols [p] base ids of the pieces,
+    similarity [p] cosine of token and piece, lengths [p] piece bytes. Softmax per new token."""
+    assert rows.shape == cols.shape == similarity.shape == lengths.shape and rows.ndim == 1
     assert temperature > 0
-    entries: dict[int, tuple[list[int], list[float]]] = {}
-    for i, p in pieces.items():
-        if not p:
-            continue
-        sim, length = similarity[i], lengths[i]
-        assert sim.shape == length.shape == (len(p),), f"token {i}: pieces and scores differ"
-        logits = sim / temperature + torch.log(length.clamp(min=1).float())
-        entries[i] = (p, torch.softmax(logits, dim=0).tolist())
-    return Mixture.from_dict(entries, n_new, n_base)
+    logits = similarity.float() / temperature + torch.log(lengths.clamp(min=1).float())
+    top = torch.full((n_new,), -torch.inf).scatter_reduce(0, rows, logits, "amax")
+    e = torch.exp(logits - top[rows])
+    total = torch.zeros(n_new).index_add_(0, rows, e)
+    return Mixture(n_new, n_base, rows, cols, e / total[rows])
