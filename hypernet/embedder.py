@@ -42,13 +42,24 @@ class TextEmbedder:
                 digest.update(file.name.encode() + b"\0" + file.read_bytes())
         return digest.hexdigest()
 
+    def _ids(self, texts: list[str], special: bool) -> list[list[int]]:
+        """Word-piece ids, with [CLS] and [SEP] when `special`, at most MAX_LENGTH in all.
+        In slices: the tokenizer's per-text encodings weigh far more than the ids kept."""
+        ids: list[list[int]] = []
+        for start in range(0, len(texts), 8192):
+            ids += self.tokenizer(
+                texts[start : start + 8192], add_special_tokens=special, truncation=True,
+                max_length=MAX_LENGTH if special else MAX_LENGTH - 2,
+                return_attention_mask=False, return_token_type_ids=False,
+            )["input_ids"]  # fmt: skip
+        return ids
+
     def keys(self, texts: list[str]) -> list[tuple[int, ...] | None]:
         """The word pieces the encoder reads for each text: texts with equal pieces embed
         alike (the encoder lowercases). None where it reads only unknown pieces (byte
         fragments, scripts it never learnt): its vector would say nothing about the text."""
         unknown = {self.tokenizer.unk_token_id}
-        pieces = self.tokenizer(texts, add_special_tokens=False, truncation=True,
-                                max_length=MAX_LENGTH - 2)["input_ids"]  # fmt: skip
+        pieces = self._ids(texts, special=False)
         return [tuple(p) if set(p) - unknown else None for p in pieces]
 
     @torch.inference_mode()
@@ -58,7 +69,7 @@ class TextEmbedder:
         out = torch.empty(len(texts), self.model.config.hidden_size)
         if not texts:
             return out
-        ids = self.tokenizer(texts, truncation=True, max_length=MAX_LENGTH)["input_ids"]
+        ids = self._ids(texts, special=True)
         done = 0
         for batch in _equal_length_batches(ids, BATCH_POSITIONS):
             x = torch.tensor([ids[i] for i in batch], device=self.device)

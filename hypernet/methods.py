@@ -54,7 +54,9 @@ class Prediction(Protocol):
     @property
     def defined(self) -> Tensor: ...  # [n_new] bool
 
-    def rows(self, matrix: str, base: Tensor) -> Tensor: ...  # [n_base, d] -> [n_new, d]
+    def rows(self, matrix: str, base: Tensor) -> Tensor:
+        """[n_base, d] -> [n_new, d]: a new tensor, which the caller fills in place."""
+        ...
 
 
 class MixturePrediction:
@@ -94,14 +96,14 @@ class RowsPrediction:
         return self.mask
 
     def rows(self, matrix: str, base: Tensor) -> Tensor:
-        rows = self.predicted[matrix].to(base.dtype)
+        rows = self.predicted[matrix]
         if self.blend is None:
-            return rows
+            return rows.to(base.dtype, copy=True)
         # (1 - w) * rows + w * blend where the blend is defined; its rows are zero elsewhere.
         # In place, so that large vocabularies hold two matrices here, not five.
-        factor = torch.where(self.blend.defined, 1 - self.w, 1.0).to(rows.dtype).unsqueeze(1)
-        out = self.blend.apply(base).to(rows.dtype).mul_(self.w)
-        return out.addcmul_(rows, factor)
+        factor = torch.where(self.blend.defined, 1 - self.w, 1.0).unsqueeze(1)
+        out = self.blend.apply(base).mul_(self.w).addcmul_(rows, factor)
+        return out.to(base.dtype)
 
 
 @dataclass
@@ -269,10 +271,12 @@ class Context:
         embedded = self.embedder.encode_cached(
             list(fresh.values()), lambda f: self.progress("embed new", f)
         )
-        known.update({k: len(base_ids) + r for r, k in enumerate(fresh)})
         readable = [n for n, k in enumerate(keys) if k is not None]
-        rows = [known[keys[n]] for n in readable]  # type: ignore[index]
-        vectors = torch.cat([base_vectors, embedded])[rows]
+        reused = torch.tensor([keys[n] in known for n in readable], dtype=torch.bool)
+        fresh_row = {k: r for r, k in enumerate(fresh)}
+        vectors = torch.empty(len(readable), base_vectors.shape[1])  # no concatenated copy
+        vectors[reused] = base_vectors[[known[keys[n]] for n in readable if keys[n] in known]]
+        vectors[~reused] = embedded[[fresh_row[keys[n]] for n in readable if keys[n] not in known]]
         return torch.tensor([ids[n] for n in readable], dtype=torch.long), vectors
 
 

@@ -130,26 +130,27 @@ def _tokenizer_summary(vocab: Vocab) -> dict:
 
 
 def assemble(
-    base: Tensor, alignment: Alignment, predicted: Tensor, defined: Tensor, special_ids: list[int]
-) -> tuple[Tensor, int]:
-    """New matrix: copies and specials from `base`, predicted rows where defined, the mean of
-    the base rows elsewhere; unmatched specials and placeholders get the mean of the base
-    special rows. Filled in place, so a 262k-row matrix is held twice, not five times.
-    Returns the matrix and how many rows fell back to a mean (placeholders not counted)."""
-    n_new, d = predicted.shape
-    assert base.ndim == 2 and base.shape[1] == d and defined.shape == (n_new,)
-    out = predicted.to(torch.float32, copy=True)
-    out[~defined] = mean(base, 1)
-    pairs = {**alignment.copies, **alignment.specials}
-    out[list(pairs)] = base[list(pairs.values())].float()
+    base: Tensor, alignment: Alignment, rows: Tensor, keep: Tensor, special_ids: list[int]
+) -> int:
+    """Fill `rows` in place into the new matrix (a 262k-row matrix is held once): rows where
+    `keep` is set stay as predicted; other copies and specials take their base row, unmatched
+    specials and placeholders the mean of the base special rows, and predicted tokens
+    without a prediction the mean of all base rows. Returns how many fell back to a mean
+    (placeholders not counted)."""
+    n_new, d = rows.shape
+    assert base.ndim == 2 and base.shape[1] == d and keep.shape == (n_new,)
+    todo = torch.zeros(n_new, dtype=torch.bool)
+    todo[alignment.predict] = True
+    rows[todo & ~keep] = mean(base, 1).to(rows.dtype)
+    pairs = {i: j for i, j in {**alignment.copies, **alignment.specials}.items() if not keep[i]}
+    rows[list(pairs)] = base[list(pairs.values())].to(rows.dtype)
     # Placeholders and specials without a counterpart: rows like the base model's special
     # tokens, which it has learnt to predict only where they belong.
     by_role = alignment.unmatched_specials + alignment.unused
     if by_role:
         pool = base[special_ids] if special_ids else base
-        out[by_role] = mean(pool, 1)
-    fallback = set(alignment.predict) - set(torch.nonzero(defined).flatten().tolist())
-    return out, len(fallback) + len(alignment.unmatched_specials)
+        rows[by_role] = mean(pool, 1).to(rows.dtype)
+    return int((todo & ~keep).sum()) + len(alignment.unmatched_specials)
 
 
 def _chat_template(
@@ -316,16 +317,16 @@ class Setup:
         ctx.options = options
         ctx.progress = progress or (lambda stage, fraction: None)
         prediction = method(ctx)
-        defined = prediction.defined & ctx.todo
-        # copies a method gives rows for (only the hypernetwork's copied-rows mode does)
-        replaced = prediction.defined & ~ctx.todo
+        # Predicted tokens a method defines, and copies it gives rows for (only the
+        # hypernetwork's copied-rows mode does); specials and placeholders are never its own.
+        keep = prediction.defined.clone()
+        keep[list(self.alignment.specials) + self.alignment.unmatched_specials] = False
+        keep[self.alignment.unused] = False
         specials = [i for i in self.base_vocab.special_ids() if i < ctx.base_rows]
         out, fallbacks = {}, 0
         for name, matrix in self.matrices.items():
-            rows = prediction.rows(name, matrix)
-            out[name], fallbacks = assemble(matrix, self.alignment, rows, defined, specials)
-            out[name][replaced] = rows[replaced].to(out[name].dtype)
-            del rows  # one matrix at a time: 262k x d rows are large
+            out[name] = prediction.rows(name, matrix)
+            fallbacks = assemble(matrix, self.alignment, out[name], keep, specials)
         return out, fallbacks
 
 
