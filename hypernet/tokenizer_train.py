@@ -17,6 +17,14 @@ Numbers are split into single digits when the base vocabulary holds digits only 
 Without `like`, bpe is GPT-2-style byte-level, unigram is SentencePiece-style (Metaspace with
 byte_fallback) and wordpiece is bert-base-uncased-style.
 
+Unigram's trainer is given the words with the first occurrence of each marked, so that it seeds
+whole words (`_unigram_words`). Like a base with the same pipeline, the vocabulary is then filled
+up to the asked size with the base's own tokens (the trainer keeps only the pieces it uses, fewer
+than asked on a small corpus). Where that base is a BPE, whose merges never leave the word-start
+marker ("Ġ", "▁") alone in front of a word, the trainer sees the marker glued to the character
+after it (`_Glue`) and the lone marker is scored last: it starts a word's first piece as in the
+base ("ĠSee", not "Ġ" "See").
+
 Every byte stays encodable: byte-level pipelines start from all 256 byte symbols, byte_fallback
 pipelines hold the 256 `<0xNN>` pieces right after the special tokens, as Llama's do.
 """
@@ -24,8 +32,11 @@ pipelines hold the 256 `<0xNN>` pieces right after the special tokens, as Llama'
 from __future__ import annotations
 
 import json
+import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -51,6 +62,15 @@ Kind = Literal["bpe", "unigram", "wordpiece"]
 KINDS: tuple[str, ...] = get_args(Kind)
 BYTE_PIECES = [f"<0x{b:02X}>" for b in range(256)]
 BYTE_PIECE_SCORE = -1e6  # Unigram: never prefer a byte piece over real pieces for literal text
+LONE_MARKER_SCORE = -1e6  # Unigram like a BPE base: "Ġ" alone only where nothing else fits
+BYTE_LEVEL_SPACE = "Ġ"  # the byte-level alphabet's symbol for the space byte
+# Unigram training (`_unigram_words`): FIRST_END ends a word's first occurrence, and `_Glue` makes
+# a word's start marker and the character after it one Supplementary Private Use Area-A character.
+FIRST_END = "\x01"
+GLUED_FIRST, GLUED_LAST = 0xF0000, 0xFFFFD
+RESERVED = re.compile("[\x01\U000f0000-\U000ffffd]")  # words holding these are not trained on
+REPEAT_BATCH = 65536  # copies of one word handed to the trainer at a time
+FILL_SPREAD = 1e-3  # Unigram fill: the base's tokens, scored within this much below the lowest
 DEFAULT_ROLES: dict[str, dict[str, str]] = {
     "bpe": dict.fromkeys(("bos_token", "eos_token", "unk_token"), "<|endoftext|>"),
     "unigram": {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>"},
@@ -102,6 +122,11 @@ class _Recipe:
     # The base vocabulary holds digits one at a time (SmolLM2, Llama 2): its model never saw a
     # token like "1990" or " 1", so the new tokenizer must not make one.
     split_digits: bool = False
+    # Unigram like a base with the same pipeline: the base tokenizer, whose tokens fill the
+    # vocabulary up to the asked size; where it is a BPE, its word-start marker ("Ġ", "▁"),
+    # which its merges never leave alone before a word.
+    base: Tokenizer | None = None
+    marker: str | None = None
 
     @property
     def byte_level(self) -> bool:
@@ -192,6 +217,9 @@ def _recipe_like(kind: Kind, like: Path) -> _Recipe:
             spec.get("decoder"),
             byte_fallback=kind != "wordpiece" and bool(model.get("byte_fallback")),
         )
+        if kind == "unigram":
+            recipe.base = base.backend_tokenizer
+            recipe.marker = _word_marker(recipe) if model.get("type") == "BPE" else None
     else:
         recipe = _default_recipe(kind, cased=True)
         if kind != "wordpiece":
@@ -226,6 +254,18 @@ def _recipe_like(kind: Kind, like: Path) -> _Recipe:
         c.get("type") == "Digits" for c in _components(recipe.pre_tokenizer)
     )
     return recipe
+
+
+def _word_marker(recipe: _Recipe) -> str | None:
+    """The symbol a pipeline puts in place of the space that starts a word, if any."""
+    if recipe.byte_level:
+        return BYTE_LEVEL_SPACE
+    for node in _components(recipe.pre_tokenizer) + _components(recipe.normalizer):
+        if node.get("type") == "Metaspace":
+            return node.get("replacement", "▁")
+        if node.get("type") == "Replace" and node.get("pattern") == {"String": " "}:
+            return node.get("content")  # Llama 2: spaces normalized to "▁"
+    return None
 
 
 def _splits_digits(vocab: Vocab) -> bool:
@@ -308,15 +348,159 @@ def _trainer(recipe: _Recipe, vocab_size: int, progress: bool) -> trainers.Train
             vocab_size=vocab_size, special_tokens=specials, initial_alphabet=recipe.alphabet,
             show_progress=progress,
         )  # fmt: skip
-    if recipe.kind == "unigram":
+    if recipe.kind == "unigram":  # plus FIRST_END, dropped after training
         return trainers.UnigramTrainer(
-            vocab_size=vocab_size, special_tokens=specials, initial_alphabet=recipe.alphabet,
+            vocab_size=vocab_size + 1, special_tokens=specials,
+            initial_alphabet=[*recipe.alphabet, FIRST_END],
             unk_token=recipe.roles.get("unk_token"), show_progress=progress,
         )  # fmt: skip
     return trainers.WordPieceTrainer(
         vocab_size=vocab_size, special_tokens=specials, show_progress=progress,
         continuing_subword_prefix=recipe.wordpiece.get("continuing_subword_prefix", "##"),
     )  # fmt: skip
+
+
+@dataclass
+class _Glue:
+    """Each word's start marker ("Ġ", "▁") and the character after it as one character, for the
+    Unigram trainer: it then never learns to cut the marker off a word, as the base's BPE never
+    does. No pairs, no change."""
+
+    pairs: dict[str, str]  # "Ġh" -> its private-use character
+
+    @classmethod
+    def of(cls, marker: str | None, words: Iterable[str]) -> _Glue:
+        starts = sorted({w[:2] for w in words if len(w) > 1 and w[0] == marker})
+        room = GLUED_LAST - GLUED_FIRST + 1  # more pairs than that: the rest stay apart
+        return cls({pair: chr(GLUED_FIRST + i) for i, pair in enumerate(starts[:room])})
+
+    def word(self, word: str) -> str:
+        glued = self.pairs.get(word[:2])
+        return word if glued is None else glued + word[2:]
+
+    def piece(self, piece: str) -> str:
+        """A trained piece in the text's own characters."""
+        if not RESERVED.search(piece):
+            return piece
+        return "".join(self._apart.get(c, c) for c in piece)
+
+    @cached_property
+    def _apart(self) -> dict[str, str]:
+        return {glued: pair for pair, glued in self.pairs.items()}
+
+
+def _word_counts(
+    lines: Iterable[list[str]],
+    normalizer: normalizers.Normalizer | None,
+    pre_tokenizer: pre_tokenizers.PreTokenizer | None,
+) -> Counter[str]:
+    """The words of `lines`, normalized and split, less those holding a RESERVED character."""
+    counts: Counter[str] = Counter()
+    for batch in lines:
+        for line in batch:
+            counts.update(
+                w for w in _words(line, normalizer, pre_tokenizer) if not RESERVED.search(w)
+            )
+    return counts
+
+
+def _words(
+    line: str,
+    normalizer: normalizers.Normalizer | None,
+    pre_tokenizer: pre_tokenizers.PreTokenizer | None,
+) -> list[str]:
+    """`line` normalized and split into words, empty words left out."""
+    text = normalizer.normalize_str(line) if normalizer else line
+    if pre_tokenizer is None:
+        return [text] if text else []
+    return [word for word, _ in pre_tokenizer.pre_tokenize_str(text) if word]
+
+
+def _unigram_words(counts: Counter[str], glue: _Glue) -> Iterator[list[str]]:
+    """Each word glued, as often as counted, followed by FIRST_END the first time.
+
+    The Unigram trainer seeds its pieces from a suffix array of the distinct words, each written
+    once and ended by a NUL, and that array lists only the substrings followed by two different
+    characters: a word was a seed only where it began a longer word ("Ġthe" for "Ġthey"), never
+    "Ġhello" or "ĠSee", so they came out as "Ġ" "hell" "o", and far fewer pieces than asked. Ended
+    once by FIRST_END, every word met twice is followed by two different characters."""
+    for word, count in counts.items():
+        glued = glue.word(word)
+        yield [glued + FIRST_END]
+        for done in range(1, count, REPEAT_BATCH):
+            yield [glued] * min(REPEAT_BATCH, count - done)
+
+
+def _train_unigram(
+    recipe: _Recipe, tok: Tokenizer, lines: Iterable[list[str]], vocab_size: int, progress: bool
+) -> Tokenizer:
+    """`tok` trained on glued, marked words (`_unigram_words`), its pieces then fitted to the
+    base; the trainer counts each glued pair as one more character."""
+    normalizer, pre_tokenizer = tok.normalizer, tok.pre_tokenizer
+    counts = _word_counts(lines, normalizer, pre_tokenizer)
+    glue = _Glue.of(recipe.marker, counts)
+    tok.normalizer = tok.pre_tokenizer = None  # the words come normalized and split
+    trainer = _trainer(recipe, vocab_size + len(glue.pairs), progress)
+    tok.train_from_iterator(_unigram_words(counts, glue), trainer)
+    tok.normalizer, tok.pre_tokenizer = normalizer, pre_tokenizer
+    spec = json.loads(tok.to_str())
+    trained = spec["model"]["vocab"]
+    spec["model"]["vocab"] = _unigram_pieces(recipe, trained, glue, counts, vocab_size)
+    return Tokenizer.from_str(json.dumps(spec))
+
+
+def _unigram_pieces(
+    recipe: _Recipe, trained: list[list], glue: _Glue, counts: Counter[str], vocab_size: int
+) -> list[list]:
+    """The trained [piece, score] list in the text's characters, without FIRST_END, at most
+    `vocab_size` long (single characters and special tokens kept). Like a base: filled up to
+    `vocab_size` with the base's tokens, those it uses most on the corpus first, scored below
+    every trained piece (they take over only where they replace several); and the base's
+    word-start marker alone scored last: its BPE always merges the marker with what follows, so
+    its model never saw it alone before a word."""
+    best: dict[str, float] = {}
+    for piece, score in trained:  # special tokens first, then the best-scored pieces
+        if piece != FIRST_END:
+            best.setdefault(glue.piece(piece), score)
+    pieces = [[piece, score] for piece, score in best.items()]
+    if len(pieces) > vocab_size:  # the trainer had room for the glued pairs
+        fixed = len(recipe.specials) + len(recipe.byte_pieces)
+        pieces = _best(pieces, fixed, set(glue.pairs), vocab_size)
+    if recipe.base is not None and len(pieces) < vocab_size:
+        have = {piece for piece, _ in pieces}
+        fill = _base_tokens(recipe.base, counts, have)[: vocab_size - len(pieces)]
+        lowest = min(score for _, score in pieces)
+        step = FILL_SPREAD / max(len(fill), 1)
+        pieces += [[token, lowest - step * (i + 1)] for i, token in enumerate(fill)]
+    if recipe.marker is not None:
+        pieces = [[p, LONE_MARKER_SCORE if p == recipe.marker else s] for p, s in pieces]
+    return pieces
+
+
+def _best(pieces: list[list], fixed: int, pairs: set[str], vocab_size: int) -> list[list]:
+    """`pieces` cut to `vocab_size`, in their order: the first `fixed` (special tokens) and the
+    single characters, then the glued `pairs` (a BPE's first merges), then the best-scored."""
+    kept = [i < fixed or len(piece) == 1 for i, (piece, _) in enumerate(pieces)]
+    rest = [i for i, k in enumerate(kept) if not k]
+    rest.sort(key=lambda i: (pieces[i][0] not in pairs, -pieces[i][1]))
+    for i in rest[: max(vocab_size - sum(kept), 0)]:
+        kept[i] = True
+    return [piece for piece, k in zip(pieces, kept, strict=True) if k]
+
+
+def _base_tokens(base: Tokenizer, counts: Counter[str], have: set[str]) -> list[str]:
+    """The base's plain tokens not in `have`: first those its model cuts the counted words into,
+    most used first, then the rest in id order (a BPE's merge order); none without words."""
+    if not counts:
+        return []
+    used: Counter[str] = Counter()
+    for word, count in counts.items():
+        for token in base.model.tokenize(word):
+            used[token.value] += count
+    vocab = base.get_vocab(with_added_tokens=False)
+    skip = have | {t.content for t in base.get_added_tokens_decoder().values()}
+    ranked = [t for t, _ in used.most_common()] + sorted(vocab, key=vocab.__getitem__)
+    return [t for t in dict.fromkeys(ranked) if t not in skip and not BYTE_FALLBACK.match(t)]
 
 
 def _untrained(recipe: _Recipe) -> Tokenizer:
@@ -411,7 +595,10 @@ def _train(
             f"{len(recipe.alphabet) + len(recipe.byte_pieces)} byte tokens, 1 learned token)"
         )
     tok = _untrained(recipe)
-    tok.train_from_iterator(lines, _trainer(recipe, vocab_size, progress))
+    if recipe.kind == "unigram":
+        tok = _train_unigram(recipe, tok, lines, vocab_size, progress)
+    else:
+        tok.train_from_iterator(lines, _trainer(recipe, vocab_size, progress))
     fixed = len(recipe.specials) + len(recipe.alphabet) + len(recipe.byte_pieces)
     if tok.get_vocab_size() <= fixed:
         raise InputError("the corpus holds no text to learn tokens from")

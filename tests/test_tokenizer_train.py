@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import random
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -225,6 +226,62 @@ def test_every_kind_like_every_family(
         exact = [t for t in exact if t.isascii()]
     for text in exact:
         assert tok.decode(tok(text)["input_ids"], skip_special_tokens=True) == text
+
+
+def _lone_markers(tokens: list[str], marker: str) -> int:
+    """How often the word-start marker stands alone in front of a letter."""
+    return sum(a == marker and b[0].isascii() and b[0].isalpha() for a, b in pairwise(tokens))
+
+
+@pytest.mark.parametrize(
+    ("base", "marker"),
+    [("byte_level", "Ġ"), ("sentencepiece", "▁")],
+    ids=["byte_level", "sentencepiece"],
+)
+def test_unigram_like_a_bpe_base_keeps_the_space_on_words(
+    base: str, marker: str, corpus: Path, bases: dict[str, Path], tmp_path: Path
+) -> None:
+    """A BPE base always merges its word-start marker with the letter after it: its model never
+    read "Ġ" "hello", which Unigram trained on single words gave for the most frequent words."""
+    out = train_tokenizer([corpus], "unigram", 650, tmp_path / "t", like=bases[base])
+    tok = AutoTokenizer.from_pretrained(out)
+    tokens = tok.tokenize("Hello world, hello there.")
+    assert f"{marker}hello" in tokens and marker not in tokens
+    assert _lone_markers(tok.tokenize(corpus.read_text()[:5000]), marker) == 0
+    if base == "byte_level":
+        assert tok.tokenize(" hello world") == ["Ġhello", "Ġworld"]
+    assert "\x01" not in tok.get_vocab()  # the word end used in training only
+    for text in HARD:
+        assert tok.decode(tok(text)["input_ids"], skip_special_tokens=True) == text
+
+
+def test_unigram_like_a_base_reaches_the_asked_size(corpus: Path, tmp_path: Path) -> None:
+    """The trainer keeps only the pieces it uses: 771 of 1,200 here when it saw single words.
+    Whole words now, and the base's own tokens for the rest."""
+    base = tmp_path / "base"
+    tiny.byte_level(1500, text=corpus.read_text().splitlines(keepends=True)).save_pretrained(base)
+    out = train_tokenizer([corpus], "unigram", 1200, tmp_path / "t", like=base)
+    tok = AutoTokenizer.from_pretrained(out)
+    assert len(tok) == 1200
+    assert tok.tokenize(" hello world") == ["Ġhello", "Ġworld"]
+    base_vocab = AutoTokenizer.from_pretrained(base).get_vocab()
+    assert sum(t in base_vocab for t in tok.get_vocab()) > 0.9 * 1200
+
+
+def test_unigram_like_a_byte_level_base_at_the_smallest_sizes(
+    corpus: Path, bases: dict[str, Path], tmp_path: Path
+) -> None:
+    """The marker joined to each word's first letter takes room in training: the vocabulary
+    still holds every byte and, room allowing, the marker with each letter after it."""
+    for size in (262, 330):
+        out = train_tokenizer(
+            [corpus], "unigram", size, tmp_path / f"t{size}", like=bases["byte_level"]
+        )
+        tok = AutoTokenizer.from_pretrained(out)
+        assert len(tok) == size
+        for text in HARD:
+            assert tok.decode(tok(text)["input_ids"]) == text
+    assert tok.tokenize(" hello world")[:2] == ["Ġhello", "Ġw"]
 
 
 def _wide_byte_level(extra: list[str]) -> PreTrainedTokenizerFast:
