@@ -90,7 +90,8 @@ def cmd_transplant(args: argparse.Namespace) -> int:
     print(f"  method: {report.method_choice}")
     print(
         f"  copied {v['copied']} ({v['overlap']:.1%}), specials by role {v['specials_by_role']}, "
-        f"predicted {v['predicted']}, mean fallback {v['mean_fallback']}"
+        f"predicted {v['predicted']}, mean fallback {v['mean_fallback']}, "
+        f"unused placeholders {v['unused']}"
     )
     if report.eval:
         e = report.eval
