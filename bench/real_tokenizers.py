@@ -27,11 +27,12 @@ from pathlib import Path
 
 import torch
 from common import LANGS, OUT, corpus_file, npm_tokenizer, run, target_tokenizers, write_json
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
 from hypernet import evaluate as ev
 from hypernet.models import cache_root, load_tokenizer, resolve_model
-from hypernet.vocab import align, load_vocab
+from hypernet.transplant import eval_shares
+from hypernet.vocab import Alignment, align, load_vocab
 
 TARGETS = ("de-32k", "llama3", "qwen3", "gemma3")
 METHODS = ("hybrid", "hypernet+hybrid")
@@ -62,14 +63,10 @@ def empty_embedding_cache(keep_oldest: bool) -> None:
         file.unlink()
 
 
-def copied_share(base_dir: Path, folder: Path, text: str) -> float:
-    """Of the text's tokens under the new tokenizer, the share whose rows were copied."""
-    base_tok, new_tok = load_tokenizer(base_dir), load_tokenizer(folder)
-    rows = len(base_tok)
-    alignment = align(load_vocab(base_tok), load_vocab(new_tok), rows)
-    copied = set(alignment.copies) | set(alignment.specials)
-    ids = new_tok(text, add_special_tokens=False)["input_ids"]
-    return sum(i in copied for i in ids) / max(1, len(ids))
+def alignment_of(base_dir: Path, tokenizer: Path) -> tuple[PreTrainedTokenizerFast, Alignment]:
+    """The new tokenizer and its alignment to the base, as the transplant made it."""
+    base_tok, new_tok = load_tokenizer(base_dir), load_tokenizer(tokenizer)
+    return new_tok, align(load_vocab(base_tok), load_vocab(new_tok), len(base_tok))
 
 
 def check(folder: Path, texts: dict[str, str]) -> dict:
@@ -86,14 +83,17 @@ def check(folder: Path, texts: dict[str, str]) -> dict:
     return {"generated": tok.decode(out[0][inputs["input_ids"].shape[1] :]), "roundtrip": roundtrip}
 
 
-def quality(base: Path, folder: Path, texts: dict[str, str], before: dict) -> dict:
+def quality(
+    folder: Path, aligned: tuple[PreTrainedTokenizerFast, Alignment], texts: dict[str, str],
+    before: dict,
+) -> dict:  # fmt: skip
     out = {}
     for lang, text in texts.items():
         after = ev.evaluate_folder(folder, text)
         out[lang] = {
             "ratio": after.bits_per_byte / before[lang]["bits_per_byte"],
             "tokens_per_byte_change": after.tokens_per_byte / before[lang]["tokens_per_byte"],
-            "copied_share": copied_share(base, folder, text),
+            "copied_share": eval_shares(aligned[0], text, aligned[1])["copied_share"],
         }
         print(f"    {lang:<7} x{out[lang]['ratio']:.3f}", flush=True)
     return out
@@ -111,11 +111,12 @@ def bench_target(target: str, base: Path, texts: dict[str, str], before: dict) -
            "timings": report["timings"], "methods": {}}  # fmt: skip
     print(f"{target}: cold {cold:.0f} s, warm {warm:.0f} s, peak {row['peak_mb']:.0f} MB "
           f"{report['vocab']}", flush=True)  # fmt: skip
+    aligned = alignment_of(base, tokenizer)
     for method in METHODS:
         if method != "hybrid":
             transplant(base, tokenizer, method, out)
         print(f"  {method}", flush=True)
-        row["methods"][method] = {"eval": quality(base, out, texts, before), **check(out, texts)}
+        row["methods"][method] = {"eval": quality(out, aligned, texts, before), **check(out, texts)}
     shutil.rmtree(out, ignore_errors=True)
     return row
 

@@ -21,6 +21,7 @@ from .models import bundled_embedder, cache_root
 
 MAX_LENGTH = 32  # word pieces per token string; longer ones are rare and truncated
 BATCH_POSITIONS = 4096  # positions per forward pass: large enough for fast matmuls
+TOKENIZE_SLICE = 8192  # texts tokenized at once: their encodings weigh far more than the ids
 
 
 class TextEmbedder:
@@ -43,12 +44,11 @@ class TextEmbedder:
         return digest.hexdigest()
 
     def _ids(self, texts: list[str], special: bool) -> list[list[int]]:
-        """Word-piece ids, with [CLS] and [SEP] when `special`, at most MAX_LENGTH in all.
-        In slices: the tokenizer's per-text encodings weigh far more than the ids kept."""
+        """Word-piece ids, with [CLS] and [SEP] when `special`, at most MAX_LENGTH in all."""
         ids: list[list[int]] = []
-        for start in range(0, len(texts), 8192):
+        for start in range(0, len(texts), TOKENIZE_SLICE):
             ids += self.tokenizer(
-                texts[start : start + 8192], add_special_tokens=special, truncation=True,
+                texts[start : start + TOKENIZE_SLICE], add_special_tokens=special, truncation=True,
                 max_length=MAX_LENGTH if special else MAX_LENGTH - 2,
                 return_attention_mask=False, return_token_type_ids=False,
             )["input_ids"]  # fmt: skip

@@ -206,16 +206,21 @@ class Context:
         return {i: (t, k) for i, t, k in zip(ids, texts, keys, strict=True) if k is not None}
 
     @cached_property
-    def base_keys(self) -> tuple[Tensor, Tensor]:
-        """Unit text embeddings of the readable base tokens: (ids [m], vectors [m, e]).
-        Tokens the encoder reads alike are embedded once."""
-        first = {k: t for t, k in reversed(self.base_texts.values())}
-        row = {k: r for r, k in enumerate(first)}
-        unique = self.embedder.encode_cached(
-            list(first.values()), lambda f: self.progress("embed base", f)
+    def base_readings(self) -> tuple[dict[tuple[int, ...], int], Tensor]:
+        """Each distinct encoder reading of the base tokens -> its row in the vectors, which
+        embed one text per reading (tokens the encoder reads alike embed alike)."""
+        text_of = {k: t for t, k in self.base_texts.values()}
+        vectors = self.embedder.encode_cached(
+            list(text_of.values()), lambda f: self.progress("embed base", f)
         )
-        vectors = unique[[row[k] for _, k in self.base_texts.values()]]
-        return torch.tensor(list(self.base_texts), dtype=torch.long), vectors
+        return {k: r for r, k in enumerate(text_of)}, vectors
+
+    @cached_property
+    def base_keys(self) -> tuple[Tensor, Tensor]:
+        """Unit text embeddings of the readable base tokens: (ids [m], vectors [m, e])."""
+        row, vectors = self.base_readings
+        ids = torch.tensor(list(self.base_texts), dtype=torch.long)
+        return ids, vectors[[row[k] for _, k in self.base_texts.values()]]
 
     @cached_property
     def piece_scores(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -265,19 +270,18 @@ class Context:
         ids = self.alignment.predict
         texts = [token_text(self.new.surfaces[i]) for i in ids]  # type: ignore[arg-type]
         keys = self.embedder.keys(texts)
-        base_ids, base_vectors = self.base_keys
-        known = {k: r for r, (_, k) in enumerate(self.base_texts.values())}
+        readable = [(i, k) for i, k in zip(ids, keys, strict=True) if k is not None]
+        known, base_vectors = self.base_readings
         fresh = {k: t for t, k in zip(texts, keys, strict=True) if k is not None and k not in known}
         embedded = self.embedder.encode_cached(
             list(fresh.values()), lambda f: self.progress("embed new", f)
         )
-        readable = [n for n, k in enumerate(keys) if k is not None]
-        reused = torch.tensor([keys[n] in known for n in readable], dtype=torch.bool)
         fresh_row = {k: r for r, k in enumerate(fresh)}
+        reused = torch.tensor([k in known for _, k in readable], dtype=torch.bool)
         vectors = torch.empty(len(readable), base_vectors.shape[1])  # no concatenated copy
-        vectors[reused] = base_vectors[[known[keys[n]] for n in readable if keys[n] in known]]
-        vectors[~reused] = embedded[[fresh_row[keys[n]] for n in readable if keys[n] not in known]]
-        return torch.tensor([ids[n] for n in readable], dtype=torch.long), vectors
+        vectors[reused] = base_vectors[[known[k] for _, k in readable if k in known]]
+        vectors[~reused] = embedded[[fresh_row[k] for _, k in readable if k not in known]]
+        return torch.tensor([i for i, _ in readable], dtype=torch.long), vectors
 
 
 Method = Callable[[Context], Prediction]

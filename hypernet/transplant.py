@@ -209,7 +209,7 @@ def _write_configs(ckpt: Checkpoint, tok: PreTrainedTokenizerFast, out: Path, ti
     (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
 
 
-def _eval_shares(tok: PreTrainedTokenizerFast, text: str, alignment: Alignment) -> dict:
+def eval_shares(tok: PreTrainedTokenizerFast, text: str, alignment: Alignment) -> dict:
     """Of the eval text's tokens under the new tokenizer: how many have copied vs predicted rows."""
     ids = tok(text, add_special_tokens=False)["input_ids"]
     copied = set(alignment.copies) | set(alignment.specials)
@@ -317,11 +317,9 @@ class Setup:
         ctx.options = options
         ctx.progress = progress or (lambda stage, fraction: None)
         prediction = method(ctx)
-        # Predicted tokens a method defines, and copies it gives rows for (only the
-        # hypernetwork's copied-rows mode does); specials and placeholders are never its own.
-        keep = prediction.defined.clone()
-        keep[list(self.alignment.specials) + self.alignment.unmatched_specials] = False
-        keep[self.alignment.unused] = False
+        # A method defines predicted tokens, and copies where it gives rows for them (only
+        # the hypernetwork's copied-rows mode does): those rows are kept as it predicted them.
+        keep = prediction.defined
         specials = [i for i in self.base_vocab.special_ids() if i < ctx.base_rows]
         out, fallbacks = {}, 0
         for name, matrix in self.matrices.items():
@@ -463,7 +461,7 @@ def _evaluate(
         "before": before,
         "after": after.to_dict(),
         "ratio": round(after.bits_per_byte / before["bits_per_byte"], 4),
-        **_eval_shares(tok, text, alignment),
+        **eval_shares(tok, text, alignment),
     }
 
 

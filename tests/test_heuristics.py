@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from hypernet.heuristics import gaussian, hybrid, knn, mean, omp, subword
-from hypernet.heuristics.copy import copy
 from hypernet.heuristics.mixture import Mixture
 
 
@@ -14,15 +13,15 @@ def base() -> torch.Tensor:
     return torch.randn(10, 4)
 
 
-def test_copy_takes_rows_verbatim(base: torch.Tensor) -> None:
-    rows = copy({0: 3, 2: 7}, n_new=3, n_base=10).apply(base)
+def test_one_hot_takes_rows_verbatim(base: torch.Tensor) -> None:
+    rows = Mixture.one_hot({0: 3, 2: 7}, n_new=3, n_base=10).apply(base)
     assert rows.shape == (3, 4)
     assert torch.equal(rows[0], base[3]) and torch.equal(rows[2], base[7])
     assert torch.equal(rows[1], torch.zeros(4))
 
 
 def test_mixture_checks_shapes(base: torch.Tensor) -> None:
-    m = copy({0: 3}, n_new=2, n_base=10)
+    m = Mixture.one_hot({0: 3}, n_new=2, n_base=10)
     with pytest.raises(AssertionError):
         m.apply(base[:5])
     with pytest.raises(AssertionError):
@@ -63,8 +62,8 @@ def test_knn_finds_the_nearest_key_and_respects_threshold() -> None:
 
 
 def test_hybrid_mixes_where_both_exist_and_falls_back(base: torch.Tensor) -> None:
-    local = copy({0: 1, 1: 2}, 3, 10)
-    global_ = copy({0: 3, 2: 4}, 3, 10)
+    local = Mixture.one_hot({0: 1, 1: 2}, 3, 10)
+    global_ = Mixture.one_hot({0: 3, 2: 4}, 3, 10)
     rows = hybrid.hybrid(local, global_, w=0.25).apply(base)
     assert torch.allclose(rows[0], 0.75 * base[1] + 0.25 * base[3])
     assert torch.allclose(rows[1], base[2]) and torch.allclose(rows[2], base[4])
