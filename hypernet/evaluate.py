@@ -131,6 +131,8 @@ def evaluate_folder(
     model = AutoModelForCausalLM.from_pretrained(
         model_dir, dtype=torch.float32, trust_remote_code=False, use_safetensors=True
     ).to("cuda" if torch.cuda.is_available() else "cpu")
+    if progress is not None:
+        progress(0.0)  # loading took a while: a caller's progress may stop it here (Cancelled)
     return evaluate(
         model, tokenizer, text, window=window, stride=stride, batch_size=batch_size,
         progress=progress,

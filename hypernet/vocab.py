@@ -239,6 +239,21 @@ def _added_surface(token: str, family: str) -> bytes:
     return surface(token, family) if family == "sentencepiece" else token.encode()
 
 
+def check_ids(vocab: dict[str, int], size: int) -> dict[int, str]:
+    """{id: token}, once every id is known to name one token and lie in 0..size-1: a sparse id
+    would be emitted by the tokenizer with no embedding row behind it."""
+    id_to_token: dict[int, str] = {}
+    for token, i in vocab.items():
+        if i in id_to_token:
+            raise InputError(f"token ids must be unique; id {i} names both "
+                             f"{id_to_token[i]!r} and {token!r}")  # fmt: skip
+        if not 0 <= i < size:
+            raise InputError(f"token ids must be 0..{size - 1}; id {i} is outside a vocabulary "
+                             f"of {size}")  # fmt: skip
+        id_to_token[i] = token
+    return id_to_token
+
+
 def load_vocab(tokenizer: PreTrainedTokenizerFast) -> Vocab:
     """Surface forms and special roles of every id of a fast tokenizer."""
     spec = json.loads(tokenizer.backend_tokenizer.to_str())
@@ -246,7 +261,7 @@ def load_vocab(tokenizer: PreTrainedTokenizerFast) -> Vocab:
     size = len(tokenizer)
     if size == 0:
         raise InputError("tokenizer has an empty vocabulary")
-    id_to_token = {i: t for t, i in tokenizer.get_vocab().items()}
+    id_to_token = check_ids(tokenizer.get_vocab(), size)
     tokens = [id_to_token.get(i, "") for i in range(size)]
     prefix = (spec.get("model") or {}).get("continuing_subword_prefix") or "##"
     roles = _special_roles(tokenizer)

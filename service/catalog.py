@@ -11,7 +11,7 @@ from pathlib import Path
 
 from hypernet.errors import InputError
 from hypernet.io import open_checkpoint
-from hypernet.models import BUNDLED, hub_model, hub_tokenizer, resolve_model, resolve_tokenizer
+from hypernet.models import BUNDLED, bundled_gguf, hub_model, hub_tokenizer, resolve_tokenizer
 from hypernet.predict import SHIPPED, list_hypernets, named_hypernet
 from hypernet.predict import store as default_hypernet_store
 
@@ -20,6 +20,16 @@ from .config import Settings
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
+# An absolute path of two or more parts, not inside a URL or a relative path ("org/model").
+_SEGMENT = r"[^\s/'\"`()\[\]{},;:]+"
+ABSOLUTE_PATH = re.compile(rf"(?<![\w.~:/-])(?:/{_SEGMENT})+/({_SEGMENT})")
+
+
+def redact(text: str) -> str:
+    """A message fit for a client: every absolute path cut to its last part
+    (`/srv/data/uploads/ab12/tokenizer.json` -> `tokenizer.json`). Settings keep the
+    server's folders absolute, so the paths built from them are caught."""
+    return ABSOLUTE_PATH.sub(r"\1", text)
 
 
 def _safe(name: str) -> bool:
@@ -32,18 +42,21 @@ class Catalog:
 
     @property
     def hypernets_dir(self) -> Path:
-        return self.settings.hypernets_dir or default_hypernet_store()
+        return self.settings.hypernets_dir or default_hypernet_store().absolute()
 
     # --- resolution -------------------------------------------------------------------------
-    def model(self, name: str) -> Path:
-        """A model folder whose embeddings were found (InputError otherwise)."""
+    def model(self, name: str) -> str:
+        """A model folder whose embeddings were found, or a bundled model's name: the job
+        converts a bundled model on first use, validation only finds its file (InputError
+        otherwise)."""
         if not _safe(name):
             raise InputError(f"model {name!r} is not a store name, bundled model or hub id")
         store = self.settings.models_dir / name
         if NAME.match(name) and (store / "config.json").is_file():
             folder = store
         elif name in BUNDLED:
-            folder = resolve_model(name)
+            bundled_gguf(name)
+            return name
         elif HUB_ID.match(name):
             folder = hub_model(name)
         else:
@@ -52,25 +65,28 @@ class Catalog:
                 f"({', '.join(BUNDLED)}), not a hub id"
             )
         open_checkpoint(folder)  # identifiable embeddings, safetensors only
-        return folder
+        return str(folder)
 
-    def tokenizer(self, name: str) -> Path:
+    def tokenizer(self, name: str) -> str:
+        """A tokenizer folder or file whose tokenizer.json parses, or a bundled model's name
+        (its tokenizer comes with the model, converted by the job)."""
         if (
             UPLOAD_ID.match(name)
             and (self.settings.uploads_dir / name / "tokenizer.json").is_file()
         ):
-            return resolve_tokenizer(str(self.settings.uploads_dir / name))
+            return str(resolve_tokenizer(str(self.settings.uploads_dir / name)))
         if not _safe(name):
             raise InputError(f"tokenizer {name!r} is not an upload id, store name or hub id")
         store = self.settings.tokenizers_dir
         if NAME.match(name) and (store / name / "tokenizer.json").is_file():
-            return resolve_tokenizer(str(store / name))
+            return str(resolve_tokenizer(str(store / name)))
         if NAME.match(name) and (store / f"{name}.json").is_file():
-            return resolve_tokenizer(str(store / f"{name}.json"))
+            return str(resolve_tokenizer(str(store / f"{name}.json")))
         if name in BUNDLED:
-            return resolve_tokenizer(name)
+            bundled_gguf(name)
+            return name
         if HUB_ID.match(name):
-            return hub_tokenizer(name)
+            return str(hub_tokenizer(name))
         raise InputError(f"tokenizer {name!r} not found: no upload, store entry or hub id")
 
     def text(self, name: str, what: str = "eval text") -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -17,6 +18,7 @@ class Settings(BaseSettings):
     corpora_dir: Path | None = None  # eval texts users may name ("de.eval" -> de.eval.txt)
     hypernets_dir: Path | None = None  # default: the library's hypernetwork store
     heartbeat_seconds: float = 5.0  # how often a running worker proves it is alive
+    cancel_poll_seconds: float = 0.5  # how often a running job's cancel flag is read
     stale_seconds: float = 60.0  # no heartbeat for this long: the job is requeued
     max_attempts: int = 3  # transient failures and lost workers are retried up to this
     poll_seconds: float = 1.0  # idle workers look for jobs this often; SSE polls the events
@@ -25,6 +27,22 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 64 * 2**20  # a tokenizer.json of a 256k vocabulary is ~20 MB
     max_vocab_size: int = 512_000
     max_text_bytes: int = 16 * 2**20
+    retention_days: float | None = None  # finished jobs older than this are deleted, files too
+    max_artifact_bytes: int | None = None  # over this, the oldest succeeded jobs are deleted
+    max_request_bytes: int = 2**20  # any other body (a JSON request is a few hundred bytes)
+    poll_cache_seconds: float = 0.25  # GET /jobs/{id} reads a job at most this often
+    key_cache_seconds: float = 1.0  # a new or revoked API key takes effect within this
+
+    @field_validator("data_dir", "corpora_dir", "hypernets_dir")
+    @classmethod
+    def _absolute(cls, path: Path | None) -> Path | None:
+        """Absolute, so that every server path in a message looks like one (and is redacted)."""
+        return path.absolute() if path is not None else None
+
+    @property
+    def live_seconds(self) -> float:
+        """A worker whose last beat is older than three beats is not counted as live."""
+        return 3 * self.heartbeat_seconds
 
     @property
     def url(self) -> str:

@@ -9,6 +9,8 @@ import time
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+READ_ONLY = "tokengraft_read_only"
+
 
 def make_engine(url: str) -> Engine:
     if not url.startswith("sqlite"):
@@ -28,7 +30,10 @@ def make_engine(url: str) -> Engine:
     def _begin(conn) -> None:  # noqa: ANN001
         # A deferred transaction that reads and then writes can fail with "database is locked"
         # when another writer got in between; taking the write lock up front avoids that.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Read-only sessions (`make_read_sessions`) begin deferred: readers never queue on
+        # the write lock, which WAL lets them share with one writer.
+        read_only = conn.get_execution_options().get(READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -49,3 +54,8 @@ def _switch_to_wal(cursor: sqlite3.Cursor, timeout: float = 30.0) -> None:
 
 def make_sessions(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def make_read_sessions(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for queries that only read: on SQLite they begin without the write lock."""
+    return sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from hypernet.errors import Cancelled, InputError
 from hypernet.model import CONFIG, WEIGHTS, HyperConfig, read_meta
+from hypernet.models import resolve_model
 from hypernet.training import TrainConfig, Trainer, latest_checkpoint, resume_recipe
 
 from .catalog import Catalog
@@ -156,7 +157,7 @@ class Training:
 
     def _trainer(self, folder: Path) -> Trainer:
         """A Trainer resumed from the folder's checkpoint, or a fresh one in a clean folder."""
-        model = self.catalog.model(self.request["model"])
+        model = resolve_model(self.catalog.model(self.request["model"]))  # converts, once
         resume = has_checkpoint(folder)
         if not resume:
             shutil.rmtree(folder)

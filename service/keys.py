@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -44,6 +45,13 @@ def revoke(sessions: sessionmaker[Session], key_id: str) -> bool:
         return True
 
 
+def any_created(sessions: sessionmaker[Session]) -> bool:
+    """Whether a key was ever created: from then on every request needs an active key, even
+    once all are revoked (revoking the last key must not open the server)."""
+    with sessions() as s:
+        return bool(s.scalar(select(func.count()).select_from(ApiKey)))
+
+
 def any_active(sessions: sessionmaker[Session]) -> bool:
     with sessions() as s:
         query = select(func.count()).select_from(ApiKey).where(ApiKey.revoked_at.is_(None))
@@ -60,3 +68,35 @@ def scope_of(sessions: sessionmaker[Session], key: str) -> str | None:
     if row is None or row.revoked_at is not None:
         return None
     return row.scope if hmac.compare_digest(row.secret_sha256, _digest(key)) else None
+
+
+class Gate:
+    """`any_created` and `scope_of`, remembered for `ttl` seconds: a dashboard's polls do not
+    each pay two database reads, and a new or revoked key takes effect within `ttl`."""
+
+    def __init__(self, sessions: sessionmaker[Session], ttl: float = 1.0) -> None:
+        self.sessions, self.ttl = sessions, ttl
+        self._memo: dict[str, tuple[float, object]] = {}
+
+    def fresh(self, key: str | None) -> bool:
+        """Whether `locked` and `scope` (of `key`) would answer without the database."""
+        now = time.monotonic()
+        names = ["", _digest(key)] if key else [""]
+        return all(now - self._memo.get(n, (-self.ttl - 1, None))[0] < self.ttl for n in names)
+
+    def locked(self) -> bool:
+        return bool(self._cached("", lambda: any_created(self.sessions)))
+
+    def scope(self, key: str) -> str | None:
+        return self._cached(_digest(key), lambda: scope_of(self.sessions, key))  # type: ignore[return-value]
+
+    def _cached(self, name: str, read):  # noqa: ANN001, ANN202 (any zero-argument reader)
+        now = time.monotonic()
+        hit = self._memo.get(name)
+        if hit is not None and now - hit[0] < self.ttl:
+            return hit[1]
+        if len(self._memo) > 10_000:  # a flood of made-up keys must not grow this without end
+            self._memo.clear()
+        value = read()
+        self._memo[name] = (now, value)
+        return value

@@ -12,20 +12,36 @@ from starlette.exceptions import HTTPException
 
 from hypernet.errors import InputError
 
+from .catalog import redact
+
 MEDIA_TYPE = "application/problem+json"
 log = logging.getLogger("tokengraft.api")
 
 
-class ProblemError(Exception):
+class ProblemError(HTTPException):
+    """An HTTPException, so that FastAPI passes it on unchanged when it is raised while a body
+    is read (it turns any other exception there into a bare 400)."""
+
     def __init__(
         self, status: int, detail: str, type_: str = "about:blank", headers: dict | None = None
     ) -> None:
-        super().__init__(detail)
-        self.status, self.detail, self.type, self.headers = status, detail, type_, headers
+        super().__init__(status, detail, headers)
+        self.status, self.type = status, type_
 
 
 def problem(
     request: Request,
+    status: int,
+    detail: str | None,
+    type_: str = "about:blank",
+    headers: dict | None = None,
+    errors: list[dict] | None = None,
+) -> JSONResponse:
+    return problem_at(request.url.path, status, detail, type_, headers, errors)
+
+
+def problem_at(
+    instance: str,
     status: int,
     detail: str | None,
     type_: str = "about:blank",
@@ -37,7 +53,7 @@ def problem(
         "title": HTTPStatus(status).phrase,
         "status": status,
         "detail": detail,
-        "instance": request.url.path,
+        "instance": instance,
     }
     if errors is not None:
         body["errors"] = errors
@@ -51,7 +67,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(InputError)
     async def _input(request: Request, exc: InputError) -> JSONResponse:
-        return problem(request, 422, str(exc), "/problems/invalid-input")
+        return problem(request, 422, redact(str(exc)), "/problems/invalid-input")
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:

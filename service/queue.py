@@ -29,6 +29,9 @@ class Claim:
     kind: str = JobKind.transplant
 
 
+TERMINAL = [JobStatus.succeeded, JobStatus.failed, JobStatus.canceled]
+
+
 class Conflict(Exception):
     """An Idempotency-Key reused with a different request body."""
 
@@ -54,8 +57,14 @@ def _value(v: object) -> str:
 
 
 class Queue:
-    def __init__(self, sessions: sessionmaker[Session], max_attempts: int = 3) -> None:
-        self.sessions = sessions
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        max_attempts: int = 3,
+        reads: sessionmaker[Session] | None = None,
+    ) -> None:
+        """`reads` serve the queries that only read (on SQLite they take no write lock)."""
+        self.sessions, self.reads = sessions, reads or sessions
         self.max_attempts = max_attempts
 
     # --- API side ---------------------------------------------------------------------------
@@ -99,7 +108,7 @@ class Queue:
     def remembers(self, idempotency_key: str) -> bool:
         """Whether an unexpired job holds this Idempotency-Key (a replay gets that job)."""
         query = select(Job.idempotency_expires_at).where(Job.idempotency_key == idempotency_key)
-        with self.sessions() as s:
+        with self.reads() as s:
             expires = s.scalar(query)
         return expires is not None and expires > utcnow()
 
@@ -108,11 +117,11 @@ class Queue:
         query = select(Job).where(
             Job.kind == kind, Job.status.in_([JobStatus.queued, JobStatus.running])
         )
-        with self.sessions() as s:
+        with self.reads() as s:
             return list(s.scalars(query))
 
     def get(self, job_id: str) -> Job | None:
-        with self.sessions() as s:
+        with self.reads() as s:
             return s.get(Job, job_id)
 
     def page(
@@ -133,7 +142,7 @@ class Queue:
             query = query.where(
                 (Job.created_at < created) | and_(Job.created_at == created, Job.id < jid)
             )
-        with self.sessions() as s:
+        with self.reads() as s:
             return list(s.scalars(query))
 
     def cancel(self, job_id: str) -> Job | None:
@@ -165,24 +174,24 @@ class Queue:
             return True
 
     def events(self, job_id: str, after: int) -> list[JobEvent]:
-        with self.sessions() as s:
+        with self.reads() as s:
             query = select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > after)
             return list(s.scalars(query.order_by(JobEvent.id)))
 
     def artifacts(self, job_id: str) -> list[Artifact]:
-        with self.sessions() as s:
+        with self.reads() as s:
             query = select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.path)
             return list(s.scalars(query))
 
     def counts(self) -> dict[str, int]:
-        with self.sessions() as s:
+        with self.reads() as s:
             rows = s.execute(select(Job.status, func.count()).group_by(Job.status))
             return {status: n for status, n in rows}
 
     def durations(self) -> dict[str, tuple[int, float]]:
         """status -> (count, total seconds from start to finish) of finished jobs, for /metrics;
         summed in the database so that the cost does not grow with the history."""
-        with self.sessions() as s:
+        with self.reads() as s:
             if s.get_bind().dialect.name == "postgresql":
                 seconds = func.extract("epoch", Job.finished_at - Job.started_at)
             else:
@@ -196,9 +205,36 @@ class Queue:
 
     def live_workers(self, stale_seconds: float) -> int:
         cutoff = utcnow() - timedelta(seconds=stale_seconds)
-        with self.sessions() as s:
+        with self.reads() as s:
             query = select(func.count()).select_from(Worker)
             return s.scalar(query.where(Worker.heartbeat_at > cutoff, Worker.stopped_at.is_(None)))
+
+    # --- retention ----------------------------------------------------------------------------
+    def finished_before(self, cutoff: datetime, limit: int) -> list[str]:
+        """Terminal jobs that finished before `cutoff`, oldest first."""
+        finished = func.coalesce(Job.finished_at, Job.created_at)
+        query = select(Job.id).where(Job.status.in_(TERMINAL), finished < cutoff)
+        with self.reads() as s:
+            return list(s.scalars(query.order_by(finished, Job.id).limit(limit)))
+
+    def over_quota(self, max_bytes: int, limit: int) -> list[str]:
+        """The oldest succeeded jobs whose artifacts must go for the rest to fit in
+        `max_bytes` (jobs without artifacts free nothing and are never named)."""
+        size = func.sum(Artifact.size)
+        query = (
+            select(Job.id, size).join(Artifact, Artifact.job_id == Job.id)
+            .where(Job.status == JobStatus.succeeded)
+            .group_by(Job.id, Job.finished_at).order_by(Job.finished_at, Job.id)
+        )  # fmt: skip
+        with self.reads() as s:
+            sizes = [(job_id, int(n)) for job_id, n in s.execute(query)]
+        excess, doomed = sum(n for _, n in sizes) - max_bytes, []
+        for job_id, n in sizes[:limit]:
+            if excess <= 0:
+                break
+            doomed.append(job_id)
+            excess -= n
+        return doomed
 
     # --- worker side ------------------------------------------------------------------------
     def register(self, worker_id: str, hostname: str, pid: int, device: str) -> None:
@@ -252,6 +288,17 @@ class Queue:
             Job.attempt == claim.attempt,
             Job.status == JobStatus.running,
         )
+
+    def cancel_requested(self, claim: Claim) -> tuple[bool, bool]:
+        """(still ours, cancel requested), read without writing: cheap enough to ask twice
+        a second between heartbeats."""
+        query = select(Job.worker_id, Job.attempt, Job.status, Job.cancel_requested)
+        with self.reads() as s:
+            row = s.execute(query.where(Job.id == claim.job_id)).first()
+        ours = row is not None and (row.worker_id, row.attempt, row.status) == (
+            claim.worker_id, claim.attempt, JobStatus.running,
+        )  # fmt: skip
+        return ours, bool(ours and row.cancel_requested)
 
     def heartbeat(self, claim: Claim) -> tuple[bool, bool]:
         """(still ours, cancel requested)."""

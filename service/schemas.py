@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from .catalog import NAME
 
-OptionValue = bool | int | float | str
+# Every string a request carries is bounded: requests are stored, listed and written into
+# reports, so an unbounded field would be paid for on every page of /jobs.
+Name = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+OptionName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+OptionValue = bool | int | float | Annotated[str, StringConstraints(max_length=256)]
 
 
 class RefineIn(BaseModel):
@@ -17,7 +21,7 @@ class RefineIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    texts: list[str] = Field(
+    texts: list[Name] = Field(
         min_length=1, max_length=16,
         description="unlabeled text to refine on: corpus names or uploaded text ids",
     )  # fmt: skip
@@ -35,19 +39,25 @@ class RefineIn(BaseModel):
 class TransplantIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(description="a store name, a bundled model (smollm2-135m) or a hub id")
-    tokenizer: str = Field(description="an uploaded tokenizer id, a store name or a hub id")
-    method: str | None = Field(
+    model: Name = Field(description="a store name, a bundled model (smollm2-135m) or a hub id")
+    tokenizer: Name = Field(description="an uploaded tokenizer id, a store name or a hub id")
+    method: OptionName | None = Field(
         None,
         description="a transplant method, see GET /methods; default hypernet+hybrid when a "
         "hypernetwork was trained for the model, else hybrid",
     )
-    options: dict[str, OptionValue] = Field(default_factory=dict, description="method options")
-    eval_text: str | None = Field(None, description="a corpus name or an uploaded text id")
+    options: dict[OptionName, OptionValue] = Field(
+        default_factory=dict, max_length=32, description="method options"
+    )
+    eval_text: Name | None = Field(None, description="a corpus name or an uploaded text id")
     eval_bytes: int | None = Field(
         None, ge=1, le=16 * 2**20, description="evaluate on this many bytes"
     )
-    hypernet: str | None = Field(None, description="hypernetwork store name (hypernet methods)")
+    hypernet: Name | None = Field(None, description="hypernetwork store name (hypernet methods)")
+    donor: Name | None = Field(
+        None, description="method omp: a model that already speaks the new tokenizer (a store "
+        "name, a bundled model or a hub id)",
+    )  # fmt: skip
     refine: RefineIn | None = Field(None, description="refine the predicted rows afterwards")
     dry_run: bool = Field(False, description="validate and answer 200 without creating a job")
 
@@ -59,8 +69,8 @@ class HypernetTrainIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=NAME.pattern, description="store name of the trained network")
-    model: str = Field(description="the base model: a store name, bundled model or hub id")
-    texts: list[str] = Field(
+    model: Name = Field(description="the base model: a store name, bundled model or hub id")
+    texts: list[Name] = Field(
         min_length=1, max_length=64,
         description="training text: corpus names or uploaded text ids; the end of each "
         "(heldout_chars) is held out and evaluated on",
@@ -91,11 +101,11 @@ class HypernetTrainIn(BaseModel):
     heads: int | None = Field(None, ge=1, le=64)
     max_pieces: int | None = Field(None, ge=1, le=64, description="longer spellings are cut")
     copied_rows: bool | None = Field(None, description="predict copied tokens' rows too")
-    corpus_weights: dict[str, float] | None = Field(
-        None, description="text name -> how often it is drawn (default 1)"
+    corpus_weights: dict[Name, float] | None = Field(
+        None, max_length=64, description="text name -> how often it is drawn (default 1)"
     )
-    corpus_seq_len: dict[str, int] | None = Field(
-        None, description="text name -> its sequence length (e.g. longer for code)"
+    corpus_seq_len: dict[Name, int] | None = Field(
+        None, max_length=64, description="text name -> its sequence length (e.g. longer for code)"
     )
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
 

@@ -10,7 +10,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .catalog import Catalog
 from .config import Settings
-from .db import make_engine, make_sessions
+from .db import make_engine, make_read_sessions, make_sessions
+from .keys import Gate
 from .queue import Queue
 from .storage import LocalStorage
 
@@ -23,13 +24,16 @@ class Services:
     queue: Queue
     storage: LocalStorage
     catalog: Catalog
+    gate: Gate
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(settings.url)
         sessions = make_sessions(engine)
+        queue = Queue(sessions, settings.max_attempts, make_read_sessions(engine))
         return cls(
-            settings, engine, sessions, Queue(sessions, settings.max_attempts),
+            settings, engine, sessions, queue,
             LocalStorage(settings.jobs_dir), Catalog(settings),
+            Gate(sessions, settings.key_cache_seconds),
         )  # fmt: skip

@@ -2,13 +2,16 @@
 and cancellation, record the outcome. Many workers (threads, processes, machines) can share one
 database.
 
-Errors are classified: bad input and out-of-memory fail at once, anything else is treated as
-transient and retried up to `max_attempts`. A lost worker's job is requeued by any other
-worker's reaper once its heartbeat is `stale_seconds` old.
+Errors are classified: bad input, out-of-memory and a full disk fail at once, anything else
+is treated as transient and retried up to `max_attempts`; what a client sees of an error never
+holds a server path. A lost worker's job is requeued by any other worker's reaper once its
+heartbeat is `stale_seconds` old. The same periodic pass deletes what the retention settings
+say is too old or too much.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -17,6 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -26,30 +30,34 @@ from hypernet.errors import Cancelled, InputError
 from hypernet.transplant import TransplantRequest, transplant
 
 from . import hypernets, refine
-from .catalog import Catalog
+from .catalog import Catalog, redact
 from .config import Settings
-from .models import JobKind, JobStatus
+from .models import JobKind, JobStatus, utcnow
 from .queue import Claim, Queue
 from .storage import Storage
 
 log = logging.getLogger("tokengraft.worker")
+
+NO_SPACE = "the server ran out of disk space while writing the checkpoint; free space and resubmit"
+RETAIN_EVERY = 60.0  # seconds between retention passes of one worker
+RETAIN_BATCH = 50  # jobs deleted at most per pass, so that a pass never holds up the beats
 
 
 def build_request(catalog: Catalog, request: dict, out: Path) -> TransplantRequest:
     """The library's request from the API's, every name resolved by the catalog; the report
     names the inputs as the user did, never by the server's paths."""
     spec = request.get("refine")
-    names: dict = {
-        k: request[k] for k in ("model", "tokenizer", "eval_text", "hypernet") if request.get(k)
-    }
+    keys = ("model", "tokenizer", "donor", "eval_text", "hypernet")
+    names: dict = {k: request[k] for k in keys if request.get(k)}
     if spec:
         names["refine_texts"] = list(spec["texts"])
     return TransplantRequest(
-        model=str(catalog.model(request["model"])),
-        tokenizer=str(catalog.tokenizer(request["tokenizer"])),
+        model=catalog.model(request["model"]),
+        tokenizer=catalog.tokenizer(request["tokenizer"]),
         out=out,
         method=request.get("method"),
         options=request.get("options") or {},
+        donor=catalog.model(request["donor"]) if request.get("donor") else None,
         eval_text=catalog.text(request["eval_text"]) if request.get("eval_text") else None,
         eval_bytes=request.get("eval_bytes"),
         hypernet=str(catalog.hypernet(request["hypernet"])) if request.get("hypernet") else None,
@@ -113,20 +121,27 @@ class _Ticks:
 
 
 class _Beat(threading.Thread):
-    """Heartbeats for one running job; notices cancel requests and a lost claim."""
+    """Heartbeats for one running job every `every` seconds, and a read of its cancel flag
+    every `poll` seconds in between, so that a cancel takes effect within about `poll`;
+    notices a lost claim too."""
 
-    def __init__(self, queue: Queue, claim: Claim, every: float) -> None:
+    def __init__(self, queue: Queue, claim: Claim, every: float, poll: float) -> None:
         super().__init__(daemon=True, name=f"beat-{claim.job_id[:8]}")
-        self.queue, self.claim, self.every = queue, claim, every
+        self.queue, self.claim, self.every, self.poll = queue, claim, every, min(poll, every)
         self.cancel = threading.Event()
         self.lost = threading.Event()
         self.done = threading.Event()
 
     def run(self) -> None:
-        while not self.done.wait(self.every):
+        beaten = time.monotonic()
+        while not self.done.wait(self.poll):
             try:
-                ours, cancel = self.queue.heartbeat(self.claim)
-                self.queue.worker_beat(self.claim.worker_id)
+                if time.monotonic() - beaten >= self.every:
+                    ours, cancel = self.queue.heartbeat(self.claim)
+                    self.queue.worker_beat(self.claim.worker_id)
+                    beaten = time.monotonic()
+                else:
+                    ours, cancel = self.queue.cancel_requested(self.claim)
             except Exception:  # a database blip: try again at the next beat
                 log.warning("heartbeat failed for job %s", self.claim.job_id, exc_info=True)
                 continue
@@ -134,6 +149,30 @@ class _Beat(threading.Thread):
                 self.lost.set()
             if cancel:
                 self.cancel.set()
+
+
+def _out_of_space(e: BaseException) -> bool:
+    """A full disk or quota anywhere in the chain of causes (libraries wrap OSErrors)."""
+    seen: set[int] = set()
+    cause: BaseException | None = e
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def classify(e: Exception) -> tuple[str, str, bool]:
+    """(error type, detail for the client, retry?): the request's fault and exhausted
+    resources fail at once; anything else may be transient."""
+    if _out_of_space(e):
+        return "no_space", NO_SPACE, False
+    if isinstance(e, InputError):
+        return "invalid_input", str(e), False
+    if isinstance(e, MemoryError | torch.OutOfMemoryError):
+        return "out_of_memory", str(e) or "out of memory", False
+    return "internal", f"{type(e).__name__}: {e}", True
 
 
 class Worker:
@@ -150,14 +189,15 @@ class Worker:
         self.queue.register(self.id, socket.gethostname(), os.getpid(), self.device)
         log.info("worker %s started on %s", self.id, self.device)
         try:
-            beaten = 0.0
+            beaten = retained = -math.inf
             while not self.stop.is_set():
-                if time.monotonic() - beaten >= self.settings.heartbeat_seconds:
-                    self.queue.worker_beat(self.id)
-                    for job_id in self.queue.reap(self.settings.stale_seconds):
-                        log.warning("requeued job %s: its worker stopped beating", job_id)
-                    beaten = time.monotonic()
                 try:
+                    if time.monotonic() - beaten >= self.settings.heartbeat_seconds:
+                        self._beat_and_reap()
+                        beaten = time.monotonic()
+                    if time.monotonic() - retained >= RETAIN_EVERY:
+                        self.retain()
+                        retained = time.monotonic()
                     claim = self.queue.claim(self.id)
                     if claim is not None:
                         self.run_job(claim)
@@ -169,9 +209,15 @@ class Worker:
             self.queue.worker_beat(self.id, stopped=True)
             log.info("worker %s stopped", self.id)
 
+    def _beat_and_reap(self) -> None:
+        self.queue.worker_beat(self.id)
+        for job_id in self.queue.reap(self.settings.stale_seconds):
+            log.warning("requeued job %s: its worker stopped beating", job_id)
+
     def run_job(self, claim: Claim) -> JobStatus | None:
         log.info("job %s (%s) attempt %d", claim.job_id, claim.kind, claim.attempt)
-        beat = _Beat(self.queue, claim, self.settings.heartbeat_seconds)
+        settings = self.settings
+        beat = _Beat(self.queue, claim, settings.heartbeat_seconds, settings.cancel_poll_seconds)
         beat.start()
         ticks = _Ticks()
 
@@ -218,17 +264,33 @@ class Worker:
             if beat.cancel.is_set():
                 return JobStatus.canceled if self.queue.canceled(claim) else None
             return JobStatus.queued if self.queue.release(claim) else None
-        except InputError as e:
-            return self.queue.fail(claim, "invalid_input", str(e), retry=False)
-        except (MemoryError, torch.OutOfMemoryError) as e:
-            return self.queue.fail(claim, "out_of_memory", str(e) or "out of memory", retry=False)
         except Exception as e:
-            log.exception("job %s attempt %d failed", claim.job_id, claim.attempt)
-            return self.queue.fail(claim, "internal", f"{type(e).__name__}: {e}", retry=True)
+            return self._failed(claim, e)
         files = self.storage.manifest(claim.job_id, output_dir) if output_dir else []
         if self.queue.succeed(claim, result, output_dir, files):
             return JobStatus.succeeded
         return None
+
+    def _failed(self, claim: Claim, e: Exception) -> JobStatus | None:
+        """Record a failure as `classify` sees it; the detail is redacted of server paths."""
+        error_type, detail, retry = classify(e)
+        if retry or error_type == "no_space":
+            log.exception("job %s attempt %d failed", claim.job_id, claim.attempt)
+        return self.queue.fail(claim, error_type, redact(detail), retry=retry)
+
+    def retain(self) -> None:
+        """Delete finished jobs older than `retention_days`, then the oldest succeeded jobs
+        while their artifacts exceed `max_artifact_bytes`: rows and files, as DELETE does."""
+        s, doomed = self.settings, []
+        if s.retention_days is not None:
+            cutoff = utcnow() - timedelta(days=s.retention_days)
+            doomed += self.queue.finished_before(cutoff, RETAIN_BATCH)
+        if s.max_artifact_bytes is not None:
+            doomed += self.queue.over_quota(s.max_artifact_bytes, RETAIN_BATCH)
+        for job_id in dict.fromkeys(doomed):
+            if self.queue.delete(job_id):
+                self.storage.remove(job_id)
+                log.info("deleted job %s: retention", job_id)
 
 
 def run_in_thread(worker: Worker) -> threading.Thread:

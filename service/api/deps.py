@@ -1,44 +1,30 @@
-"""Dependencies for the routes: the shared services and API-key authorization."""
+"""Dependencies for the routes: the shared services, and the bearer scheme the schema declares
+(`guard.Guard` enforces it before a route runs, and before any body is read)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 
-from .. import keys
-from ..problems import ProblemError
 from ..services import Services
+from .views import Polls
 
 bearer = HTTPBearer(auto_error=False, description="an API key from `tokengraft keys create`")
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    """Async, so that FastAPI does not send it to the threadpool on every request."""
     return request.app.state.services
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def authorize(
-    request: Request,
-    services: ServicesDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> None:
-    """Open while no key exists (the server then only listens on loopback); once keys exist,
-    every request needs one, and read-only keys may only GET and HEAD."""
-    if not keys.any_active(services.sessions):
-        return
-    challenge = {"WWW-Authenticate": "Bearer"}
-    if credentials is None:
-        raise ProblemError(401, "an API key is required: Authorization: Bearer <key>",
-                           "/problems/unauthorized", challenge)  # fmt: skip
-    scope = keys.scope_of(services.sessions, credentials.credentials)
-    if scope is None:
-        raise ProblemError(401, "invalid or revoked API key", "/problems/unauthorized", challenge)
-    if request.method not in ("GET", "HEAD") and scope != "write":
-        raise ProblemError(403, "this API key is read-only", "/problems/forbidden")
+async def get_polls(request: Request) -> Polls:
+    return request.app.state.polls
 
 
-Authorized = Depends(authorize)
+PollsDep = Annotated[Polls, Depends(get_polls)]
+Authorized = Depends(bearer)

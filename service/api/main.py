@@ -1,5 +1,5 @@
 """The FastAPI application: `create_app(settings)`; with `worker=True` (the embedded default)
-an in-process worker runs beside the API."""
+a worker process runs beside the API."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from fastapi import FastAPI
 
 from .. import problems
 from ..config import Settings
+from ..embedded import WorkerProcess
 from ..services import Services
-from ..worker import Worker, run_in_thread
+from .guard import Guard
 from .routes import artifacts, catalog, events, health, jobs, train, transplant, uploads
+from .views import Polls
 
 DESCRIPTION = """Give a pretrained language model a new tokenizer, zero-shot.
 
@@ -32,20 +34,19 @@ def create_app(settings: Settings | None = None, worker: bool = False) -> FastAP
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = Services.build(settings)
         app.state.services = services
-        embedded = None
-        if worker:
-            embedded = Worker(settings, services.queue, services.storage, services.catalog)
-            thread = run_in_thread(embedded)
+        app.state.polls = Polls(settings.poll_cache_seconds)
+        embedded = WorkerProcess(settings) if worker else None
+        if embedded is not None:
+            embedded.start()
         try:
             yield
         finally:
             if embedded is not None:
-                embedded.stop.set()
-                embedded.abandon.set()  # give a running job back rather than block shutdown
-                thread.join(timeout=60)
+                embedded.stop()  # a running job goes back to the queue
             services.engine.dispose()
 
     app = FastAPI(title="tokengraft", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.add_middleware(Guard)
     problems.install(app)
     problems.document(app)
     for module in (transplant, train, jobs, events, artifacts, uploads, catalog, health):

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from ..models import Job, Upload
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from ..models import Job, JobStatus, Upload
 from ..schemas import JobError, JobOut, JobUrls, Progress, UploadOut
 
 
@@ -33,6 +37,54 @@ def job_out(job: Job) -> JobOut:
 def etag(job: Job) -> str:
     """Weak: it names a version of the job's row, not a byte-exact body."""
     return f'W/"{job.id}-{job.version}"'
+
+
+def not_modified(if_none_match: str | None, tag: str) -> bool:
+    """RFC 9110 If-None-Match: `*` matches any current representation, and tags compare
+    weakly (`W/"x"` matches `"x"`)."""
+    if if_none_match is None:
+        return False
+    given = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+    return "*" in given or tag.removeprefix("W/") in given
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A job as a poll answers it: its tag, whether it is still moving, its JSON body."""
+
+    at: float
+    tag: str
+    terminal: bool
+    body: bytes
+
+
+class Polls:
+    """What `GET /jobs/{id}` answers, read from the database at most once per job every
+    `seconds` and shared by every client polling that job: a dashboard's load on the
+    database is bounded by the jobs it watches, not by how often or how many poll. A poll
+    sees a job at most `seconds` old. Bounded, least recently used first out."""
+
+    def __init__(self, seconds: float, size: int = 4096) -> None:
+        self.seconds, self.size = seconds, size
+        self.kept: OrderedDict[str, Seen] = OrderedDict()
+
+    def get(self, job_id: str) -> Seen | None:
+        seen = self.kept.get(job_id)
+        if seen is None or time.monotonic() - seen.at >= self.seconds:
+            return None
+        self.kept.move_to_end(job_id)
+        return seen
+
+    def put(self, job: Job) -> Seen:
+        body = job_out(job).model_dump_json().encode()
+        seen = Seen(time.monotonic(), etag(job), JobStatus(job.status).terminal, body)
+        self.kept[job.id] = seen
+        if len(self.kept) > self.size:
+            self.kept.popitem(last=False)
+        return seen
+
+    def forget(self, job_id: str) -> None:
+        self.kept.pop(job_id, None)
 
 
 def upload_out(row: Upload) -> UploadOut:

@@ -27,7 +27,7 @@ def _ready(services: Services) -> Ready:
             conn.execute(text("SELECT 1"))
     except Exception:
         return Ready(status="not ready", database=False, live_workers=0)
-    workers = services.queue.live_workers(services.settings.stale_seconds)
+    workers = services.queue.live_workers(services.settings.live_seconds)
     return Ready(status="ready" if workers else "not ready", database=True, live_workers=workers)
 
 
@@ -51,7 +51,7 @@ def _metrics(services: Services) -> str:
         f"tokengraft_queue_depth {counts.get(JobStatus.queued.value, 0)}",
         "# HELP tokengraft_live_workers Workers whose heartbeat is fresh.",
         "# TYPE tokengraft_live_workers gauge",
-        f"tokengraft_live_workers {services.queue.live_workers(services.settings.stale_seconds)}",
+        f"tokengraft_live_workers {services.queue.live_workers(services.settings.live_seconds)}",
         "# HELP tokengraft_job_duration_seconds Start to finish of finished jobs.",
         "# TYPE tokengraft_job_duration_seconds summary",
     ]

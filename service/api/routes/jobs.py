@@ -13,8 +13,8 @@ from ...models import Job, JobKind, JobStatus
 from ...problems import ProblemError
 from ...schemas import JobOut, JobPage, Problem
 from ...services import Services
-from ..deps import Authorized, ServicesDep
-from ..views import etag, job_out
+from ..deps import Authorized, PollsDep, ServicesDep
+from ..views import Polls, Seen, job_out, not_modified
 
 router = APIRouter(dependencies=[Authorized], tags=["jobs"])
 NOT_FOUND = {404: {"model": Problem, "content": {"application/problem+json": {}}}}
@@ -54,37 +54,42 @@ async def list_jobs(
     return JobPage(jobs=[job_out(j) for j in jobs], next_cursor=_cursor(jobs[-1]) if more else None)
 
 
+def _seen(services: Services, polls: Polls, job_id: str) -> Seen:
+    return polls.put(find(services, job_id))
+
+
 @router.get("/jobs/{job_id}", response_model=JobOut, responses={304: {}, **NOT_FOUND})
 async def get_job(
     job_id: str,
     services: ServicesDep,
-    response: Response,
+    polls: PollsDep,
     if_none_match: Annotated[str | None, Header()] = None,
-) -> JobOut | Response:
-    job = await run_in_threadpool(find, services, job_id)
-    tag = etag(job)
-    if if_none_match is not None and tag in [t.strip() for t in if_none_match.split(",")]:
-        return Response(status_code=304, headers={"ETag": tag})
-    response.headers["ETag"] = tag
-    if not JobStatus(job.status).terminal:
-        response.headers["Retry-After"] = "2"
-    return job_out(job)
+) -> Response:
+    """The path dashboards poll: answered from `views.Polls` when it saw the job within
+    `poll_cache_seconds`, without leaving the event loop."""
+    seen = polls.get(job_id) or await run_in_threadpool(_seen, services, polls, job_id)
+    headers = {"ETag": seen.tag, **({} if seen.terminal else {"Retry-After": "2"})}
+    if not_modified(if_none_match, seen.tag):
+        return Response(status_code=304, headers=headers)
+    return Response(seen.body, media_type="application/json", headers=headers)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut, responses=NOT_FOUND)
-async def cancel_job(job_id: str, services: ServicesDep) -> JobOut:
+async def cancel_job(job_id: str, services: ServicesDep, polls: PollsDep) -> JobOut:
     job = await run_in_threadpool(services.queue.cancel, job_id)
     if job is None:
         raise ProblemError(404, f"no job {job_id}", "/problems/not-found")
+    polls.put(job)  # a poll right after sees the request
     return job_out(job)
 
 
 @router.delete("/jobs/{job_id}", status_code=204, responses={409: {"model": Problem}, **NOT_FOUND})
-async def delete_job(job_id: str, services: ServicesDep) -> Response:
+async def delete_job(job_id: str, services: ServicesDep, polls: PollsDep) -> Response:
     job = await run_in_threadpool(find, services, job_id)
     if not JobStatus(job.status).terminal:
         raise ProblemError(409, f"job {job_id} is {job.status}: cancel it first",
                            "/problems/job-not-terminal")  # fmt: skip
     if await run_in_threadpool(services.queue.delete, job_id):
         await run_in_threadpool(services.storage.remove, job_id)
+    polls.forget(job_id)
     return Response(status_code=204)

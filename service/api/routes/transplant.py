@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import APIRouter, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from hypernet.errors import InputError
 from hypernet.methods import MethodOptions, get_method
+from hypernet.models import check_tokenizer_config
 
 from ... import refine
 from ...models import JobKind
@@ -21,27 +24,41 @@ router = APIRouter(dependencies=[Authorized], tags=["jobs"])
 
 def validate(services: Services, body: TransplantIn) -> None:
     """Everything that can be checked without running the job: an invalid request never
-    becomes a job."""
+    becomes a job. Nothing here converts or loads a model: that is the job's work."""
+    _check_method(body)
+    MethodOptions.from_dict(body.options)
+    catalog = services.catalog
+    if body.hypernet is not None:
+        catalog.hypernet(body.hypernet)
+    catalog.model(body.model)
+    if body.donor is not None:
+        catalog.model(body.donor)
+    check_tokenizer_config(Path(catalog.tokenizer(body.tokenizer)))
+    if body.eval_text is not None:
+        catalog.text(body.eval_text)
+    if body.refine is not None:
+        refine.check(catalog, body.refine.model_dump())
+
+
+def _check_method(body: TransplantIn) -> None:
+    """The method exists and has what it needs: a hypernetwork, or (omp only) a donor."""
     if body.method is not None:
         get_method(body.method)
         if body.method.startswith("hypernet") and body.hypernet is None:
             raise InputError(f"method {body.method!r} needs a hypernetwork (field 'hypernet')")
-    MethodOptions.from_dict(body.options)
-    if body.hypernet is not None:
-        services.catalog.hypernet(body.hypernet)
-    services.catalog.model(body.model)
-    services.catalog.tokenizer(body.tokenizer)
-    if body.eval_text is not None:
-        services.catalog.text(body.eval_text)
-    if body.refine is not None:
-        refine.check(services.catalog, body.refine.model_dump())
+    if body.method == "omp" and body.donor is None:
+        raise InputError("method 'omp' needs a donor model (field 'donor')")
+    if body.donor is not None and body.method != "omp":
+        method = repr(body.method) if body.method else "the default"
+        raise InputError(f"field 'donor' is only used by method 'omp', not by {method}")
 
 
 def job_request(body: TransplantIn) -> dict:
-    """The request as the job stores it. A request without refine is stored as it was before
-    refine existed, so its digest, and so its Idempotency-Key, stay what they were."""
-    exclude = {"dry_run"} if body.refine is not None else {"dry_run", "refine"}
-    return body.model_dump(exclude=exclude)
+    """The request as the job stores it. Fields added since the first version (refine,
+    donor) are left out when unset, so that a request's digest, and so its Idempotency-Key,
+    stay what they were."""
+    unset = {k for k in ("refine", "donor") if getattr(body, k) is None}
+    return body.model_dump(exclude={"dry_run", *unset})
 
 
 @router.post(

@@ -1,140 +1,126 @@
-"""Uploaded tokenizers (a tokenizer.json, or a tokenizer folder as a tar) and evaluation texts.
+"""Uploaded tokenizers (a tokenizer.json, or a tokenizer folder as a tar) and evaluation texts:
+upload, list, delete.
 
-Uploads are size-limited while they stream in, parsed before they are kept, written to a temp
-folder renamed into place, and only then recorded. Tar members are never extracted by name:
-only known tokenizer files are read, and any member whose path tries to leave the archive
-refuses the whole upload.
+An upload is a multipart/form-data body with a `file` field, parsed as it streams in: reading
+stops as soon as the file passes its limit, so nothing larger is ever read, spooled or held.
+What it holds is checked by `service.uploads` before anything is kept.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import shutil
-import tarfile
-import uuid
-from collections.abc import Callable
-from pathlib import Path, PurePosixPath
-
-from fastapi import APIRouter, UploadFile
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
 from sqlalchemy import select
-from tokenizers import Tokenizer
 
+from ...archive import invalid
 from ...models import Upload
 from ...problems import ProblemError
 from ...schemas import Problem, TextList, TokenizerList, UploadOut
 from ...services import Services
+from ...uploads import remove, store_text, store_tokenizer
 from ..deps import Authorized, ServicesDep
 from ..views import upload_out
 
 router = APIRouter(dependencies=[Authorized], tags=["uploads"])
-TOKENIZER_FILES = {
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
-}  # fmt: skip
-ERRORS = {
-    413: {"model": Problem, "content": {"application/problem+json": {}}},
-    422: {"model": Problem, "content": {"application/problem+json": {}}},
+FORM_SLACK = 64 * 1024  # boundaries, part headers and small fields around the file
+PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
+ERRORS = {400: PROBLEM, 413: PROBLEM, 422: PROBLEM}
+GONE = {404: PROBLEM, 409: PROBLEM}
+BINARY = {"type": "string", "contentMediaType": "application/octet-stream"}
+FILE_FORM = {"type": "object", "required": ["file"], "properties": {"file": BINARY}}
+FILE_BODY = {
+    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": FILE_FORM}}}
 }
+NO_FILE = "expected a multipart/form-data body with a `file` field"
 
 
-def _invalid(detail: str) -> ProblemError:
-    return ProblemError(422, detail, "/problems/invalid-upload")
+def _too_large(limit: int) -> ProblemError:
+    return ProblemError(413, f"upload larger than {limit} bytes", "/problems/too-large")
 
 
-async def _read_limited(file: UploadFile, limit: int) -> bytes:
-    data = bytearray()
-    while chunk := await file.read(1 << 20):
-        data += chunk
-        if len(data) > limit:
-            raise ProblemError(413, f"upload larger than {limit} bytes", "/problems/too-large")
-    return bytes(data)
+def _malformed(detail: str) -> ProblemError:
+    return ProblemError(400, f"malformed multipart body: {detail}", "/problems/bad-request")
 
 
-def _tokenizer_files(data: bytes, limit: int) -> dict[str, bytes]:
-    """{file name: bytes} from a bare tokenizer.json or a tar of a tokenizer folder; a
-    compressed tar may not unpack to more than `limit` bytes."""
-    if data.lstrip()[:1] == b"{":
-        return {"tokenizer.json": data}
-    try:
-        archive = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")  # noqa: SIM115 (closed below)
-    except tarfile.TarError:
-        raise _invalid("expected a tokenizer.json or a tar of a tokenizer folder") from None
-    files: dict[str, bytes] = {}
-    unpacked = 0
-    with archive:
-        for member in archive.getmembers():
-            name = PurePosixPath(member.name)
-            if name.is_absolute() or ".." in name.parts or member.islnk() or member.issym():
-                raise _invalid(f"tar member {member.name!r} points outside the archive")
-            if member.isfile() and name.name in TOKENIZER_FILES:
-                unpacked += member.size
-                if unpacked > limit:
-                    raise ProblemError(413, f"the tar unpacks to more than {limit} bytes",
-                                       "/problems/too-large")  # fmt: skip
-                extracted = archive.extractfile(member)
-                assert extracted is not None
-                files[name.name] = extracted.read()
-    if "tokenizer.json" not in files:
-        raise _invalid("the tar holds no tokenizer.json")
-    return files
+class FileField:
+    """python-multipart callbacks that keep the `file` field of a form, refused once it passes
+    `limit` bytes, and drop every other field."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.data = bytearray()
+        self.filename: str | None = None
+        self.ended = False
+        self._header = self._value = self._disposition = b""
+        self._in_file = False
+
+    def callbacks(self) -> dict:
+        return {
+            "on_part_begin": self._begin, "on_header_field": self._header_field,
+            "on_header_value": self._header_value, "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished, "on_part_data": self._part_data,
+            "on_end": self._end,
+        }  # fmt: skip
+
+    def _begin(self) -> None:
+        self._disposition, self._in_file = b"", False
+
+    def _header_field(self, data: bytes, start: int, end: int) -> None:
+        self._header += data[start:end]
+
+    def _header_value(self, data: bytes, start: int, end: int) -> None:
+        self._value += data[start:end]
+
+    def _header_end(self) -> None:
+        if self._header.lower() == b"content-disposition":
+            self._disposition = self._value
+        self._header = self._value = b""
+
+    def _headers_finished(self) -> None:
+        _, options = parse_options_header(self._disposition)
+        self._in_file = options.get(b"name") == b"file" and b"filename" in options
+        if self._in_file and self.filename is not None:
+            raise invalid("the form has two `file` fields")
+        if self._in_file:
+            self.filename = options[b"filename"].decode("utf-8", "replace")
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._in_file:
+            self.data += data[start:end]
+            if len(self.data) > self.limit:
+                raise _too_large(self.limit)
+
+    def _end(self) -> None:
+        self.ended = True
 
 
-def _save(
-    services: Services, kind: str, filename: str, files: dict[str, bytes], vocab: int | None
-) -> Upload:
-    upload_id = uuid.uuid4().hex
-    root = services.settings.uploads_dir
-    tmp = root / f".{upload_id}.tmp"
-    tmp.mkdir(parents=True)
-    try:
-        for name, content in files.items():
-            (tmp / name).write_bytes(content)
-        tmp.rename(root / upload_id)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    blob = b"".join(files[k] for k in sorted(files))
-    row = Upload(
-        id=upload_id, kind=kind, filename=Path(filename).name[:255] or kind, size=len(blob),
-        sha256=hashlib.sha256(blob).hexdigest(), vocab_size=vocab,
-    )  # fmt: skip
-    try:
-        with services.sessions.begin() as s:
-            s.add(row)
-    except BaseException:
-        shutil.rmtree(root / upload_id, ignore_errors=True)
-        raise
-    return row
+def _boundary(request: Request) -> bytes:
+    kind, options = parse_options_header(request.headers.get("content-type"))
+    if kind != b"multipart/form-data" or not options.get(b"boundary"):
+        raise invalid(NO_FILE)
+    return options[b"boundary"]
 
 
-def _store_tokenizer(services: Services, filename: str, data: bytes) -> Upload:
-    files = _tokenizer_files(data, services.settings.max_upload_bytes)
-    try:
-        tokenizer = Tokenizer.from_str(files["tokenizer.json"].decode())
-    except Exception as e:  # the Rust side raises bare Exception on every parse error
-        raise _invalid(f"not a valid tokenizer.json: {str(e).splitlines()[0][:300]}") from None
-    vocab = tokenizer.get_vocab_size(with_added_tokens=True)
-    if vocab == 0:
-        raise _invalid("the tokenizer's vocabulary is empty")
-    limit = services.settings.max_vocab_size
-    if vocab > limit:
-        raise ProblemError(413, f"vocabulary of {vocab} tokens is over the limit of {limit}",
-                           "/problems/too-large")  # fmt: skip
-    return _save(services, "tokenizer", filename, files, vocab)
-
-
-def _store_text(services: Services, filename: str, data: bytes) -> Upload:
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise _invalid("an evaluation text must be UTF-8") from None
-    if not data.strip():
-        raise _invalid("the text is empty")
-    return _save(services, "text", filename, {"text.txt": data}, None)
-
-
-Store = Callable[[Services, str, bytes], Upload]
+async def receive_file(request: Request, limit: int) -> tuple[str, bytes]:
+    """(file name, content) of the form's `file` field, read while the body streams in."""
+    field = FileField(limit)
+    parser = MultipartParser(_boundary(request), field.callbacks())
+    read = 0
+    async for chunk in request.stream():
+        read += len(chunk)
+        if read > limit + FORM_SLACK:
+            raise _too_large(limit)
+        try:
+            parser.write(chunk)
+        except FormParserError as e:
+            raise _malformed(str(e)) from None
+    if not field.ended:
+        raise _malformed("it ended before its closing boundary")
+    if field.filename is None:
+        raise invalid(NO_FILE)
+    return field.filename, bytes(field.data)
 
 
 def _uploads(services: Services, kind: str) -> list[UploadOut]:
@@ -143,14 +129,12 @@ def _uploads(services: Services, kind: str) -> list[UploadOut]:
         return [upload_out(r) for r in rows]
 
 
-async def _upload(file: UploadFile, services: Services, limit: int, store: Store) -> UploadOut:
-    data = await _read_limited(file, limit)
-    return upload_out(await run_in_threadpool(store, services, file.filename or "", data))
-
-
-@router.post("/tokenizers", status_code=201, response_model=UploadOut, responses=ERRORS)
-async def upload_tokenizer(file: UploadFile, services: ServicesDep) -> UploadOut:
-    return await _upload(file, services, services.settings.max_upload_bytes, _store_tokenizer)
+@router.post("/tokenizers", status_code=201, response_model=UploadOut, responses=ERRORS,
+             openapi_extra=FILE_BODY)  # fmt: skip
+async def upload_tokenizer(request: Request, services: ServicesDep) -> UploadOut:
+    """A tokenizer.json, or a tar (plain, gzip, bzip2 or xz) of a tokenizer folder."""
+    filename, data = await receive_file(request, services.settings.max_upload_bytes)
+    return upload_out(await run_in_threadpool(store_tokenizer, services, filename, data))
 
 
 @router.get("/tokenizers", response_model=TokenizerList)
@@ -159,12 +143,31 @@ async def list_tokenizers(services: ServicesDep) -> TokenizerList:
     return TokenizerList(store=services.catalog.tokenizers(), uploads=uploads)
 
 
-@router.post("/texts", status_code=201, response_model=UploadOut, responses=ERRORS)
-async def upload_text(file: UploadFile, services: ServicesDep) -> UploadOut:
-    return await _upload(file, services, services.settings.max_text_bytes, _store_text)
+@router.delete("/tokenizers/{upload_id}", status_code=204, responses=GONE)
+async def delete_tokenizer(upload_id: str, services: ServicesDep) -> Response:
+    """The uploaded tokenizer's files and record; 409 while a queued or running job names it
+    (a job that names it once it is gone fails at its start with invalid_input)."""
+    await run_in_threadpool(remove, services, "tokenizer", upload_id)
+    return Response(status_code=204)
+
+
+@router.post("/texts", status_code=201, response_model=UploadOut, responses=ERRORS,
+             openapi_extra=FILE_BODY)  # fmt: skip
+async def upload_text(request: Request, services: ServicesDep) -> UploadOut:
+    """A UTF-8 text, for evaluation, refine or hypernetwork training."""
+    filename, data = await receive_file(request, services.settings.max_text_bytes)
+    return upload_out(await run_in_threadpool(store_text, services, filename, data))
 
 
 @router.get("/texts", response_model=TextList)
 async def list_texts(services: ServicesDep) -> TextList:
     uploads = await run_in_threadpool(_uploads, services, "text")
     return TextList(corpora=services.catalog.corpora(), uploads=uploads)
+
+
+@router.delete("/texts/{upload_id}", status_code=204, responses=GONE)
+async def delete_text(upload_id: str, services: ServicesDep) -> Response:
+    """The uploaded text and its record; 409 while a queued or running job names it (a job
+    that names it once it is gone fails at its start with invalid_input)."""
+    await run_in_threadpool(remove, services, "text", upload_id)
+    return Response(status_code=204)
