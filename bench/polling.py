@@ -1,7 +1,8 @@
 """Dashboard polling: `GET /jobs/{id}` under wrk on loopback, 16 connections.
 
 Cases, on SQLite and PostgreSQL: a full read (200) and a conditional read (`If-None-Match`
-with the current ETag: 304), with no job running; on the embedded default (`tokengraft serve`,
+with the current ETag: 304) of one job, and full reads spread at random over 200 jobs, with no
+job running; on the embedded default (`tokengraft serve`,
 SQLite, its own worker) the same two while a transplant runs. Prints a table and writes
 bench/out/polling.json.
 
@@ -86,10 +87,14 @@ def submit(server: Server, refine_minutes: float | None) -> str:
     return r.json()["id"]
 
 
-def wrk(url: str, seconds: int, connections: int, etag: str | None) -> dict:
+def wrk(
+    url: str, seconds: int, connections: int, etag: str | None, script: Path | None = None
+) -> dict:
     cmd = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url]
     if etag:
         cmd[1:1] = ["-H", f"If-None-Match: {etag}"]
+    if script:
+        cmd[1:1] = ["-s", str(script)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     lat = {p: _ms(re.search(rf"^\s+{p}%\s+(\S+)", out, re.M).group(1)) for p in ("50", "99")}
@@ -114,11 +119,26 @@ def measure(server: Server, job_id: str, args: argparse.Namespace, label: str) -
     return rows
 
 
+def spread(server: Server, args: argparse.Namespace, label: str, jobs: int = 200) -> dict:
+    """Polls spread at random over `jobs` jobs: what a per-job view cannot absorb."""
+    ids = [submit(server, None) for _ in range(jobs)]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
+        lua.write("ids = {" + ",".join(f'"{i}"' for i in ids) + "}\n")
+        lua.write('request = function() return wrk.format("GET", "/jobs/" .. '
+                  "ids[math.random(#ids)]) end\n")  # fmt: skip
+    row = {"case": f"{label}, {jobs} jobs at random", "response": "200",
+           **wrk(server.url, args.seconds, args.connections, None, Path(lua.name))}  # fmt: skip
+    os.unlink(lua.name)
+    print(json.dumps(row), flush=True)
+    return row
+
+
 def idle(database_url: str | None, label: str, args: argparse.Namespace) -> list[dict]:
     with tempfile.TemporaryDirectory() as data:
         server = Server(Path(data), database_url, worker=False)
         try:
-            return measure(server, submit(server, None), args, label)
+            rows = measure(server, submit(server, None), args, label)
+            return rows + [spread(server, args, label)]
         finally:
             server.stop()
 
@@ -154,7 +174,8 @@ def main() -> None:
     rows = idle(None, "sqlite, no job running", args)
     rows += idle(fresh_pg(args.pg, "tokengraft_polling"), "postgresql, no job running", args)
     rows += running(args)
-    print(f"\n| case | response | polls/s | p50 ms | p99 ms | non-2xx/3xx |\n|---|---|---|---|---|---|")
+    print("\n| case | response | polls/s | p50 ms | p99 ms | non-2xx/3xx |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['case']} | {r['response']} | {r['rps']:.0f} | {r['p50_ms']:.1f} | "
               f"{r['p99_ms']:.1f} | {r['non_2xx_3xx']} |")  # fmt: skip

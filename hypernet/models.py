@@ -255,9 +255,9 @@ def _check_config(name: str, config: dict) -> None:
             _check_token(f"{name}: {key}", token)
     if "added_tokens_decoder" in config:
         _check_added_tokens(name, config["added_tokens_decoder"])
-    _check_type(name, config, "tokenizer_class", str)
-    _check_type(name, config, "model_max_length", int | float)
-    _check_type(name, config, "chat_template", str | list)
+    _check_type(name, config, "tokenizer_class", (str,))
+    _check_type(name, config, "model_max_length", (int, float))
+    _check_type(name, config, "chat_template", (str, list))
 
 
 def _token_list(name: str, key: str, tokens: object) -> list:
@@ -271,9 +271,9 @@ def _token_list(name: str, key: str, tokens: object) -> list:
     raise InputError(f"{name}: {key} must be a list of tokens, not {type(tokens).__name__}")
 
 
-def _check_type(name: str, config: dict, key: str, kind: type) -> None:
+def _check_type(name: str, config: dict, key: str, kinds: tuple[type, ...]) -> None:
     value = config.get(key)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
         raise InputError(f"{name}: {key} has the wrong type ({value!r:.60})")
 
 

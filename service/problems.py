@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from hypernet.errors import InputError
 
@@ -60,6 +61,22 @@ def problem_at(
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
+def allowed(request: Request) -> str:
+    """Every method the path takes: the router names only those of the first route whose path
+    matched, and a path served by several routes (GET and DELETE /jobs/{id}) has more."""
+    return ", ".join(sorted(_methods(request.app.router.routes, request.scope)))
+
+
+def _methods(routes: list, scope: dict) -> set[str]:
+    found: set[str] = set()
+    for route in routes:
+        if hasattr(route, "original_router"):  # an included router: its own routes
+            found |= _methods(route.original_router.routes, scope)
+        elif route.matches(scope)[0] != Match.NONE:
+            found |= getattr(route, "methods", None) or set()
+    return found
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ProblemError)
     async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
@@ -71,7 +88,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
-        return problem(request, exc.status_code, str(exc.detail), headers=exc.headers)
+        headers = exc.headers
+        if exc.status_code == 405:
+            headers = {"Allow": allowed(request)}
+        return problem(request, exc.status_code, str(exc.detail), headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -86,36 +106,3 @@ def install(app: FastAPI) -> None:
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s", request.url.path)
         return problem(request, 500, "internal error; the server log has the details")
-
-
-def document(app: FastAPI) -> None:
-    """Make the schema say what the handlers above do: every 4xx and 5xx response is a
-    problem+json body (FastAPI would document its own 422 shape otherwise)."""
-    from fastapi.openapi.utils import get_openapi
-
-    from .schemas import Problem
-
-    def openapi() -> dict:
-        if app.openapi_schema is None:
-            spec = get_openapi(
-                title=app.title, version=app.version, description=app.description,
-                routes=app.routes,
-            )  # fmt: skip
-            schemas = spec.setdefault("components", {}).setdefault("schemas", {})
-            schemas.pop("HTTPValidationError", None)
-            schemas.pop("ValidationError", None)
-            schemas["Problem"] = Problem.model_json_schema(
-                ref_template="#/components/schemas/{model}"
-            )
-            ref = {"$ref": "#/components/schemas/Problem"}
-            for operations in spec["paths"].values():
-                for operation in operations.values():
-                    for code, response in operation["responses"].items():
-                        if code[0] in "45":
-                            response["content"] = {MEDIA_TYPE: {"schema": ref}}
-                            if response.get("description") in (None, "", "Validation Error"):
-                                response["description"] = HTTPStatus(int(code)).phrase
-            app.openapi_schema = spec
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]

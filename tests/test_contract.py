@@ -66,3 +66,14 @@ def test_compose_config_passes() -> None:
         pytest.skip("neither `docker compose` nor `docker-compose` is installed here")
     run = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
+
+
+def test_what_the_guard_answers_is_declared() -> None:
+    spec = create_app().openapi()
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            codes = set(operation["responses"])
+            assert "400" in codes, (path, method)
+            assert ("401" in codes) == (path not in ("/healthz", "/readyz")), (path, method)
+            assert ("403" in codes) == ("401" in codes and method not in ("get", "head"))
+            assert ("413" in codes) == ("requestBody" in operation), (path, method)

@@ -13,6 +13,7 @@ from .. import problems
 from ..config import Settings
 from ..embedded import WorkerProcess
 from ..services import Services
+from . import spec
 from .guard import Guard
 from .routes import artifacts, catalog, events, health, jobs, train, transplant, uploads
 from .views import Polls
@@ -48,7 +49,7 @@ def create_app(settings: Settings | None = None, worker: bool = False) -> FastAP
     app = FastAPI(title="tokengraft", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.add_middleware(Guard)
     problems.install(app)
-    problems.document(app)
+    spec.document(app)
     for module in (transplant, train, jobs, events, artifacts, uploads, catalog, health):
         app.include_router(module.router)
     logging.getLogger("tokengraft").setLevel(logging.INFO)

@@ -1,0 +1,42 @@
+"""How polls are answered: one read of a job per interval shared by every poller, a cancel
+seen at once, and a 405 that names every method of its path."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi.testclient import TestClient
+
+from service.api.main import create_app
+from service.config import Settings
+from service.services import Services
+
+
+def test_a_poll_sees_a_job_at_most_one_interval_old(settings: Settings, services: Services) -> None:
+    slow = settings.model_copy(update={"poll_cache_seconds": 1.0})
+    job, _ = services.queue.enqueue({"model": "tiny", "tokenizer": "sp"}, "h")
+    with TestClient(create_app(slow)) as client:
+        first = client.get(f"/jobs/{job.id}")
+        services.queue.claim("w1")  # the worker's process changes the row
+        assert client.get(f"/jobs/{job.id}").json()["status"] == "queued"  # within the interval
+        time.sleep(1.0)
+        moved = client.get(f"/jobs/{job.id}", headers={"If-None-Match": first.headers["ETag"]})
+        assert moved.status_code == 200 and moved.json()["status"] == "running"
+        assert moved.headers["ETag"] != first.headers["ETag"] and "Retry-After" in moved.headers
+        canceled = client.post(f"/jobs/{job.id}/cancel").json()
+        assert canceled["cancel_requested"] and client.get(f"/jobs/{job.id}").json() == canceled
+
+
+def test_if_none_match_is_weak_and_takes_a_star(client: TestClient, services: Services) -> None:
+    job, _ = services.queue.enqueue({"model": "tiny", "tokenizer": "sp"}, "h")
+    tag = client.get(f"/jobs/{job.id}").headers["ETag"]
+    assert tag.startswith('W/"')
+    for given in (tag, tag.removeprefix("W/"), f'"other", {tag}', "*"):
+        assert client.get(f"/jobs/{job.id}", headers={"If-None-Match": given}).status_code == 304
+    assert client.get(f"/jobs/{job.id}", headers={"If-None-Match": '"x"'}).status_code == 200
+
+
+def test_405_names_every_method_of_the_path(client: TestClient) -> None:
+    response = client.put("/jobs/0123")
+    assert response.status_code == 405 and response.headers["Allow"] == "DELETE, GET"
+    assert client.options("/jobs").headers["Allow"] == "GET"
