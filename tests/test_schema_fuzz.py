@@ -4,9 +4,10 @@ response the schema does not declare, within a fixed time per run.
 
 Checks left out, and why: `positive_data_acceptance` (a request that fits the schema may still
 name a model or tokenizer the server does not have: 422 is right); on the open server,
-`ignored_auth`, `missing_required_header` and `negative_data_rejection` (without keys the server
-is open by design, on loopback only, and a request without the Authorization header the schema
-declares is not a bad request there; the keyed run keeps all three). `/readyz` is left out: the server runs without a worker, so 503 is its answer.
+`ignored_auth`, `missing_required_header` and `negative_data_rejection` (without keys the
+server is open by design, on loopback only, and a request without the Authorization header the
+schema declares is not a bad request there; the keyed run keeps all three). `/readyz` is left
+out: the server runs without a worker, so 503 is its answer.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def served(request: pytest.FixtureRequest, settings: Settings, tmp_path: Path) -
 def schemathesis(location: str, url: str, key: str | None, cwd: Path) -> tuple[int, str]:
     excluded = ["positive_data_acceptance"]
     command = [ST, "run", location, "--url", url, "--checks", "all", "--max-time", SECONDS,
-               "--seed", SEED, "--workers", "1", "--exclude-path", "/readyz", "--no-color"]  # fmt: skip
+               "--seed", SEED, "--workers", "1", "--exclude-path", "/readyz",
+               "--no-color"]  # fmt: skip
     if key is None:
         excluded += ["ignored_auth", "missing_required_header", "negative_data_rejection"]
     else:
