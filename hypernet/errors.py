@@ -9,5 +9,11 @@ class InputError(ValueError):
     """
 
 
+def is_panic(e: BaseException) -> bool:
+    """A panic of a Rust library (tokenizers), which pyo3 raises as a BaseException: a
+    tokenizer.json it cannot handle, not a bug of ours or a reason to stop the process."""
+    return type(e).__name__ == "PanicException"
+
+
 class Cancelled(Exception):
     """The caller asked to stop; raised at the next stage boundary, before anything is kept."""

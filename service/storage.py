@@ -2,19 +2,26 @@
 appears when complete, and read back by the API in byte ranges.
 
 `Storage` is the interface; `LocalStorage` keeps files on a (possibly shared) filesystem. An
-object store would implement the same four methods; `scratch` (a training job's checkpoints,
-kept across attempts) needs a filesystem every worker shares.
+object store would implement the same methods; `scratch` (a training job's checkpoints, kept
+across attempts) needs a filesystem every worker shares.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import shutil
-from collections.abc import Iterator
+import stat
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
 CHUNK = 1 << 20
+
+
+class Changed(OSError):
+    """A recorded file whose size on disk is no longer the one recorded."""
 
 
 def sha256_file(path: Path) -> str:
@@ -37,13 +44,26 @@ class Storage(Protocol):
     def manifest(self, job_id: str, output_dir: str) -> list[tuple[str, int, str]]:
         """(relative path, size, sha256) of every file of a finished output."""
 
+    def check(self, job_id: str, output_dir: str, path: str, size: int) -> None:
+        """Raise FileNotFoundError unless the file is there as it was written (a regular file
+        inside the output, reached through no symlink), or Changed unless it holds `size`
+        bytes: a response must not promise a body it cannot send."""
+
     def read(
         self, job_id: str, output_dir: str, path: str, start: int, end: int
     ) -> Iterator[bytes]:
         """Bytes [start, end) of one file."""
 
     def remove(self, job_id: str, output_dir: str | None = None) -> None:
-        """One output (or, without `output_dir`, everything the job has)."""
+        """One output (or, without `output_dir`, everything the job has); the job's folder
+        goes with its last output."""
+
+
+def _is(path: Path, kind: Callable[[int], bool]) -> None:
+    """Raise FileNotFoundError unless `path` itself, not what a symlink there names, is of
+    `kind` (stat.S_ISDIR, stat.S_ISREG)."""
+    if not kind(os.lstat(path).st_mode):
+        raise FileNotFoundError(path.name)
 
 
 class LocalStorage:
@@ -78,16 +98,28 @@ class LocalStorage:
         return [(p.relative_to(out).as_posix(), p.stat().st_size, sha256_file(p)) for p in files]
 
     def file(self, job_id: str, output_dir: str, path: str) -> Path:
-        out = self._output(job_id, output_dir).resolve()
-        target = (out / path).resolve()
-        if not target.is_relative_to(out) or not target.is_file():
+        """The file, if it is a regular file inside the output and no part of its path below
+        the job's folder is a symlink (which could name anything on the server)."""
+        parts = path.split("/")
+        if any(part in ("", ".", "..") for part in parts):
             raise FileNotFoundError(path)
-        return target
+        folder = self._output(job_id, output_dir)
+        _is(folder, stat.S_ISDIR)
+        for part in parts[:-1]:
+            folder = folder / part
+            _is(folder, stat.S_ISDIR)
+        _is(folder / parts[-1], stat.S_ISREG)
+        return folder / parts[-1]
+
+    def check(self, job_id: str, output_dir: str, path: str, size: int) -> None:
+        if os.lstat(self.file(job_id, output_dir, path)).st_size != size:
+            raise Changed(path)
 
     def read(
         self, job_id: str, output_dir: str, path: str, start: int, end: int
     ) -> Iterator[bytes]:
-        with open(self.file(job_id, output_dir, path), "rb") as f:
+        fd = os.open(self.file(job_id, output_dir, path), os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as f:
             f.seek(start)
             left = end - start
             while left > 0 and (chunk := f.read(min(CHUNK, left))):
@@ -95,5 +127,9 @@ class LocalStorage:
                 yield chunk
 
     def remove(self, job_id: str, output_dir: str | None = None) -> None:
-        target = self._job(job_id) if output_dir is None else self._output(job_id, output_dir)
-        shutil.rmtree(target, ignore_errors=True)
+        if output_dir is None:
+            shutil.rmtree(self._job(job_id), ignore_errors=True)
+            return
+        shutil.rmtree(self._output(job_id, output_dir), ignore_errors=True)
+        with contextlib.suppress(OSError):  # other outputs remain, or it is gone already
+            self._job(job_id).rmdir()

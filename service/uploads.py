@@ -22,10 +22,10 @@ from typing import TypeVar
 from sqlalchemy import delete
 from tokenizers import Tokenizer
 
-from hypernet.errors import InputError
+from hypernet.errors import InputError, is_panic
 from hypernet.vocab import check_ids
 
-from .archive import invalid, read_members, reason
+from .archive import ArchiveError, read_members
 from .catalog import UPLOAD_ID
 from .models import JobKind, Upload
 from .problems import ProblemError
@@ -37,6 +37,17 @@ TOKENIZER_FILES = {
 JSON_FILES = {"tokenizer_config.json", "special_tokens_map.json"}
 PROBE = "Hello, world! 123"  # encoded once: some broken tokenizers only fail (or panic) here
 T = TypeVar("T")
+INVALID, TOO_LARGE = "/problems/invalid-upload", "/problems/too-large"
+
+
+def invalid(detail: str) -> ProblemError:
+    return ProblemError(422, detail, INVALID)
+
+
+def reason(e: BaseException) -> str:
+    """An error's first line, short enough for a problem's detail."""
+    lines = str(e).splitlines()
+    return lines[0][:300] if lines else type(e).__name__
 
 
 # --- tokenizers -------------------------------------------------------------------------------
@@ -54,7 +65,11 @@ def _unpack(data: bytes, max_bytes: int) -> dict[str, bytes]:
         raise invalid("the file is empty")
     if start in b'{["':  # JSON: a tar starts with its first member's name
         return {"tokenizer.json": data}
-    files = read_members(io.BytesIO(data), TOKENIZER_FILES, max_bytes)
+    try:
+        files = read_members(io.BytesIO(data), TOKENIZER_FILES, max_bytes)
+    except ArchiveError as e:
+        raise ProblemError(413 if e.too_large else 422, str(e),
+                           TOO_LARGE if e.too_large else INVALID) from None  # fmt: skip
     if "tokenizer.json" not in files:
         raise invalid("the tar holds no tokenizer.json")
     return files
@@ -79,7 +94,7 @@ def check_tokenizer(raw: bytes, max_vocab: int) -> int:
     size = vocab_bound(spec)
     if size > max_vocab:
         raise ProblemError(413, f"vocabulary of {size} tokens is over the limit of {max_vocab}",
-                           "/problems/too-large")  # fmt: skip
+                           TOO_LARGE)  # fmt: skip
     _check_unk(model)
     return _check_built(library(Tokenizer.from_str, raw.decode()))
 
@@ -130,7 +145,7 @@ def library(call: Callable[..., T], *args: object) -> T:
     try:
         return call(*args)
     except BaseException as e:
-        if not isinstance(e, Exception) and type(e).__name__ != "PanicException":
+        if not (isinstance(e, Exception) or is_panic(e)):
             raise
         raise invalid(f"not a valid tokenizer.json: {reason(e)}") from None
 

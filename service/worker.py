@@ -26,7 +26,7 @@ from typing import Protocol
 
 import torch
 
-from hypernet.errors import Cancelled, InputError
+from hypernet.errors import Cancelled, InputError, is_panic
 from hypernet.transplant import TransplantRequest, transplant
 
 from . import hypernets, refine
@@ -266,6 +266,10 @@ class Worker:
             return JobStatus.queued if self.queue.release(claim) else None
         except Exception as e:
             return self._failed(claim, e)
+        except BaseException as e:  # a tokenizer the Rust library panics on, mid-job
+            if not is_panic(e):
+                raise
+            return self._failed(claim, InputError(f"the tokenizer library failed: {e}"))
         files = self.storage.manifest(claim.job_id, output_dir) if output_dir else []
         if self.queue.succeed(claim, result, output_dir, files):
             return JobStatus.succeeded
@@ -291,9 +295,3 @@ class Worker:
             if self.queue.delete(job_id):
                 self.storage.remove(job_id)
                 log.info("deleted job %s: retention", job_id)
-
-
-def run_in_thread(worker: Worker) -> threading.Thread:
-    thread = threading.Thread(target=worker.run, name="worker", daemon=True)
-    thread.start()
-    return thread

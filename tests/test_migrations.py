@@ -6,11 +6,12 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import MetaData, Table, create_engine, inspect, select
 
-from service.migrate import upgrade
+from service.migrate import alembic_config, upgrade
 from service.models import Base
 
 
@@ -43,6 +44,57 @@ def test_jobs_from_before_job_kinds_are_transplants(database_url: str) -> None:
         with engine.connect() as conn:
             jobs = Table("jobs", MetaData(), autoload_with=conn)
             assert conn.execute(select(jobs.c.id, jobs.c.kind)).all() == [("old", "transplant")]
+    finally:
+        engine.dispose()
+
+
+def downgrade(url: str, revision: str) -> None:
+    config = alembic_config(url)
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, revision)
+    finally:
+        engine.dispose()
+
+
+def test_file_sizes_over_2_gib_fit_and_rows_are_kept(database_url: str) -> None:
+    upgrade(database_url, "0002")
+    engine = create_engine(database_url)
+    big = 3 * 2**30
+    try:
+        with engine.begin() as conn:
+            jobs, artifacts, uploads = (
+                Table(name, MetaData(), autoload_with=conn)
+                for name in ("jobs", "artifacts", "uploads")
+            )
+            conn.execute(jobs.insert().values(
+                id="j", status="succeeded", version=1, request={}, request_hash="0" * 64,
+                attempt=1, cancel_requested=False, fraction=1.0, created_at=datetime.now(UTC),
+            ))  # fmt: skip
+            conn.execute(artifacts.insert().values(job_id="j", path="a", size=7, sha256="0"))
+        upgrade(database_url)
+        with engine.begin() as conn:
+            artifacts, uploads = (
+                Table(name, MetaData(), autoload_with=conn) for name in ("artifacts", "uploads")
+            )
+            conn.execute(artifacts.insert().values(job_id="j", path="b", size=big, sha256="0"))
+            conn.execute(uploads.insert().values(
+                id="u", kind="text", filename="t", size=big, sha256="0",
+                created_at=datetime.now(UTC),
+            ))  # fmt: skip
+            rows = conn.execute(select(artifacts.c.path, artifacts.c.size).order_by("path"))
+            assert rows.all() == [("a", 7), ("b", big)]
+            assert conn.execute(select(uploads.c.size)).scalar() == big
+            conn.execute(artifacts.delete().where(artifacts.c.size == big))
+            conn.execute(uploads.delete())
+        downgrade(database_url, "0002")
+        upgrade(database_url)
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+            artifacts = Table("artifacts", MetaData(), autoload_with=conn)
+            assert conn.execute(select(artifacts.c.path, artifacts.c.size)).all() == [("a", 7)]
     finally:
         engine.dispose()
 

@@ -5,6 +5,7 @@ over 2 GiB, and leftover folders. On SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 import time
@@ -17,8 +18,11 @@ from sqlalchemy import delete
 from test_service_api import REQUEST, assert_problem, submit
 from test_service_e2e import Server
 
+from service.api.routes.artifacts import _range
+from service.api.routes.events import _last_event_id
 from service.config import Settings
 from service.models import Artifact, Job, JobEvent, JobStatus
+from service.problems import ProblemError
 from service.services import Services
 from service.worker import Worker
 
@@ -76,7 +80,7 @@ def events(client: TestClient, job_id: str, last_event_id: str) -> list[str]:
         return [line for line in stream.iter_lines() if line]
 
 
-BAD_IDS = ["9" * 5000, "²", "1" + "0" * 23, "2147483648", "-1", "1.5", "x", "1 2"]
+BAD_IDS = ["9" * 5000, "1" + "0" * 23, "2147483648", "-1", "1.5", "x", "1 2"]
 
 
 def test_a_bad_last_event_id_is_a_400_before_the_stream(client: TestClient) -> None:
@@ -84,6 +88,16 @@ def test_a_bad_last_event_id_is_a_400_before_the_stream(client: TestClient) -> N
     for bad in BAD_IDS:
         response = client.get(f"/jobs/{job['id']}/events", headers={"Last-Event-ID": bad})
         assert_problem(response, 400, "Last-Event-ID")
+
+
+def test_headers_take_ascii_digits_only() -> None:
+    """A raw 0xB2 byte reaches a handler as "²", which str.isdigit() accepts and int() refuses
+    (the test client sends UTF-8, so this is checked here)."""
+    with pytest.raises(ProblemError) as refused:
+        _last_event_id("²")
+    assert refused.value.status == 400
+    assert _range("bytes=²-", 10) is None and _range("bytes=-²", 10) is None
+    assert _range("bytes=2-³", 10) is None
 
 
 def test_last_event_id_replays_what_came_after(client: TestClient, services: Services) -> None:
@@ -107,7 +121,7 @@ def test_ranges_with_huge_or_odd_numbers_never_fail(client: TestClient, services
         part = client.get(url, headers={"Range": header})
         assert part.status_code == 206 and part.content == data[: len(part.content)]
     assert client.get(url, headers={"Range": f"bytes=0-{'0' * 5000}"}).content == data[:1]
-    for ignored in ("bytes=²-", "bytes=-²", f"bytes={'9' * 5000}-5", "bytes=5-2"):
+    for ignored in (f"bytes={'9' * 5000}-5", "bytes=5-2", "bytes=x-", "bytes=1-2,4-5"):
         whole = client.get(url, headers={"Range": ignored})
         assert whole.status_code == 200 and whole.content == data
 
@@ -120,9 +134,9 @@ def test_if_none_match_star_and_weak_comparison(client: TestClient, services: Se
         response = client.get(f"/jobs/{job['id']}", headers={"If-None-Match": header})
         assert response.status_code == 304 and response.headers["etag"] == tag, header
     for header in ('"other"', strong[:-1], f'"{strong}"', "W/"):
-        assert (
-            client.get(f"/jobs/{job['id']}", headers={"If-None-Match": header}).status_code == 200
-        )
+        response = client.get(f"/jobs/{job['id']}", headers={"If-None-Match": header})
+        assert response.status_code == 200, header
+    services.queue.cancel(job["id"])  # so that the next job is the one claimed
     job_id, _ = succeeded(services, FILES)
     url = f"/jobs/{job_id}/artifacts/model.safetensors"
     sha = client.get(url).headers["etag"]
@@ -220,14 +234,17 @@ def test_sigterm_ends_open_streams_and_the_server_exits(settings: Settings, tmp_
                 if line.startswith("event: state"):
                     server.process.send_signal(signal.SIGTERM)
                     signaled = time.monotonic()
+                elif lines.count("event: state") and time.monotonic() - signaled > 10:
+                    break  # pings would keep it open for good
         server.process.wait(timeout=10)
         took = time.monotonic() - signaled
     finally:
         server.stop()
     nonblank = [ln for ln in lines if ln]
-    assert nonblank[-2:] == ["event: end", 'data: {"status": "queued", "reason": '
-                             '"server shutting down"}'], server.log.read_text()  # fmt: skip
+    end = json.dumps({"status": "queued", "reason": "server shutting down"})
+    assert nonblank[-2:] == ["event: end", f"data: {end}"], server.log.read_text()
     assert took < 10
+    print(f"server exited {took:.1f} s after SIGTERM with a stream open")
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{server.url}/healthz", timeout=2)
 
@@ -247,15 +264,15 @@ def test_artifacts_over_2_gib(client: TestClient, services: Services) -> None:
     assert services.queue.succeed(claim, {}, out.name, rows)
     manifest = client.get(f"/jobs/{job.id}/artifacts").json()["files"]
     assert manifest == [{"path": "big.bin", "size": size, "sha256": "0" * 64}]
-    start = size - 500
+    start = 3_221_225_000  # 472 bytes before the end
     part = client.get(f"/jobs/{job.id}/artifacts/big.bin", headers={"Range": f"bytes={start}-"})
     assert part.status_code == 206 and part.headers["content-range"] == (
         f"bytes {start}-{size - 1}/{size}"
     )  # fmt: skip
-    assert part.content == b"\0" * (500 - len(tail)) + tail
+    assert part.content == b"\0" * (size - start - len(tail)) + tail
 
 
-def test_failed_and_canceled_jobs_leave_no_folder(client: TestClient, services: Services) -> None:
+def test_failed_jobs_leave_no_folder(services: Services) -> None:
     jobs = services.settings.jobs_dir
     worker = Worker(services.settings, services.queue, services.storage, services.catalog)
     failing, _ = services.queue.enqueue({**REQUEST, "model": "missing"}, "1" * 64)

@@ -19,6 +19,7 @@ import tiny
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 from test_service_api import REQUEST, assert_problem, run_next, submit, wait_for
+from tokenizers import Tokenizer
 
 import hypernet.transplant
 from hypernet.errors import Cancelled
@@ -358,3 +359,39 @@ def test_the_worker_loop_applies_retention(services: Services) -> None:
         worker.stop.set()
         thread.join(timeout=30)
     assert not (services.settings.jobs_dir / old).exists()
+
+
+# --- a tokenizer the Rust library panics on ------------------------------------------------------
+PANICS = {"model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": [["a", "b"]]}}
+
+
+def test_a_panicking_store_tokenizer_is_a_422(client: TestClient, settings: Settings) -> None:
+    """A merge whose result is not in the vocabulary panics the tokenizers library."""
+    (settings.tokenizers_dir / "panics.json").write_text(json.dumps(PANICS))
+    body = {**REQUEST, "tokenizer": "panics", "dry_run": True}
+    assert_problem(client.post("/transplant", json=body), 422, "not a valid tokenizer.json")
+
+
+def panic() -> BaseException:
+    """The exception the tokenizers library raises when it panics (pyo3's PanicException)."""
+    try:
+        Tokenizer.from_str(json.dumps(PANICS))
+    except BaseException as e:  # noqa: BLE001 (the panic is what is wanted)
+        return e
+    raise AssertionError("the tokenizers library no longer panics on this")
+
+
+def test_a_panic_inside_a_job_fails_it_once(
+    client: TestClient, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raised = panic()
+    assert not isinstance(raised, Exception)
+
+    def panics(*args: object) -> None:
+        raise raised
+
+    monkeypatch.setattr("service.worker.transplant", panics)
+    job_id = submit(client)["id"]
+    assert run_next(services) == JobStatus.failed
+    job = job_of(client, job_id)
+    assert (job["error"]["type"], job["attempt"]) == ("invalid_input", 1), job["error"]

@@ -1,8 +1,14 @@
 """A succeeded job's files: the manifest, each file with Range / If-Range / HEAD and a strong
-sha256 ETag, and the whole checkpoint as a tar streamed file by file (never built first)."""
+sha256 ETag, and the whole checkpoint as a tar streamed file by file (never built first).
+
+A file is served only as it was recorded: a regular file inside the job's folder (no symlink
+on the way) of the recorded size, checked before the response starts, since a body that breaks
+after its headers went out looks like a network fault to the client.
+"""
 
 from __future__ import annotations
 
+import logging
 import mimetypes
 import re
 import tarfile
@@ -17,11 +23,14 @@ from ...models import Artifact, Job, JobKind, JobStatus
 from ...problems import ProblemError
 from ...schemas import FileOut, Manifest
 from ...services import Services
+from ...storage import Changed
 from ..deps import Authorized, ServicesDep
+from ..views import not_modified
 from .jobs import NOT_FOUND, find
 
 router = APIRouter(dependencies=[Authorized], tags=["artifacts"])
-RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+log = logging.getLogger("tokengraft.api")
+RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")  # ASCII digits only: int() takes "²" too
 BLOCK = 512
 
 
@@ -42,26 +51,57 @@ def _files(services: Services, job_id: str) -> tuple[Job, list[Artifact]]:
     return job, services.queue.artifacts(job_id)
 
 
-@router.get("/jobs/{job_id}/artifacts", response_model=Manifest, responses=NOT_FOUND)
+def _available(services: Services, job: Job, files: list[Artifact]) -> None:
+    """Each file as recorded, or a problem before any byte is sent (and a warning: someone or
+    something changed the store behind the service)."""
+    assert job.output_dir is not None
+    for f in files:
+        try:
+            services.storage.check(job.id, job.output_dir, f.path, f.size)
+        except Changed:
+            log.warning("job %s: file %r refused: its size is not the recorded %d bytes",
+                        job.id, f.path, f.size)  # fmt: skip
+            raise ProblemError(409, f"file {f.path!r} of job {job.id} changed after it was "
+                               "recorded", "/problems/artifact-changed") from None  # fmt: skip
+        except OSError as e:
+            log.warning("job %s: file %r refused: not a regular file inside the job's folder "
+                        "(%s)", job.id, f.path, e)  # fmt: skip
+            raise ProblemError(404, f"file {f.path!r} of job {job.id} is not available",
+                               "/problems/not-found") from None  # fmt: skip
+
+
+@router.get("/jobs/{job_id}/artifacts", response_model=Manifest, responses={409: {}, **NOT_FOUND})
 async def manifest(job_id: str, services: ServicesDep) -> Manifest:
     _, files = await run_in_threadpool(_files, services, job_id)
     return Manifest(files=[FileOut(path=f.path, size=f.size, sha256=f.sha256) for f in files])
 
 
+def _position(digits: str, size: int) -> int:
+    """A byte position, or `size` for any beyond the file (int() refuses over 4300 digits)."""
+    digits = digits.lstrip("0") or "0"
+    return size if len(digits) > len(str(size)) else min(int(digits), size)
+
+
+def _order(digits: str) -> tuple[int, str]:
+    """A decimal's sort key, whatever its length."""
+    digits = digits.lstrip("0")
+    return len(digits), digits
+
+
 def _range(header: str, size: int) -> tuple[int, int] | None:
     """[start, end) of a single-range header; None to send the whole file (RFC 9110 lets a
     server ignore multi-range requests). Raises 416 when unsatisfiable."""
-    match = RANGE.match(header.strip())
+    match = RANGE.fullmatch(header.strip())
     if match is None:
         return None
     first, last = match.groups()
+    if first and last and _order(last) < _order(first):
+        return None  # syntactically invalid: ignored
     if first:
-        start = int(first)
-        end = min(int(last) + 1, size) if last else size
-        if last and int(last) < start:
-            return None  # syntactically invalid: ignored
+        start = _position(first, size)
+        end = min(_position(last, size) + 1, size) if last else size
     elif last:
-        start, end = max(size - int(last), 0), size
+        start, end = size - _position(last, size), size
     else:
         return None
     if start >= size or end <= start:
@@ -75,6 +115,7 @@ FILE_RESPONSES: dict = {
     200: {"content": {"application/octet-stream": {}}},
     206: {},
     304: {},
+    409: {},
     416: {},
     **NOT_FOUND,
 }
@@ -97,9 +138,10 @@ async def artifact(
     entry = next((f for f in files if f.path == path), None)  # only manifest paths exist
     if entry is None:
         raise ProblemError(404, f"job {job_id} has no file {path!r}", "/problems/not-found")
+    await run_in_threadpool(_available, services, job, [entry])
     tag = f'"{entry.sha256}"'
     headers = {"ETag": tag, "Accept-Ranges": "bytes"}
-    if if_none_match is not None and tag in [t.strip() for t in if_none_match.split(",")]:
+    if not_modified(if_none_match, tag):
         return Response(status_code=304, headers=headers)
     span = None
     if range is not None and (if_range is None or if_range.strip() == tag):
@@ -146,10 +188,11 @@ def _tar_stream(
 @router.get(
     "/jobs/{job_id}/checkpoint.tar",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/x-tar": {}}}, **NOT_FOUND},
+    responses={200: {"content": {"application/x-tar": {}}}, 409: {}, **NOT_FOUND},
 )
 async def checkpoint_tar(job_id: str, services: ServicesDep) -> StreamingResponse:
     job, files = await run_in_threadpool(_files, services, job_id)
+    await run_in_threadpool(_available, services, job, files)
     headers, total = _tar(job, files)
     return StreamingResponse(
         _tar_stream(services, job, headers),

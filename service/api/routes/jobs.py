@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
@@ -25,10 +25,16 @@ def _cursor(job: Job) -> str:
 
 
 def _after(cursor: str) -> tuple[datetime, str]:
+    """The (created_at, id) a cursor names; anything this server could not have written is a
+    400 (a naive or out-of-range time, an id that is not a job id's shape)."""
     try:
-        created, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return datetime.fromisoformat(created), job_id
-    except ValueError:
+        raw = base64.b64decode(cursor.encode(), altchars=b"-_", validate=True)
+        created, job_id = raw.decode().split("|")
+        when = datetime.fromisoformat(created)
+        if when.tzinfo is None or not (job_id.isascii() and job_id.isalnum()) or len(job_id) > 32:
+            raise ValueError(cursor)
+        return when.astimezone(UTC), job_id
+    except (ValueError, OverflowError):
         raise ProblemError(400, "invalid cursor", "/problems/invalid-cursor") from None
 
 

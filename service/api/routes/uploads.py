@@ -14,12 +14,11 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from sqlalchemy import select
 
-from ...archive import invalid
 from ...models import Upload
 from ...problems import ProblemError
 from ...schemas import Problem, TextList, TokenizerList, UploadOut
 from ...services import Services
-from ...uploads import remove, store_text, store_tokenizer
+from ...uploads import invalid, remove, store_text, store_tokenizer
 from ..deps import Authorized, ServicesDep
 from ..views import upload_out
 
