@@ -61,9 +61,7 @@ def test_bodies_stop_at_their_limit(client: TestClient, services: Services) -> N
     assert status == 400
 
 
-def test_revoking_every_key_keeps_the_server_closed(
-    client: TestClient, services: Services
-) -> None:
+def test_revoking_every_key_keeps_the_server_closed(client: TestClient, services: Services) -> None:
     row, key = keys.create(services.sessions, "only", "write")
     auth = {"Authorization": f"Bearer {key}"}
     assert client.get("/jobs", headers=auth).status_code == 200
