@@ -388,7 +388,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(settings, worker=not args.no_worker)
     print(f"tokengraft serving on http://{args.host}:{args.port} (data in {settings.data_dir})",
           file=sys.stderr)  # fmt: skip
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    # httptools parses HTTP fast; the asyncio loop, unlike uvloop, served 16 pollers without
+    # 100-300 ms stragglers (bench/polling.py)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", loop="asyncio",
+                http="httptools")  # fmt: skip
     return 0
 
 

@@ -18,7 +18,7 @@ import threading
 from .config import Settings
 
 log = logging.getLogger("tokengraft.embedded")
-NICENESS = 10
+NICENESS = 19  # the lowest: a poll never waits behind a transplant
 
 
 def environment(settings: Settings) -> dict[str, str]:

@@ -72,17 +72,25 @@ def scope_of(sessions: sessionmaker[Session], key: str) -> str | None:
 
 class Gate:
     """`any_created` and `scope_of`, remembered for `ttl` seconds: a dashboard's polls do not
-    each pay two database reads, and a new or revoked key takes effect within `ttl`."""
+    each pay two database reads, and a new or revoked key takes effect within `ttl` (plus one
+    read: while one request reads again, the others keep the answer it replaces, so that
+    requests never queue on the database together)."""
 
     def __init__(self, sessions: sessionmaker[Session], ttl: float = 1.0) -> None:
         self.sessions, self.ttl = sessions, ttl
         self._memo: dict[str, tuple[float, object]] = {}
+        self._reading: set[str] = set()
 
     def fresh(self, key: str | None) -> bool:
         """Whether `locked` and `scope` (of `key`) would answer without the database."""
-        now = time.monotonic()
         names = ["", _digest(key)] if key else [""]
-        return all(now - self._memo.get(n, (-self.ttl - 1, None))[0] < self.ttl for n in names)
+        return all(self._answer(n) is not None for n in names)
+
+    def _answer(self, name: str) -> tuple[float, object] | None:
+        hit = self._memo.get(name)
+        if hit is None or (time.monotonic() - hit[0] >= self.ttl and name not in self._reading):
+            return None
+        return hit
 
     def locked(self) -> bool:
         return bool(self._cached("", lambda: any_created(self.sessions)))
@@ -91,12 +99,15 @@ class Gate:
         return self._cached(_digest(key), lambda: scope_of(self.sessions, key))  # type: ignore[return-value]
 
     def _cached(self, name: str, read):  # noqa: ANN001, ANN202 (any zero-argument reader)
-        now = time.monotonic()
-        hit = self._memo.get(name)
-        if hit is not None and now - hit[0] < self.ttl:
+        hit = self._answer(name)
+        if hit is not None:
             return hit[1]
         if len(self._memo) > 10_000:  # a flood of made-up keys must not grow this without end
             self._memo.clear()
-        value = read()
+        self._reading.add(name)
+        try:
+            now, value = time.monotonic(), read()
+        finally:
+            self._reading.discard(name)
         self._memo[name] = (now, value)
         return value

@@ -30,10 +30,9 @@ class Services:
     def build(cls, settings: Settings) -> Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(settings.url)
-        sessions = make_sessions(engine)
-        queue = Queue(sessions, settings.max_attempts, make_read_sessions(engine))
+        sessions, reads = make_sessions(engine), make_read_sessions(engine)
         return cls(
-            settings, engine, sessions, queue,
+            settings, engine, sessions, Queue(sessions, settings.max_attempts, reads),
             LocalStorage(settings.jobs_dir), Catalog(settings),
-            Gate(sessions, settings.key_cache_seconds),
+            Gate(reads, settings.key_cache_seconds),
         )  # fmt: skip

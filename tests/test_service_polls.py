@@ -12,17 +12,23 @@ from service.config import Settings
 from service.services import Services
 
 
-def test_a_poll_sees_a_job_at_most_one_interval_old(settings: Settings, services: Services) -> None:
+def test_a_poll_sees_a_job_at_most_two_intervals_old(
+    settings: Settings, services: Services
+) -> None:
     slow = settings.model_copy(update={"poll_cache_seconds": 1.0})
     job, _ = services.queue.enqueue({"model": "tiny", "tokenizer": "sp"}, "h")
     with TestClient(create_app(slow)) as client:
         first = client.get(f"/jobs/{job.id}")
         services.queue.claim("w1")  # the worker's process changes the row
         assert client.get(f"/jobs/{job.id}").json()["status"] == "queued"  # within the interval
-        time.sleep(1.0)
+        time.sleep(1.0)  # one interval old: answered as it was, and refreshed behind
+        assert client.get(f"/jobs/{job.id}").json()["status"] == "queued"
         moved = client.get(f"/jobs/{job.id}", headers={"If-None-Match": first.headers["ETag"]})
         assert moved.status_code == 200 and moved.json()["status"] == "running"
         assert moved.headers["ETag"] != first.headers["ETag"] and "Retry-After" in moved.headers
+        services.queue.cancel(job.id)  # by another process: this one has not seen it
+        time.sleep(2.0)  # two intervals old: read before answering
+        assert client.get(f"/jobs/{job.id}").json()["cancel_requested"]
         canceled = client.post(f"/jobs/{job.id}/cancel").json()
         assert canceled["cancel_requested"] and client.get(f"/jobs/{job.id}").json() == canceled
 

@@ -3,6 +3,7 @@ a worker process runs beside the API."""
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None, worker: bool = False) -> FastAP
         services = Services.build(settings)
         app.state.services = services
         app.state.polls = Polls(settings.poll_cache_seconds)
+        gc.freeze()  # what start-up built (torch, transformers) is never scanned again
         embedded = WorkerProcess(settings) if worker else None
         if embedded is not None:
             embedded.start()

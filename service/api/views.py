@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -61,19 +62,36 @@ class Seen:
 class Polls:
     """What `GET /jobs/{id}` answers, read from the database at most once per job every
     `seconds` and shared by every client polling that job: a dashboard's load on the
-    database is bounded by the jobs it watches, not by how often or how many poll. A poll
-    sees a job at most `seconds` old. Bounded, least recently used first out."""
+    database is bounded by the jobs it watches, not by how often or how many poll.
+
+    A view older than `seconds` is still answered while one reader refreshes it in the
+    background (no poll waits on the database, and pollers never stampede it); one older
+    than twice that is read first. A poll sees a job at most `2 * seconds` old. Bounded, least
+    recently used first out."""
 
     def __init__(self, seconds: float, size: int = 4096) -> None:
         self.seconds, self.size = seconds, size
         self.kept: OrderedDict[str, Seen] = OrderedDict()
+        self.refreshing: set[str] = set()
+        self.tasks: set[asyncio.Task] = set()  # refreshes under way, held until done
 
     def get(self, job_id: str) -> Seen | None:
+        """The view to answer with, or None: read it first."""
         seen = self.kept.get(job_id)
-        if seen is None or time.monotonic() - seen.at >= self.seconds:
+        if seen is None or time.monotonic() - seen.at >= 2 * self.seconds:
             return None
         self.kept.move_to_end(job_id)
         return seen
+
+    def due(self, job_id: str) -> bool:
+        """Whether this poll should refresh the view (it is old, and nobody else is on it)."""
+        seen = self.kept.get(job_id)
+        if seen is None or job_id in self.refreshing:
+            return False
+        if time.monotonic() - seen.at < self.seconds:
+            return False
+        self.refreshing.add(job_id)
+        return True
 
     def put(self, job: Job) -> Seen:
         body = job_out(job).model_dump_json().encode()
@@ -85,6 +103,7 @@ class Polls:
 
     def forget(self, job_id: str) -> None:
         self.kept.pop(job_id, None)
+        self.refreshing.discard(job_id)
 
 
 def upload_out(row: Upload) -> UploadOut:

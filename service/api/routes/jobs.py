@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from datetime import UTC, datetime
 from typing import Annotated
@@ -64,6 +65,15 @@ def _seen(services: Services, polls: Polls, job_id: str) -> Seen:
     return polls.put(find(services, job_id))
 
 
+async def _refresh(services: Services, polls: Polls, job_id: str) -> None:
+    try:
+        await run_in_threadpool(_seen, services, polls, job_id)
+    except ProblemError:  # deleted meanwhile: the next poll reads it and answers 404
+        polls.forget(job_id)
+    finally:
+        polls.refreshing.discard(job_id)
+
+
 @router.get("/jobs/{job_id}", response_model=JobOut, responses={304: {}, **NOT_FOUND})
 async def get_job(
     job_id: str,
@@ -71,9 +81,12 @@ async def get_job(
     polls: PollsDep,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """The path dashboards poll: answered from `views.Polls` when it saw the job within
-    `poll_cache_seconds`, without leaving the event loop."""
+    """The path dashboards poll: answered from `views.Polls` without leaving the event loop,
+    and without waiting on the database unless no recent view exists."""
     seen = polls.get(job_id) or await run_in_threadpool(_seen, services, polls, job_id)
+    if polls.due(job_id):  # in a task of its own: this client's next request need not wait
+        polls.tasks.add(task := asyncio.create_task(_refresh(services, polls, job_id)))
+        task.add_done_callback(polls.tasks.discard)
     headers = {"ETag": seen.tag, **({} if seen.terminal else {"Retry-After": "2"})}
     if not_modified(if_none_match, seen.tag):
         return Response(status_code=304, headers=headers)
