@@ -235,7 +235,7 @@ def check_tokenizer_config(folder: Path) -> None:
     for name in CONFIG_FILES:
         file = folder / name
         if folder.is_dir() and file.is_file():
-            _check_config(name, _json_object(file, name))
+            check_config(name, _json_object(file, name))
 
 
 def _json_object(file: Path, name: str) -> dict:
@@ -248,7 +248,8 @@ def _json_object(file: Path, name: str) -> dict:
     return data
 
 
-def _check_config(name: str, config: dict) -> None:
+def check_config(name: str, config: dict) -> None:
+    """One of those files, already read as a JSON object (an upload checks it in memory)."""
     for key in SPECIAL_TOKEN_KEYS:
         if config.get(key) is not None:
             _check_token(f"{name}: {key}", config[key])

@@ -23,6 +23,7 @@ from sqlalchemy import delete
 from tokenizers import Tokenizer
 
 from hypernet.errors import InputError, is_panic
+from hypernet.models import check_config
 from hypernet.vocab import check_ids
 
 from .archive import ArchiveError, read_members
@@ -55,7 +56,10 @@ def tokenizer_files(data: bytes, max_bytes: int, max_vocab: int) -> tuple[dict[s
     """The files to keep and the vocabulary size; ProblemError (413 or 422) for anything else."""
     files = _unpack(data, max_bytes)
     for name in JSON_FILES & files.keys():
-        _json_object(files[name], name)
+        try:
+            check_config(name, _json_object(files[name], name))
+        except InputError as e:  # kept, it would only fail the jobs that name it
+            raise invalid(str(e)) from None
     return files, check_tokenizer(files["tokenizer.json"], max_vocab)
 
 

@@ -350,5 +350,9 @@ def test_uploaded_folders_hold_only_what_was_checked(client: TestClient) -> None
     assert sorted(p.name for p in folder.iterdir()) == ["chat_template.jinja", "tokenizer.json"]
     bad_config = tar_of({"t/tokenizer.json": tok, "t/tokenizer_config.json": b"[1]"})
     assert_problem(post_tokenizer(client, bad_config, "t.tar"), 422, "tokenizer_config.json")
+    for config in ({"added_tokens_decoder": []}, {"added_tokens_decoder": {"x": {}}}):
+        malformed = tar_of({"t/tokenizer.json": tok,
+                            "t/tokenizer_config.json": json.dumps(config).encode()})  # fmt: skip
+        assert_problem(post_tokenizer(client, malformed, "t.tar"), 422, "added_tokens_decoder")
     twice = tar_of({"a/tokenizer.json": tok, "b/tokenizer.json": tok})
     assert_problem(post_tokenizer(client, twice, "t.tar"), 422, "two")
