@@ -139,7 +139,7 @@ def test_a_worker_shutting_down_gives_its_job_back(services: Services) -> None:
     _, status = _run(services, worker)
     job = services.queue.get(job_id)
     assert status == JobStatus.queued and job.status == JobStatus.queued and job.attempt == 0
-    assert not any((services.settings.jobs_dir / job_id).iterdir())
+    assert not (services.settings.jobs_dir / job_id).exists()  # nothing left behind
 
 
 def test_worker_loop_runs_jobs_and_stops(services: Services) -> None:

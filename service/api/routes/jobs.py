@@ -81,8 +81,8 @@ async def get_job(
     polls: PollsDep,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """The path dashboards poll: answered from `views.Polls` without leaving the event loop,
-    and without waiting on the database unless no recent view exists."""
+    """A job. Poll it with `If-None-Match` (304 while it is unchanged); the answer may be up to
+    twice `poll_cache_seconds` (0.25 s) old, however many clients poll."""
     seen = polls.get(job_id) or await run_in_threadpool(_seen, services, polls, job_id)
     if polls.due(job_id):  # in a task of its own: this client's next request need not wait
         polls.tasks.add(task := asyncio.create_task(_refresh(services, polls, job_id)))
