@@ -20,10 +20,10 @@ from ...schemas import Problem, TextList, TokenizerList, UploadOut
 from ...services import Services
 from ...uploads import invalid, remove, store_text, store_tokenizer
 from ..deps import Authorized, ServicesDep
+from ..guard import MULTIPART_SLACK
 from ..views import upload_out
 
 router = APIRouter(dependencies=[Authorized], tags=["uploads"])
-FORM_SLACK = 64 * 1024  # boundaries, part headers and small fields around the file
 PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
 ERRORS = {400: PROBLEM, 413: PROBLEM, 422: PROBLEM}
 GONE = {404: PROBLEM, 409: PROBLEM}
@@ -109,7 +109,7 @@ async def receive_file(request: Request, limit: int) -> tuple[str, bytes]:
     read = 0
     async for chunk in request.stream():
         read += len(chunk)
-        if read > limit + FORM_SLACK:
+        if read > limit + MULTIPART_SLACK:
             raise _too_large(limit)
         try:
             parser.write(chunk)
