@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import io
 import json
+import shutil
 import tarfile
 import threading
 import time
@@ -101,8 +102,13 @@ def test_the_cli_refuses_a_bad_option_with_status_2(
 def test_a_malformed_added_tokens_decoder_is_refused_at_submission(
     client: TestClient, settings: Settings, decoder: object
 ) -> None:
-    upload = upload_folder(client, settings, sp_config(settings, added_tokens_decoder=decoder))
-    response = client.post("/transplant", json={**REQUEST, "tokenizer": upload})
+    """In the tokenizer store (an upload is refused at once: test_service_uploads)."""
+    folder = settings.tokenizers_dir / "malformed"
+    folder.mkdir()
+    shutil.copy(settings.tokenizers_dir / "sp" / "tokenizer.json", folder / "tokenizer.json")
+    config = sp_config(settings, added_tokens_decoder=decoder)
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    response = client.post("/transplant", json={**REQUEST, "tokenizer": "malformed"})
     assert_problem(response, 422, "added_tokens_decoder")
     assert client.get("/jobs").json()["jobs"] == []
 
