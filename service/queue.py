@@ -8,6 +8,7 @@ is recorded as a `JobEvent`, which the SSE stream replays.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -41,7 +42,12 @@ def _event(session: Session, job: Job, kind: str, data: dict) -> None:
 
 
 def _state(session: Session, job_id: str, status: JobStatus, **data: object) -> None:
-    session.add(JobEvent(job_id=job_id, kind="state", data={"status": status.value, **data}))
+    session.add(JobEvent(job_id=job_id, **state(status, **data)))
+
+
+def state(status: JobStatus, **data: object) -> dict:
+    """A state change as its event records it."""
+    return {"kind": "state", "data": {"status": status.value, **data}}
 
 
 def describe(detail: dict) -> str:
@@ -289,6 +295,19 @@ class Queue:
             Job.status == JobStatus.running,
         )
 
+    def _transition(
+        self, claim: Claim, event: dict, rows: Iterable[object] = (), **values: object
+    ) -> bool:
+        """One fenced change of a running job: the row (its version bumped), the `event` that
+        records it and any other `rows`, in one transaction. False if a newer attempt owns it."""
+        with self.sessions.begin() as s:
+            change = self._fenced(claim).values(**values, version=Job.version + 1)
+            if not s.execute(change).rowcount:
+                return False
+            s.add_all(rows)
+            s.add(JobEvent(job_id=claim.job_id, **event))
+            return True
+
     def cancel_requested(self, claim: Claim) -> tuple[bool, bool]:
         """(still ours, cancel requested), read without writing: cheap enough to ask twice
         a second between heartbeats."""
@@ -320,77 +339,42 @@ class Queue:
         and, unless a message is given, becomes the row's message ("step 12, loss 0.4312")."""
         if message is None and detail:
             message = describe(detail)
-        with self.sessions.begin() as s:
-            done = s.execute(
-                self._fenced(claim).values(
-                    stage=stage,
-                    fraction=fraction,
-                    message=message,
-                    heartbeat_at=utcnow(),
-                    version=Job.version + 1,
-                )  # fmt: skip
-            ).rowcount
-            if done:
-                data = {"stage": stage, "fraction": round(fraction, 4), "message": message}
-                data.update({k: v for k, v in (detail or {}).items() if k not in data})
-                s.add(JobEvent(job_id=claim.job_id, kind="progress", data=data))
-            return bool(done)
+        data = {"stage": stage, "fraction": round(fraction, 4), "message": message}
+        data.update({k: v for k, v in (detail or {}).items() if k not in data})
+        return self._transition(
+            claim, {"kind": "progress", "data": data}, stage=stage, fraction=fraction,
+            message=message, heartbeat_at=utcnow(),
+        )  # fmt: skip
 
     def succeed(
         self, claim: Claim, result: dict, output_dir: str | None, files: list[tuple[str, int, str]]
     ) -> bool:
         """Mark succeeded and record its files in one transaction; False if fenced off. A job
         without artifacts (a trained hypernetwork goes to the store) has no output folder."""
-        with self.sessions.begin() as s:
-            done = s.execute(
-                self._fenced(claim).values(
-                    status=JobStatus.succeeded,
-                    result=result,
-                    output_dir=output_dir,
-                    finished_at=utcnow(),
-                    stage=None,
-                    fraction=1.0,
-                    message=None,
-                    version=Job.version + 1,
-                )  # fmt: skip
-            ).rowcount
-            if not done:
-                return False
-            s.add_all(Artifact(job_id=claim.job_id, path=p, size=n, sha256=h) for p, n, h in files)
-            _state(s, claim.job_id, JobStatus.succeeded)
-            return True
+        artifacts = [Artifact(job_id=claim.job_id, path=p, size=n, sha256=h) for p, n, h in files]
+        return self._transition(
+            claim, state(JobStatus.succeeded), artifacts, status=JobStatus.succeeded,
+            result=result, output_dir=output_dir, finished_at=utcnow(), stage=None, fraction=1.0,
+            message=None,
+        )  # fmt: skip
 
     def fail(self, claim: Claim, error_type: str, detail: str, retry: bool) -> JobStatus | None:
         """Requeue a retryable failure while attempts remain, else fail; None if fenced off."""
         status = (
             JobStatus.queued if retry and claim.attempt < self.max_attempts else JobStatus.failed
         )
-        with self.sessions.begin() as s:
-            done = s.execute(
-                self._fenced(claim).values(
-                    status=status,
-                    error_type=error_type,
-                    error_detail=detail[:2000],
-                    worker_id=None,
-                    finished_at=utcnow() if status == JobStatus.failed else None,
-                    version=Job.version + 1,
-                )  # fmt: skip
-            ).rowcount
-            if not done:
-                return None
-            _state(s, claim.job_id, status, error={"type": error_type, "detail": detail[:2000]})
-            return status
+        detail = detail[:2000]
+        done = self._transition(
+            claim, state(status, error={"type": error_type, "detail": detail}), status=status,
+            error_type=error_type, error_detail=detail, worker_id=None,
+            finished_at=utcnow() if status == JobStatus.failed else None,
+        )  # fmt: skip
+        return status if done else None
 
     def canceled(self, claim: Claim) -> bool:
-        with self.sessions.begin() as s:
-            done = s.execute(
-                self._fenced(claim).values(
-                    status=JobStatus.canceled, finished_at=utcnow(), version=Job.version + 1
-                )
-            ).rowcount
-            if done:
-                _state(s, claim.job_id, JobStatus.canceled)
-            return bool(done)
+        return self._transition(
+            claim, state(JobStatus.canceled), status=JobStatus.canceled, finished_at=utcnow()
+        )
 
     def reap(self, stale_seconds: float) -> list[str]:
         """Requeue running jobs whose worker stopped beating (failed after max attempts)."""
@@ -418,15 +402,7 @@ class Queue:
     def release(self, claim: Claim) -> bool:
         """Give a job back untouched (its worker is shutting down): queued again, and the
         attempt it used is not counted."""
-        with self.sessions.begin() as s:
-            done = s.execute(
-                self._fenced(claim).values(
-                    status=JobStatus.queued,
-                    worker_id=None,
-                    attempt=Job.attempt - 1,
-                    version=Job.version + 1,
-                )  # fmt: skip
-            ).rowcount
-            if done:
-                _state(s, claim.job_id, JobStatus.queued, reason="worker shut down")
-            return bool(done)
+        return self._transition(
+            claim, state(JobStatus.queued, reason="worker shut down"), status=JobStatus.queued,
+            worker_id=None, attempt=Job.attempt - 1,
+        )  # fmt: skip

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from .catalog import NAME
+from .models import JobStatus
 
 # Every string a request carries is bounded: requests are stored, listed and written into
 # reports, so an unbounded field would be paid for on every page of /jobs.
@@ -137,7 +138,7 @@ class JobUrls(BaseModel):
 class JobOut(BaseModel):
     id: str
     kind: Literal["transplant", "hypernet"]
-    status: Literal["queued", "running", "succeeded", "failed", "canceled"]
+    status: JobStatus
     progress: Progress
     created_at: datetime
     started_at: datetime | None

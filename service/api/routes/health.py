@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric, SummaryMetricFamily
 from sqlalchemy import text
 
 from ...models import JobStatus
@@ -40,27 +44,43 @@ async def readyz(services: ServicesDep) -> Ready:
     return ready
 
 
-def _metrics(services: Services) -> str:
-    counts = services.queue.counts()
-    lines = [
-        "# HELP tokengraft_jobs Jobs by status.",
-        "# TYPE tokengraft_jobs gauge",
-        *(f'tokengraft_jobs{{status="{s.value}"}} {counts.get(s.value, 0)}' for s in JobStatus),
-        "# HELP tokengraft_queue_depth Jobs waiting for a worker.",
-        "# TYPE tokengraft_queue_depth gauge",
-        f"tokengraft_queue_depth {counts.get(JobStatus.queued.value, 0)}",
-        "# HELP tokengraft_live_workers Workers whose heartbeat is fresh.",
-        "# TYPE tokengraft_live_workers gauge",
-        f"tokengraft_live_workers {services.queue.live_workers(services.settings.live_seconds)}",
-        "# HELP tokengraft_job_duration_seconds Start to finish of finished jobs.",
-        "# TYPE tokengraft_job_duration_seconds summary",
-    ]
-    durations = services.queue.durations()
-    for status in (JobStatus.succeeded, JobStatus.failed, JobStatus.canceled):
-        count, total = durations.get(status.value, (0, 0.0))
-        lines.append(f'tokengraft_job_duration_seconds_sum{{status="{status}"}} {total:.3f}')
-        lines.append(f'tokengraft_job_duration_seconds_count{{status="{status}"}} {count}')
-    return "\n".join(lines) + "\n"
+class JobsCollector:
+    """The queue as Prometheus reads it, from the database at every scrape: every API process
+    reports the same numbers, whichever answered."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def collect(self) -> Iterator[Metric]:
+        queue, counts = self.services.queue, self.services.queue.counts()
+        jobs = GaugeMetricFamily("tokengraft_jobs", "Jobs by status.", labels=["status"])
+        for status in JobStatus:
+            jobs.add_metric([status.value], counts.get(status.value, 0))
+        yield jobs
+        depth = counts.get(JobStatus.queued.value, 0)
+        yield GaugeMetricFamily("tokengraft_queue_depth", "Jobs waiting for a worker.", depth)
+        live = queue.live_workers(self.services.settings.live_seconds)
+        yield GaugeMetricFamily(
+            "tokengraft_live_workers", "Workers whose heartbeat is fresh.", live
+        )
+        yield self._durations(queue.durations())
+
+    def _durations(self, durations: dict[str, tuple[int, float]]) -> Metric:
+        summary = SummaryMetricFamily(
+            "tokengraft_job_duration_seconds",
+            "Start to finish of finished jobs.",
+            labels=["status"],
+        )
+        for status in (JobStatus.succeeded, JobStatus.failed, JobStatus.canceled):
+            count, total = durations.get(status.value, (0, 0.0))
+            summary.add_metric([status.value], count_value=count, sum_value=total)
+        return summary
+
+
+def _metrics(services: Services) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(JobsCollector(services))
+    return generate_latest(registry)
 
 
 @router.get(
@@ -71,4 +91,4 @@ def _metrics(services: Services) -> str:
 )
 async def metrics(services: ServicesDep) -> PlainTextResponse:
     body = await run_in_threadpool(_metrics, services)
-    return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
+    return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)
