@@ -29,19 +29,11 @@ class ProblemError(HTTPException):
         super().__init__(status, detail, headers)
         self.status, self.type = status, type_
 
+    def response(self, instance: str) -> JSONResponse:
+        return problem(instance, self.status, self.detail, self.type, self.headers)
+
 
 def problem(
-    request: Request,
-    status: int,
-    detail: str | None,
-    type_: str = "about:blank",
-    headers: dict | None = None,
-    errors: list[dict] | None = None,
-) -> JSONResponse:
-    return problem_at(request.url.path, status, detail, type_, headers, errors)
-
-
-def problem_at(
     instance: str,
     status: int,
     detail: str | None,
@@ -80,18 +72,18 @@ def _methods(routes: list, scope: dict) -> set[str]:
 def install(app: FastAPI) -> None:
     @app.exception_handler(ProblemError)
     async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
-        return problem(request, exc.status, exc.detail, exc.type, exc.headers)
+        return exc.response(request.url.path)
 
     @app.exception_handler(InputError)
     async def _input(request: Request, exc: InputError) -> JSONResponse:
-        return problem(request, 422, redact(str(exc)), "/problems/invalid-input")
+        return problem(request.url.path, 422, redact(str(exc)), "/problems/invalid-input")
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         headers = exc.headers
         if exc.status_code == 405:
             headers = {"Allow": allowed(request)}
-        return problem(request, exc.status_code, str(exc.detail), headers=headers)
+        return problem(request.url.path, exc.status_code, str(exc.detail), headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -100,9 +92,9 @@ def install(app: FastAPI) -> None:
             for e in exc.errors()
         ]
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
-        return problem(request, 422, detail, "/problems/validation", errors=errors)
+        return problem(request.url.path, 422, detail, "/problems/validation", errors=errors)
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s", request.url.path)
-        return problem(request, 500, "internal error; the server log has the details")
+        return problem(request.url.path, 500, "internal error; the server log has the details")

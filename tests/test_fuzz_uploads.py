@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import tiny
+from test_service_uploads import tar_of
 
 from hypernet.errors import InputError
 from service.api.routes.uploads import receive_file
@@ -59,16 +60,6 @@ def with_template(spec: dict) -> dict:
     template = {"type": "TemplateProcessing", "single": [cls, seq], "pair": [cls, seq],
                 "special_tokens": special}  # fmt: skip
     return {**spec, "post_processor": template}
-
-
-def tar_bytes(members: dict[str, bytes], mode: str) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode=mode) as archive:
-        for name, content in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(content)
-            archive.addfile(info, io.BytesIO(content))
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +218,7 @@ def tokenizer_input(rng: random.Random, specs: list[dict], seeds: list[bytes]) -
         data = mutated_json(rng, specs)
     elif choice < 0.5:
         inner = mutated_json(rng, specs) if rng.random() < 0.7 else rng.choice(seeds[:5])
-        data = tar_bytes({"tok/tokenizer.json": inner}, rng.choice(["w", "w:gz", "w:bz2", "w:xz"]))
+        data = tar_of({"tok/tokenizer.json": inner}, rng.choice(["w", "w:gz", "w:bz2", "w:xz"]))
     elif choice < 0.55:
         data = odd_tar(rng, rng.choice(seeds[:5]))
     elif choice < 0.57:
@@ -285,7 +276,7 @@ def test_tokenizer_parser_fuzz(
 ) -> None:
     monkeypatch.setenv("RUST_BACKTRACE", "0")  # panics are expected; their traces are noise
     seeds = [json.dumps(s).encode() for s in specs]
-    seeds += [tar_bytes(folder, mode) for mode in ("w", "w:gz", "w:bz2", "w:xz")]
+    seeds += [tar_of(folder, mode) for mode in ("w", "w:gz", "w:bz2", "w:xz")]
     for seed in seeds:
         assert parse_tokenizer(seed) == "parsed"
     budget = SECONDS * 2 / 3

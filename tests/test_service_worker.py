@@ -5,10 +5,8 @@ effect, readiness, validation that does no job's work, and retention."""
 from __future__ import annotations
 
 import errno
-import io
 import json
 import shutil
-import tarfile
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +18,7 @@ import tiny
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 from test_service_api import REQUEST, assert_problem, run_next, submit, wait_for
+from test_service_uploads import tar_of
 from tokenizers import Tokenizer
 
 import hypernet.transplant
@@ -50,17 +49,11 @@ def job_of(client: TestClient, job_id: str) -> dict:
 
 def upload_folder(client: TestClient, settings: Settings, config: dict) -> str:
     """The "sp" tokenizer uploaded as a folder whose tokenizer_config.json is `config`."""
-    buf = io.BytesIO()
-    files = {
-        "tokenizer.json": (settings.tokenizers_dir / "sp" / "tokenizer.json").read_bytes(),
-        "tokenizer_config.json": json.dumps(config).encode(),
-    }
-    with tarfile.open(fileobj=buf, mode="w") as archive:
-        for name, data in files.items():
-            info = tarfile.TarInfo(f"sp/{name}")
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    response = client.post("/tokenizers", files={"file": ("sp.tar", buf.getvalue())})
+    folder = tar_of({
+        "sp/tokenizer.json": (settings.tokenizers_dir / "sp" / "tokenizer.json").read_bytes(),
+        "sp/tokenizer_config.json": json.dumps(config).encode(),
+    })  # fmt: skip
+    response = client.post("/tokenizers", files={"file": ("sp.tar", folder)})
     assert response.status_code == 201, response.text
     return response.json()["id"]
 
@@ -82,15 +75,18 @@ def test_bad_option_values_are_422_and_never_jobs(
     assert client.get("/jobs").json()["jobs"] == []
 
 
+def cli_transplant(tmp_path: Path, *more: str) -> list[str]:
+    """`tokengraft transplant` of a tiny model to the "sp" tokenizer, both under `tmp_path`."""
+    model = tiny.model_dir(tmp_path / "base", tiny.byte_level())
+    tiny.sentencepiece().save_pretrained(tmp_path / "sp")
+    return ["transplant", "--model", str(model), "--tokenizer", str(tmp_path / "sp"),
+            "--out", str(tmp_path / "o"), "--quiet", *more]  # fmt: skip
+
+
 def test_the_cli_refuses_a_bad_option_with_status_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    model = tiny.model_dir(tmp_path / "base", tiny.byte_level())
-    tiny.sentencepiece().save_pretrained(tmp_path / "sp")
-    argv = ["transplant", "--model", str(model), "--tokenizer", str(tmp_path / "sp"),
-            "--method", "gaussian", "--out", str(tmp_path / "o"), "--option", "seed=x",
-            "--quiet"]  # fmt: skip
-    assert main(argv) == 2
+    assert main(cli_transplant(tmp_path, "--method", "gaussian", "--option", "seed=x")) == 2
     assert "seed='x'" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
@@ -116,11 +112,8 @@ def test_a_malformed_added_tokens_decoder_is_refused_at_submission(
 def test_the_cli_refuses_a_malformed_tokenizer_config_with_status_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    model = tiny.model_dir(tmp_path / "base", tiny.byte_level())
-    tiny.sentencepiece().save_pretrained(tmp_path / "sp")
+    argv = cli_transplant(tmp_path, "--method", "subword")
     (tmp_path / "sp" / "tokenizer_config.json").write_text('{"added_tokens_decoder": [1]}')
-    argv = ["transplant", "--model", str(model), "--tokenizer", str(tmp_path / "sp"),
-            "--method", "subword", "--out", str(tmp_path / "o"), "--quiet"]  # fmt: skip
     assert main(argv) == 2
     assert "added_tokens_decoder" in capsys.readouterr().err
 

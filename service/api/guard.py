@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..config import Settings
 from ..keys import Gate
-from ..problems import ProblemError, problem_at
+from ..problems import ProblemError
 
 OPEN = frozenset(
     {"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
@@ -104,8 +104,6 @@ class Guard:
             refused = await _refusal(services.gate, method, authorization)
         refused = refused or declared_length(headers, limit)
         if refused is not None:
-            response = problem_at(path, refused.status, refused.detail, refused.type,
-                                  refused.headers)  # fmt: skip
-            await response(scope, receive, send)
+            await refused.response(path)(scope, receive, send)
             return
         await self.app(scope, capped(receive, limit), send)
