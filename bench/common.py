@@ -62,7 +62,7 @@ def target_tokenizers(
 ) -> dict[str, Path]:
     """32k BPE tokenizers trained on each *.train.txt "like" the base model, plus MiniLM's
     WordPiece. Trained once, kept under bench/out/."""
-    from hypernet.models import bundled_embedder
+    from hypernet.sources import bundled_embedder
     from hypernet.tokenizer_train import train_tokenizer
 
     out: dict[str, Path] = {}

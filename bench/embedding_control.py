@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from common import CORPORA, LANGS, OUT, write_json
 from transformers import AutoModelForCausalLM
 
-from hypernet.evaluate import evaluate, read_eval_text
-from hypernet.models import load_tokenizer, resolve_model
+from hypernet.evaluate import evaluate
+from hypernet.sources import load_tokenizer, resolve_model
+from hypernet.texts import read_eval_text
 
 
 def main() -> None:

@@ -23,9 +23,11 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerBase
 
-from hypernet.evaluate import read_eval_text, windows
-from hypernet.models import load_tokenizer, resolve_model
-from hypernet.vocab import align, load_vocab
+from hypernet.align import align
+from hypernet.evaluate import windows
+from hypernet.sources import load_tokenizer, resolve_model
+from hypernet.texts import read_eval_text
+from hypernet.vocab import load_vocab
 
 
 def token_nll(

@@ -30,9 +30,9 @@ from common import LANGS, OUT, corpus_file, npm_tokenizer, run, target_tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
 from hypernet import evaluate as ev
-from hypernet.models import cache_root, load_tokenizer, resolve_model
-from hypernet.transplant import eval_shares
-from hypernet.vocab import Alignment, align, load_vocab
+from hypernet.align import Alignment, align
+from hypernet.sources import cache_root, load_tokenizer, resolve_model
+from hypernet.vocab import load_vocab
 
 TARGETS = ("de-32k", "llama3", "qwen3", "gemma3")
 METHODS = ("hybrid", "hypernet+hybrid")
@@ -93,7 +93,7 @@ def quality(
         out[lang] = {
             "ratio": after.bits_per_byte / before[lang]["bits_per_byte"],
             "tokens_per_byte_change": after.tokens_per_byte / before[lang]["tokens_per_byte"],
-            "copied_share": eval_shares(aligned[0], text, aligned[1])["copied_share"],
+            "copied_share": ev.shares(aligned[0], text, aligned[1])["copied_share"],
         }
         print(f"    {lang:<7} x{out[lang]['ratio']:.3f}", flush=True)
     return out

@@ -20,8 +20,9 @@ import torch
 from common import CORPORA, OUT, target_tokenizers, write_json
 
 from hypernet import evaluate as ev
+from hypernet.align import Setup
 from hypernet.methods import MethodOptions, get_method
-from hypernet.models import load_tokenizer, resolve_model
+from hypernet.predict import predict
 from hypernet.refine import (
     RefineConfig,
     Refiner,
@@ -31,7 +32,7 @@ from hypernet.refine import (
     trainable_rows,
     with_rows,
 )
-from hypernet.transplant import Setup
+from hypernet.sources import load_tokenizer, resolve_model
 
 
 def body_digest(model: torch.nn.Module) -> str:
@@ -47,7 +48,7 @@ def run_one(args: argparse.Namespace, lang: str, start_method: str, model, base_
     new_tok = load_tokenizer(tokenizers[lang])
     text = ev.read_eval_text(CORPORA / f"{lang}.eval.txt", args.eval_bytes)
     setup = Setup.load(resolve_model("smollm2-135m"), new_tok, hypernet=args.hypernet)
-    start, _ = setup.predict(get_method(start_method), MethodOptions())
+    start, _ = predict(setup, get_method(start_method), MethodOptions())
     digest = body_digest(model)
     teacher = ev.evaluate(model, base_tok, text).bits_per_byte
     zero = ev.evaluate(with_rows(model, start), new_tok, text).bits_per_byte

@@ -15,10 +15,11 @@ import torch
 from common import CORPORA, OUT, target_tokenizers, write_json
 
 from hypernet import evaluate as ev
+from hypernet.align import Setup
 from hypernet.methods import MethodOptions, get_method
-from hypernet.models import load_tokenizer, resolve_model
+from hypernet.predict import predict
 from hypernet.refine import RefineConfig, Refiner, load_frozen, trainable_rows, with_rows
-from hypernet.transplant import Setup
+from hypernet.sources import load_tokenizer, resolve_model
 
 
 def main() -> None:
@@ -45,7 +46,7 @@ def main() -> None:
         new_tok = load_tokenizer(tokenizers[lang])
         setup = Setup.load(base, new_tok, hypernet=args.hypernet)
         options = MethodOptions.from_dict({})
-        start, _ = setup.predict(get_method(args.method), options)
+        start, _ = predict(setup, get_method(args.method), options)
         teacher = ev.evaluate(model, base_tok, tail).bits_per_byte
         zero = ev.evaluate(with_rows(model, start), new_tok, tail).bits_per_byte
         print(f"{lang}: teacher {teacher:.4f} zero-shot {zero:.4f} ({zero / teacher:.3f})")

@@ -19,7 +19,7 @@ from common import OUT, run, target_tokenizers, write_json
 from safetensors.torch import save_file
 from transformers import AutoTokenizer, LlamaConfig
 
-from hypernet.models import resolve_model
+from hypernet.sources import resolve_model
 
 
 def build(folder: Path, tokenizer: Path, layers: int, hidden: int, tied: bool) -> int:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from common import OUT, run, target_tokenizers, write_json
 
-from hypernet.models import resolve_model
+from hypernet.sources import resolve_model
 
 STAGES = ("resolve", "align", "predict", "write")
 

@@ -22,7 +22,7 @@ import shutil
 
 from common import LANGS, OUT, eval_file, run, target_tokenizers, write_json
 
-from hypernet.models import resolve_model
+from hypernet.sources import resolve_model
 
 # hybrid first: on a target not seen before, its time includes embedding the new vocabulary.
 METHODS = ["hybrid", "knn", "subword-weighted", "subword", "gaussian", "mean"]

@@ -19,10 +19,11 @@ import torch
 from common import CORPORA, OUT, target_tokenizers, write_json
 from transformers import AutoModelForCausalLM
 
+from hypernet.align import Setup
 from hypernet.evaluate import evaluate
 from hypernet.methods import MethodOptions, get_method
-from hypernet.models import load_tokenizer, resolve_model
-from hypernet.transplant import Setup
+from hypernet.predict import predict
+from hypernet.sources import load_tokenizer, resolve_model
 
 GRID = {
     "weight": [0.3, 0.4, 0.5, 0.6, 0.7],
@@ -72,7 +73,7 @@ def main() -> None:
     def score(options: MethodOptions) -> float:
         ratios = {}
         for t, setup in setups.items():
-            matrices, _ = setup.predict(method, options)
+            matrices, _ = predict(setup, method, options)
             model.resize_token_embeddings(matrices["input"].shape[0])
             model.get_input_embeddings().weight.data.copy_(matrices["input"])
             bpb = evaluate(model, setup.new_tok, texts[t]).bits_per_byte

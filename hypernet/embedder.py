@@ -17,7 +17,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from transformers import AutoModel, AutoTokenizer
 
-from .models import bundled_embedder, cache_root
+from .files import atomic_write
+from .sources import bundled_embedder, cache_root
 
 MAX_LENGTH = 32  # word pieces per token string; longer ones are rare and truncated
 BATCH_POSITIONS = 4096  # positions per forward pass: large enough for fast matmuls
@@ -93,10 +94,8 @@ class TextEmbedder:
         unique = list(dict.fromkeys(texts))
         position = {t: i for i, t in enumerate(unique)}
         vectors = self.encode(unique, progress=progress)[[position[t] for t in texts]]
-        file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_suffix(f".tmp{id(vectors)}")
-        save_file({"embeddings": vectors.contiguous()}, tmp)
-        tmp.replace(file)
+        with atomic_write(file) as tmp:
+            save_file({"embeddings": vectors.contiguous()}, tmp)
         return vectors
 
 

@@ -7,18 +7,25 @@ scored with overlapping windows so every token has context, yet each token count
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from .errors import InputError
-from .models import load_tokenizer
+from .files import atomic_write
+from .sources import cache_root, load_tokenizer
+
+if TYPE_CHECKING:
+    from .align import Alignment
 
 
 @dataclass
@@ -139,22 +146,71 @@ def evaluate_folder(
     )  # fmt: skip
 
 
-def read_eval_text(path: Path, max_bytes: int | None) -> str:
-    """UTF-8 text cut to at most `max_bytes`: at the last line break that fits when that keeps
-    at least half of them, else at the last whole character."""
-    path = Path(path)
-    try:
-        with path.open("rb") as f:
-            data = f.read() if max_bytes is None else f.read(max_bytes + 1)
-    except OSError as e:
-        raise InputError(f"cannot read eval text {path}: {e.strerror or e}") from e
-    if max_bytes is not None and len(data) > max_bytes:
-        cut = max_bytes
-        while cut > 0 and data[cut] & 0xC0 == 0x80:  # never split a multi-byte character
-            cut -= 1
-        line_end = data.rfind(b"\n", 0, cut)
-        data = data[: line_end + 1 if line_end >= max_bytes // 2 else cut]
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise InputError(f"eval text {path} is not UTF-8 (byte {e.start})") from e
+def baseline(model_dir: Path, text: str, progress: Callable[[float], None]) -> dict:
+    """The base model's own score on `text`; cached, since every transplant compares with it."""
+    key = hashlib.sha256()
+    for name in ("config.json", "tokenizer.json"):
+        file = model_dir / name
+        key.update(file.read_bytes() if file.is_file() else b"")
+    for file in sorted(model_dir.glob("*.safetensors")):
+        key.update(f"{file.name}:{file.stat().st_size}:{file.stat().st_mtime_ns}".encode())
+    key.update(text.encode())
+    cache = cache_root() / "evals" / f"{key.hexdigest()[:32]}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    result = evaluate_folder(model_dir, text, progress=progress).to_dict()
+    with atomic_write(cache) as tmp:
+        tmp.write_text(json.dumps(result))
+    return result
+
+
+def shares(tok: PreTrainedTokenizerBase, text: str, alignment: Alignment) -> dict:
+    """Of the eval text's tokens under the new tokenizer: how many have copied vs predicted rows."""
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    copied = set(alignment.copies) | set(alignment.specials)
+    n_copied = sum(1 for i in ids if i in copied)
+    return {
+        "tokens": len(ids),
+        "copied_share": round(n_copied / max(1, len(ids)), 4),
+        "predicted_share": round(1 - n_copied / max(1, len(ids)), 4),
+    }
+
+
+def compare(
+    model_dir: Path,
+    folder: Path,
+    text: str,
+    tok: PreTrainedTokenizerBase,
+    alignment: Alignment,
+    progress: Callable[[float], None],
+) -> dict:
+    """The written checkpoint's score next to the base model's own on the same text."""
+    before = baseline(model_dir, text, lambda f: progress(f / 2))
+    after = evaluate_folder(folder, text, progress=lambda f: progress(0.5 + f / 2))
+    return {
+        "bytes": after.bytes,
+        "before": before,
+        "after": after.to_dict(),
+        "ratio": round(after.bits_per_byte / before["bits_per_byte"], 4),
+        **shares(tok, text, alignment),
+    }
+
+
+def zero_shot(
+    model: PreTrainedModel,
+    tok: PreTrainedTokenizerBase,
+    text: str,
+    final: dict,
+    progress: Callable[[float], None],
+) -> dict:
+    """Bits per byte of `model` carrying the zero-shot rows (before refining), next to the
+    refined checkpoint's `final` scores."""
+    before = evaluate(model, tok, text, progress=progress)
+    base = final["before"]["bits_per_byte"]
+    after = final["after"]["bits_per_byte"]
+    return {
+        "before": before.bits_per_byte,
+        "after": after,
+        "ratio_before": round(before.bits_per_byte / base, 4),
+        "ratio_after": round(after / base, 4),
+    }

@@ -4,19 +4,15 @@ Only the embedding matrices are read into memory (lazily, from safetensors). Eve
 is copied from the input file to the output shard one tensor at a time: we write the
 safetensors header first (shapes and dtypes are known from the input headers), then stream
 each tensor's bytes. Peak memory is the embedding matrices plus the largest single tensor.
-The output is assembled in a temp folder next to the destination and renamed into place at
-the end, so a failed or cancelled run leaves nothing half-written.
+Callers write into a folder from `files.atomic_folder`, so a failed or cancelled run leaves
+nothing half-written.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import struct
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,30 +140,6 @@ def _find(tensors: dict[str, TensorInfo], suffixes: tuple[str, ...]) -> str | No
         if matches:
             return min(matches, key=len)
     return None
-
-
-def require_absent(out: Path) -> None:
-    """Outputs never overwrite: checked before any work, and again when the output is kept."""
-    if Path(out).exists():
-        raise InputError(f"{out} already exists; choose a new --out or remove it")
-
-
-@contextmanager
-def atomic_folder(out: Path) -> Iterator[Path]:
-    """Yield a temp folder that becomes `out` only if the block finishes without error."""
-    out = Path(out)
-    require_absent(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 was for the work in progress only
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _write_shard(

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import Tensor
@@ -22,8 +22,11 @@ from .embedder import TextEmbedder, token_text
 from .errors import InputError
 from .heuristics import gaussian, hybrid, knn, omp, subword
 from .heuristics.mixture import Mixture
-from .predict import Predictor
-from .vocab import Alignment, Decomposer, Vocab
+from .network.predict import Predictor
+from .vocab import Decomposer, Vocab
+
+if TYPE_CHECKING:
+    from .align import Alignment
 
 
 @dataclass(frozen=True)
@@ -222,7 +225,7 @@ class Context:
     @cached_property
     def predictor(self) -> Predictor:
         if self.hypernet is None:
-            raise InputError("the hypernet methods need a hypernetwork (--hypernet DIR)")
+            raise InputError("the hypernet methods need a hypernetwork")
         return self.hypernet()
 
     @cached_property
@@ -345,18 +348,54 @@ class Context:
 
 
 Method = Callable[[Context], Prediction]
-METHODS: dict[str, Method] = {}
 
 
-def register(name: str) -> Callable[[Method], Method]:
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method and what a request must give it: the one place the CLI, the API's
+    validation, `GET /methods` and `transplant()` learn what a method needs."""
+
+    name: str
+    run: Method
+    summary: str  # one line, for `tokengraft methods` and `GET /methods`
+    hypernet: bool = False  # needs a trained hypernetwork for the base model
+    donor: bool = False  # needs a model that already speaks the new tokenizer
+    embedder: bool = False  # reads a text-embedding model (the global heuristic)
+
+    @property
+    def needs(self) -> list[str]:
+        return [n for n in ("hypernet", "donor", "embedder") if getattr(self, n)]
+
+    def check(self, hypernet: bool, donor: bool) -> None:
+        """Refuse a request that lacks what the method needs, or names a donor it ignores.
+        The message names what is missing, never a flag: HTTP users have none."""
+        if self.hypernet and not hypernet:
+            raise InputError(f"method {self.name!r} needs a hypernetwork")
+        if self.donor and not donor:
+            raise InputError(
+                f"method {self.name!r} needs a donor model (one that already uses the new "
+                "tokenizer)"
+            )
+        if donor and not self.donor:
+            raise InputError(f"a donor model is only used by {_donor_users()}, not {self.name!r}")
+
+
+METHODS: dict[str, MethodSpec] = {}
+
+
+def _donor_users() -> str:
+    return "method " + ", ".join(repr(m.name) for m in METHODS.values() if m.donor)
+
+
+def register(name: str, summary: str, **needs: bool) -> Callable[[Method], Method]:
     def wrap(fn: Method) -> Method:
-        METHODS[name] = fn
+        METHODS[name] = MethodSpec(name, fn, summary, **needs)
         return fn
 
     return wrap
 
 
-def get_method(name: str) -> Method:
+def get_method(name: str) -> MethodSpec:
     if name not in METHODS:
         raise InputError(f"unknown method {name!r}; choose one of {', '.join(sorted(METHODS))}")
     return METHODS[name]
@@ -392,62 +431,57 @@ def global_knn(ctx: Context) -> Mixture:
     return out
 
 
-@register("mean")
+@register("mean", "Baseline: copies, and the mean of the base rows for every other token.")
 def _mean(ctx: Context) -> Prediction:
-    """Baseline: copies, and the mean of the base rows for every other token."""
     return MixturePrediction(Mixture.empty(ctx.n_new, ctx.base_rows))  # the fallback *is* the mean
 
 
-@register("gaussian")
+@register("gaussian", "Baseline: draws from a normal fitted to the base rows.")
 def _gaussian(ctx: Context) -> Prediction:
-    """Baseline: draws from a normal fitted to the base rows."""
     return GaussianPrediction(ctx.todo, ctx.options.seed)
 
 
-@register("subword")
+@register("subword", "Mean of the base pieces of each new token (FVT).")
 def _subword(ctx: Context) -> Prediction:
-    """Mean of the base pieces of each new token (FVT)."""
     return MixturePrediction(subword.fvt(ctx.pieces, ctx.n_new, ctx.base_rows))
 
 
-@register("subword-weighted")
+@register("subword-weighted", "Base pieces weighted by similarity and length (TokenAdapt local).")
 def _subword_weighted(ctx: Context) -> Prediction:
-    """Base pieces weighted by similarity and length (TokenAdapt local)."""
     return MixturePrediction(local_weighted(ctx))
 
 
-@register("knn")
+@register("knn", "Top-k similar base tokens in text-embedding space (global).", embedder=True)
 def _knn(ctx: Context) -> Prediction:
-    """Top-k similar base tokens in text-embedding space (global)."""
     return MixturePrediction(global_knn(ctx))
 
 
-@register("hybrid")
+@register("hybrid", "(1 - w) * weighted local + w * global; the default.", embedder=True)
 def _hybrid(ctx: Context) -> Prediction:
-    """(1 - w) * weighted local + w * global; the default."""
     mixture = hybrid.hybrid(local_weighted(ctx), global_knn(ctx), ctx.options.weight)
     return MixturePrediction(mixture)
 
 
-@register("hypernet")
+@register("hypernet", "The trained hypernetwork.", hypernet=True)
 def _hypernet(ctx: Context) -> Prediction:
-    """The trained hypernetwork (needs --hypernet)."""
     return RowsPrediction(*ctx.hypernet_prediction())
 
 
-@register("hypernet+hybrid")
+@register(
+    "hypernet+hybrid",
+    "(1 - w) * hypernetwork + w * global where the global estimate exists.",
+    hypernet=True,
+    embedder=True,
+)
 def _hypernet_hybrid(ctx: Context) -> Prediction:
-    """(1 - w) * hypernetwork + w * global where the global estimate exists."""
     rows, mask = ctx.hypernet_prediction()
     return RowsPrediction(rows, mask, global_knn(ctx), ctx.options.hypernet_weight)
 
 
-@register("omp")
+@register("omp", "OMP over shared tokens in a donor model's space.", donor=True)
 def _omp(ctx: Context) -> Prediction:
-    """OMP over shared tokens in a donor model's space (needs --donor)."""
-    if ctx.donor is None:
-        raise InputError("method 'omp' needs --donor: a model that already uses the new tokenizer")
     donor = ctx.donor
+    assert donor is not None, "MethodSpec.check requires a donor for omp"
     donor_by_surface = donor.vocab.by_surface()
     n_donor = donor.embeddings.shape[0]
 

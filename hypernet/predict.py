@@ -1,134 +1,90 @@
-"""A trained hypernetwork bound to its base model: token strings in, embedding rows out.
+"""Predict: which method runs, its rows for the new tokens, and the whole new matrices.
 
-The building block for the `hypernet` transplant methods and for dynamic tokenization, where a
-tokenizer grows or changes per request and only the new tokens' rows are needed.
+A method estimates only the tokens the alignment left to predict; `assemble` puts its rows
+together with the copied and special rows, and gives whatever a method left undefined the
+mean of the base rows (counted in the report).
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from .errors import InputError
-from .io import open_checkpoint
-from .model import CONFIG, Fingerprint, HyperNet, Saved, load, pad_pieces, read_meta
-from .models import cache_root, load_tokenizer, resolve_model
-from .vocab import Decomposer, load_vocab
+from .align import Alignment, Setup
+from .heuristics.mean import mean
+from .methods import MethodOptions, MethodSpec, get_method
+from .network.store import find_hypernet
+
+if TYPE_CHECKING:
+    from .transplant import Progress, TransplantRequest
 
 
-def architecture(config: dict) -> str:
-    """The name a hypernetwork's fingerprint records for a model's config.json."""
-    return (config.get("architectures") or [config.get("model_type", "unknown")])[0]
+@dataclass
+class Choice:
+    method: str
+    hypernet: str | None  # a folder or store name
+    hypernet_name: str | None  # as the report names it
+    why: str
 
 
-# Hypernetworks that ship with tokengraft (one per bundled model), found after the store.
-SHIPPED = Path(__file__).parent / "shipped"
+def choose_method(request: TransplantRequest, setup: Setup) -> Choice:
+    """The asked-for method; else hypernet+hybrid with the given hypernetwork or one trained
+    for exactly this base model (fingerprint); else hybrid."""
+    given = request.name("hypernet") if request.hypernet else None
+    if request.method is not None:
+        if get_method(request.method).hypernet:
+            return Choice(request.method, request.hypernet, given, "asked for")
+        return Choice(request.method, None, None, "asked for")
+    if request.hypernet is not None:
+        return Choice("hypernet+hybrid", request.hypernet, given, "a hypernetwork was given")
+    found = find_hypernet(setup.fingerprint, request.hypernets)
+    if found is None:
+        return Choice("hybrid", None, None, "no hypernetwork was trained for this base model")
+    why = f"hypernetwork {found.name!r} was trained for this base model (fingerprint matches)"
+    return Choice("hypernet+hybrid", str(found), found.name, why)
 
 
-def store() -> Path:
-    """Where hypernetworks are found by name: `$TOKENGRAFT_HYPERNETS`, else under the cache."""
-    return Path(os.environ.get("TOKENGRAFT_HYPERNETS") or cache_root() / "hypernets")
+def predict(
+    setup: Setup, method: MethodSpec, options: MethodOptions, progress: Progress | None = None
+) -> tuple[dict[str, Tensor], int]:
+    """New matrices (same keys as `setup.matrices`) and how many rows fell back to a mean."""
+    ctx = setup.context
+    ctx.options = options
+    ctx.progress = progress or (lambda stage, fraction: None)
+    prediction = method.run(ctx)
+    # A method defines predicted tokens, and copies where it gives rows for them (only the
+    # hypernetwork's copied-rows mode does): those rows are kept as it predicted them.
+    keep = prediction.defined
+    specials = [i for i in setup.base_vocab.special_ids() if i < ctx.base_rows]
+    out, fallbacks = {}, 0
+    for name, matrix in setup.matrices.items():
+        out[name] = prediction.rows(name, matrix)
+        fallbacks = assemble(matrix, setup.alignment, out[name], keep, specials)
+    return out, fallbacks
 
 
-def default_roots() -> list[Path]:
-    return [store(), SHIPPED]
-
-
-def named_hypernet(name: str, roots: list[Path]) -> Path | None:
-    """The first folder `root/name` that holds a hypernetwork, by name only (never a path)."""
-    return next((root / name for root in roots if (root / name / CONFIG).is_file()), None)
-
-
-def resolve_hypernet(name: str | Path, roots: list[Path] | None = None) -> Path:
-    """A hypernetwork folder, given as a path or as a name in the store or the shipped ones."""
-    roots = default_roots() if roots is None else roots
-    if (Path(name) / CONFIG).is_file():
-        return Path(name)
-    found = named_hypernet(str(name), roots)
-    if found is not None:
-        return found
-    where = ", ".join(map(str, roots))
-    raise InputError(f"no hypernetwork {str(name)!r}: not a folder with {CONFIG}, nor in {where}")
-
-
-def list_hypernets(roots: list[Path] | None = None) -> list[Path]:
-    """Hypernetwork folders directly inside the given folders; a name in an earlier folder
-    hides the same name in a later one (the store's own over a shipped one)."""
-    found: dict[str, Path] = {}
-    for root in default_roots() if roots is None else roots:
-        if root.is_dir():
-            for p in sorted(root.iterdir()):
-                if (p / CONFIG).is_file():
-                    found.setdefault(p.name, p)
-    return list(found.values())
-
-
-def find_hypernet(fingerprint: Fingerprint, roots: list[Path] | None = None) -> Path | None:
-    """The most trained hypernetwork made for exactly this base model (same embeddings)."""
-    matches = []
-    for folder in list_hypernets(roots):
-        try:
-            meta = read_meta(folder)
-        except InputError:
-            continue  # a broken folder is never chosen
-        if meta.fingerprint == fingerprint:
-            matches.append((meta.recipe.get("tokens_seen") or 0, folder))
-    return max(matches, key=lambda m: m[0])[1] if matches else None
-
-
-class Predictor:
-    def __init__(self, net: HyperNet, meta: Saved, decomposer: Decomposer) -> None:
-        self.net, self.meta, self.decomposer = net, meta, decomposer
-
-    @classmethod
-    def open(cls, hypernet: str | Path, model: str) -> Predictor:
-        """Load the hypernetwork and the base model's tokenizer and embedding rows."""
-        model_dir = resolve_model(model)
-        ckpt = open_checkpoint(model_dir)
-        tokenizer = load_tokenizer(model_dir)
-        vocab = load_vocab(tokenizer)
-        matrices = ckpt.embeddings(len(vocab))
-        decomposer = Decomposer(tokenizer, vocab, matrices["input"].shape[0])
-        return cls.on_rows(hypernet, architecture(ckpt.config), matrices, decomposer)
-
-    @classmethod
-    def on_rows(
-        cls, hypernet: str | Path, arch: str, matrices: dict[str, Tensor], decomposer: Decomposer
-    ) -> Predictor:
-        """Load onto base rows already in memory (a transplant has them)."""
-        inp = matrices["input"].to(torch.float32)
-        out = matrices["output"].to(torch.float32) if "output" in matrices else None
-        net, meta = load(resolve_hypernet(hypernet), arch, inp, out)
-        return cls(net, meta, decomposer)
-
-    @torch.no_grad()
-    def predict(self, surfaces: list[bytes], batch: int = 4096) -> dict[str, Tensor]:
-        """Rows for each surface form (bytes, leading space where the token starts a word):
-        {"input": [n, d]} and, for untied models, {"output": [n, d]}."""
-        if any(not s for s in surfaces):
-            raise InputError("cannot predict a row for an empty token")
-        return self._rows([self.decomposer.spell(s) for s in surfaces], batch)
-
-    @torch.no_grad()
-    def predict_base(self, ids: list[int], batch: int = 4096) -> dict[str, Tensor]:
-        """Rows for tokens the base vocabulary has, spelled as themselves: the copy plus the
-        correction a network trained with copied rows learned (the copy itself otherwise)."""
-        return self._rows([[i] for i in ids], batch)
-
-    def _rows(self, spellings: list[list[int]], batch: int) -> dict[str, Tensor]:
-        parts = []
-        for start in range(0, len(spellings), batch):
-            pieces = pad_pieces(spellings[start : start + batch], self.net.config.max_pieces)
-            parts.append(self.net(pieces))
-        names = list(self.net.heads)
-        if not parts:
-            return {name: torch.empty(0, self.net.config.dim) for name in names}
-        return {name: torch.cat([p[name] for p in parts]) for name in names}
-
-
-def predict_embeddings(hypernet: str | Path, model: str, tokens: list[str]) -> dict[str, Tensor]:
-    """Embedding rows for arbitrary token strings (" Haus" starts a word), no transplant needed."""
-    return Predictor.open(hypernet, model).predict([t.encode() for t in tokens])
+def assemble(
+    base: Tensor, alignment: Alignment, rows: Tensor, keep: Tensor, special_ids: list[int]
+) -> int:
+    """Fill `rows` in place into the new matrix (a 262k-row matrix is held once): rows where
+    `keep` is set stay as predicted; other copies and specials take their base row, unmatched
+    specials and placeholders the mean of the base special rows, and predicted tokens
+    without a prediction the mean of all base rows. Returns how many fell back to a mean
+    (placeholders not counted)."""
+    n_new, d = rows.shape
+    assert base.ndim == 2 and base.shape[1] == d and keep.shape == (n_new,)
+    todo = torch.zeros(n_new, dtype=torch.bool)
+    todo[alignment.predict] = True
+    rows[todo & ~keep] = mean(base, 1).to(rows.dtype)
+    pairs = {i: j for i, j in {**alignment.copies, **alignment.specials}.items() if not keep[i]}
+    rows[list(pairs)] = base[list(pairs.values())].to(rows.dtype)
+    # Placeholders and specials without a counterpart: rows like the base model's special
+    # tokens, which it has learnt to predict only where they belong.
+    by_role = alignment.unmatched_specials + alignment.unused
+    if by_role:
+        pool = base[special_ids] if special_ids else base
+        rows[by_role] = mean(pool, 1).to(rows.dtype)
+    return int((todo & ~keep).sum()) + len(alignment.unmatched_specials)

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -30,7 +31,11 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 from . import distill as D
 from .errors import Cancelled, InputError
 from .io import Checkpoint
-from .vocab import Alignment, load_vocab
+from .texts import cut_windows, require_window
+from .vocab import load_vocab
+
+if TYPE_CHECKING:
+    from .align import Alignment, Setup
 
 ROWS = ("new", "all")
 
@@ -105,43 +110,6 @@ class RefineResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def read_texts(paths: list[Path]) -> list[str]:
-    if not paths:
-        raise InputError("refine needs at least one text file")
-    out = []
-    for path in paths:
-        try:
-            out.append(Path(path).read_text(encoding="utf-8"))
-        except OSError as e:
-            raise InputError(f"cannot read refine text {path}: {e.strerror or e}") from None
-        except UnicodeDecodeError as e:
-            raise InputError(f"refine text {path} is not UTF-8 (byte {e.start})") from None
-    return out
-
-
-def cut_windows(texts: list[str], size: int) -> list[str]:
-    """Consecutive windows of about `size` characters, cut after a line break (else a space)
-    where one falls in the second half, so that windows start at the start of a word."""
-    out = []
-    for text in texts:
-        start = 0
-        while len(text) - start >= size:
-            end = start + size
-            cut = max(text.rfind("\n", start + size // 2, end), text.rfind(" ", end - 32, end))
-            end = cut + 1 if cut > start else end
-            out.append(text[start:end])
-            start = end
-    return out
-
-
-def require_window(texts: list[str], config: RefineConfig) -> None:
-    """Refuse, before any work, text that does not fill one training window."""
-    if not cut_windows(texts, config.window_chars):
-        raise InputError(
-            f"the refine text is shorter than one window ({config.window_chars} characters)"
-        )
 
 
 def embedding_names(model: PreTrainedModel) -> tuple[str, str | None]:
@@ -237,7 +205,7 @@ class Refiner:
         self.rows = Rows(matrices, trainable.to(self.device), config.rank).to(self.device)
         self.trained_rows = int(trainable.sum())
         self.optimizer = torch.optim.Adam(self.rows.parameters(), lr=config.lr)
-        require_window(texts, config)
+        require_window(texts, config.window_chars)
         windows = cut_windows(texts, config.window_chars)
         self.rng = random.Random(config.seed)
         self.rng.shuffle(windows)
@@ -408,3 +376,29 @@ def check_teacher(student: Checkpoint, teacher: Checkpoint) -> None:
             raise InputError(
                 f"the teacher is not the base model this checkpoint came from ({name} differs)"
             )
+
+
+@dataclass
+class Refined:
+    refiner: Refiner
+    result: RefineResult
+
+    def model_with(self, matrices: dict[str, Tensor]) -> PreTrainedModel:
+        """The frozen body carrying other rows (the zero-shot ones, to score them)."""
+        return with_rows(self.refiner.model, matrices)
+
+
+def refine_rows(
+    setup: Setup,
+    matrices: dict[str, Tensor],
+    texts: list[str],
+    config: RefineConfig,
+    progress: Callable[[Tick], None],
+    cancelled: Callable[[], bool],
+) -> Refined:
+    """Distil the base model into the predicted rows; only rows, never the body, change."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_frozen(setup.ckpt.path, device)
+    mask = trainable_rows(setup.alignment, matrices["input"].shape[0], config.rows)
+    refiner = Refiner(model, setup.base_tok, setup.new_tok, matrices, mask, texts, config)
+    return Refined(refiner, refiner.fit(progress=progress, cancelled=cancelled))

@@ -54,8 +54,8 @@ from tokenizers import (
 from transformers import PreTrainedTokenizerFast
 
 from .errors import InputError
-from .io import atomic_folder, require_absent
-from .models import load_tokenizer
+from .files import atomic_folder, require_absent
+from .sources import load_tokenizer
 from .vocab import BYTE_FALLBACK, ROLE_ATTRIBUTES, Vocab, detect_family, load_vocab
 
 Kind = Literal["bpe", "unigram", "wordpiece"]

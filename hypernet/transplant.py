@@ -1,48 +1,35 @@
 """Orchestration: base model + new tokenizer -> a checkpoint that speaks the new tokenizer.
 
-resolve -> align vocabularies -> predict rows -> [refine] -> write the checkpoint -> evaluate
--> report. Callers (the CLI, the service's worker) pass a progress callback and a cancel check;
-the cancel check is consulted between stages and at every progress tick, and the output folder
-only appears once everything is done.
+The stages run in this order, each in the module named after it: resolve -> align -> predict
+-> [refine] -> write -> evaluate, then the report and its model card. Callers (the CLI, the
+service's worker) pass a progress callback and a cancel check; the cancel check is consulted
+between stages and at every progress tick, and the output folder only appears once
+everything is done.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import MISSING, asdict, dataclass, field, fields
-from functools import cached_property
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
 from torch import Tensor
-from transformers import PreTrainedTokenizerFast
 
 from . import evaluate as ev
-from .errors import Cancelled, InputError
-from .heuristics.mean import mean
-from .io import Checkpoint, atomic_folder, open_checkpoint, require_absent, write_weights
-from .methods import Context, Donor, Method, MethodOptions, get_method
-from .model import Fingerprint
-from .models import cache_root, load_tokenizer, resolve_model, resolve_tokenizer
-from .predict import Predictor, architecture, find_hypernet, resolve_hypernet
-from .refine import (
-    RefineConfig,
-    Refiner,
-    RefineResult,
-    Tick,
-    check_teacher,
-    load_frozen,
-    read_texts,
-    require_window,
-    trainable_rows,
-    with_rows,
-)  # fmt: skip
-from .vocab import Alignment, Decomposer, Vocab, align, load_vocab
+from . import report as rp
+from .align import Setup
+from .errors import Cancelled
+from .files import atomic_folder, require_absent
+from .io import open_checkpoint
+from .methods import get_method
+from .predict import Choice, choose_method, predict
+from .refine import RefineConfig, Refined, Tick, check_teacher, refine_rows
+from .resolve import Inputs, resolve
+from .sources import load_tokenizer, resolve_model
+from .texts import read_eval_text, read_texts, require_window
+from .write import rewrite_checkpoint, write_checkpoint
 
 # Called as (stage, fraction), or (stage, fraction, detail) where a stage has more to say
 # (refine: its step and loss).
@@ -70,27 +57,6 @@ class TransplantRequest:
 
     def name(self, key: str) -> str:
         return str(self.names.get(key) or getattr(self, key))
-
-
-@dataclass
-class Report:
-    method: str
-    options: dict
-    base_model: str
-    tokenizer: str
-    tied: bool
-    base_tokenizer: dict
-    new_tokenizer: dict
-    vocab: dict
-    timings: dict[str, float] = field(default_factory=dict)
-    eval: dict | None = None
-    hypernet: str | None = None
-    refine: dict | None = None
-    method_choice: str = ""  # why this method ran
-    donor: str | None = None  # omp: the model that already spoke the new tokenizer
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class _Stages:
@@ -121,388 +87,82 @@ class _Stages:
         self.progress(name, 1.0)
 
 
-def _tokenizer_summary(vocab: Vocab) -> dict:
-    return {
-        "family": vocab.family,
-        "size": len(vocab),
-        "specials": {vocab.tokens[i]: r for i, r in sorted(vocab.special_roles.items())},
-        "normalization": vocab.notes(),
-    }
-
-
-def assemble(
-    base: Tensor, alignment: Alignment, rows: Tensor, keep: Tensor, special_ids: list[int]
-) -> int:
-    """Fill `rows` in place into the new matrix (a 262k-row matrix is held once): rows where
-    `keep` is set stay as predicted; other copies and specials take their base row, unmatched
-    specials and placeholders the mean of the base special rows, and predicted tokens
-    without a prediction the mean of all base rows. Returns how many fell back to a mean
-    (placeholders not counted)."""
-    n_new, d = rows.shape
-    assert base.ndim == 2 and base.shape[1] == d and keep.shape == (n_new,)
-    todo = torch.zeros(n_new, dtype=torch.bool)
-    todo[alignment.predict] = True
-    rows[todo & ~keep] = mean(base, 1).to(rows.dtype)
-    pairs = {i: j for i, j in {**alignment.copies, **alignment.specials}.items() if not keep[i]}
-    rows[list(pairs)] = base[list(pairs.values())].to(rows.dtype)
-    # Placeholders and specials without a counterpart: rows like the base model's special
-    # tokens, which it has learnt to predict only where they belong.
-    by_role = alignment.unmatched_specials + alignment.unused
-    if by_role:
-        pool = base[special_ids] if special_ids else base
-        rows[by_role] = mean(pool, 1).to(rows.dtype)
-    return int((todo & ~keep).sum()) + len(alignment.unmatched_specials)
-
-
-def _chat_template(
-    base_tok: PreTrainedTokenizerFast,
-    new_tok: PreTrainedTokenizerFast,
-    base: Vocab,
-    new: Vocab,
-    alignment: Alignment,
-) -> str | None:
-    """The new tokenizer's template, or the base one with each special token's spelling
-    replaced by the new token that took its role."""
-    if new_tok.chat_template:
-        return new_tok.chat_template
-    template = base_tok.chat_template
-    if not template or not isinstance(template, str):
-        return None
-
-    def rank(i: int, j: int) -> int:  # same role first; pad only when nothing else took it
-        role = new.special_roles.get(i)
-        return 0 if role == base.special_roles.get(j) else 2 if role == "pad" else 1
-
-    takers: dict[int, int] = {}
-    for i, j in sorted(alignment.specials.items()):
-        if j not in takers or rank(i, j) < rank(takers[j], j):
-            takers[j] = i
-    new_vocab = new_tok.get_vocab()
-    for j, i in takers.items():
-        if base.tokens[j] not in new_vocab:
-            template = template.replace(base.tokens[j], new.tokens[i])
-    return template
-
-
-def _first_id(tok: PreTrainedTokenizerFast, *attributes: str) -> int | None:
-    for attr in attributes:
-        value = getattr(tok, attr, None)
-        if value is not None:
-            return int(value)
-    return None
-
-
-def _write_configs(ckpt: Checkpoint, tok: PreTrainedTokenizerFast, out: Path, tied: bool) -> None:
-    config = dict(ckpt.config)
-    config["vocab_size"] = len(tok)
-    config["tie_word_embeddings"] = tied
-    # A BERT-style vocabulary opens with [CLS] and closes with [SEP]: they stand in for bos/eos.
-    ids = {
-        "bos_token_id": _first_id(tok, "bos_token_id", "cls_token_id"),
-        "eos_token_id": _first_id(tok, "eos_token_id", "sep_token_id"),
-        "pad_token_id": tok.pad_token_id,
-    }
-    config.update(ids)
-    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    generation_file = ckpt.path / "generation_config.json"
-    generation = json.loads(generation_file.read_text()) if generation_file.is_file() else {}
-    generation.update(ids)  # the base model's ids mean other tokens now, even where None
-    (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
-
-
-def eval_shares(tok: PreTrainedTokenizerFast, text: str, alignment: Alignment) -> dict:
-    """Of the eval text's tokens under the new tokenizer: how many have copied vs predicted rows."""
-    ids = tok(text, add_special_tokens=False)["input_ids"]
-    copied = set(alignment.copies) | set(alignment.specials)
-    n_copied = sum(1 for i in ids if i in copied)
-    return {
-        "tokens": len(ids),
-        "copied_share": round(n_copied / max(1, len(ids)), 4),
-        "predicted_share": round(1 - n_copied / max(1, len(ids)), 4),
-    }
-
-
-def _baseline_eval(model_dir: Path, text: str, progress: Callable[[float], None]) -> dict:
-    """The base model's own score on `text`; cached, since every transplant compares with it."""
-    key = hashlib.sha256()
-    for name in ("config.json", "tokenizer.json"):
-        file = model_dir / name
-        key.update(file.read_bytes() if file.is_file() else b"")
-    for file in sorted(model_dir.glob("*.safetensors")):
-        key.update(f"{file.name}:{file.stat().st_size}:{file.stat().st_mtime_ns}".encode())
-    key.update(text.encode())
-    cache = cache_root() / "evals" / f"{key.hexdigest()[:32]}.json"
-    if cache.is_file():
-        return json.loads(cache.read_text())
-    result = ev.evaluate_folder(model_dir, text, progress=progress).to_dict()
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(result))
-    return result
-
-
-def load_donor(name: str) -> Donor:
-    """A model that already speaks the new tokenizer, for OMP: its vocabulary and input rows."""
-    folder = resolve_model(name)
-    ckpt = open_checkpoint(folder)
-    return Donor(load_vocab(load_tokenizer(folder)), ckpt.read(ckpt.input_name))
-
-
-@dataclass
-class Setup:
-    """A base model and a new tokenizer, aligned: everything before a method runs.
-
-    Kept apart from `transplant` so that benchmarks and tuning can try many methods and
-    options on one alignment without re-reading the model.
-    """
-
-    ckpt: Checkpoint
-    base_tok: PreTrainedTokenizerFast
-    new_tok: PreTrainedTokenizerFast
-    base_vocab: Vocab
-    new_vocab: Vocab
-    alignment: Alignment
-    matrices: dict[str, Tensor]  # "input" and, when untied, "output": usable base rows only
-    embedder: Path | None
-    donor: Donor | None
-    hypernet: str | None = None
-
-    @classmethod
-    def load(
-        cls,
-        model_dir: Path,
-        new_tok: PreTrainedTokenizerFast,
-        embedder: Path | None = None,
-        donor: Donor | None = None,
-        hypernet: str | None = None,
-    ) -> Setup:
-        ckpt = open_checkpoint(model_dir)
-        base_tok = load_tokenizer(model_dir)
-        base_vocab, new_vocab = load_vocab(base_tok), load_vocab(new_tok)
-        matrices = ckpt.embeddings(len(base_vocab))
-        # ids beyond the rows have nothing to copy
-        alignment = align(base_vocab, new_vocab, matrices["input"].shape[0])
-        return cls(
-            ckpt, base_tok, new_tok, base_vocab, new_vocab, alignment, matrices, embedder, donor,
-            hypernet,
-        )  # fmt: skip
-
-    @cached_property
-    def fingerprint(self) -> Fingerprint:
-        """What a hypernetwork trained for this base model records."""
-        return Fingerprint.of(
-            architecture(self.ckpt.config), self.matrices["input"], self.ckpt.tied
-        )
-
-    @cached_property
-    def context(self) -> Context:
-        base_rows = self.matrices["input"].shape[0]
-        decomposer = Decomposer(self.base_tok, self.base_vocab, base_rows)
-        hypernet = self.hypernet
-
-        def predictor() -> Predictor:
-            if hypernet is None:
-                raise InputError("the hypernet methods need a hypernetwork (--hypernet DIR)")
-            arch = architecture(self.ckpt.config)
-            return Predictor.on_rows(hypernet, arch, self.matrices, decomposer)
-
-        return Context(
-            self.base_vocab, self.new_vocab, self.alignment, decomposer, base_rows,
-            MethodOptions(), self.embedder, self.donor, hypernet=predictor,
-        )  # fmt: skip
-
-    def predict(
-        self, method: Method, options: MethodOptions, progress: Progress | None = None
-    ) -> tuple[dict[str, Tensor], int]:
-        """New matrices (same keys as `matrices`) and how many rows fell back to a mean."""
-        ctx = self.context
-        ctx.options = options
-        ctx.progress = progress or (lambda stage, fraction: None)
-        prediction = method(ctx)
-        # A method defines predicted tokens, and copies where it gives rows for them (only
-        # the hypernetwork's copied-rows mode does): those rows are kept as it predicted them.
-        keep = prediction.defined
-        specials = [i for i in self.base_vocab.special_ids() if i < ctx.base_rows]
-        out, fallbacks = {}, 0
-        for name, matrix in self.matrices.items():
-            out[name] = prediction.rows(name, matrix)
-            fallbacks = assemble(matrix, self.alignment, out[name], keep, specials)
-        return out, fallbacks
-
-
-@dataclass
-class Choice:
-    method: str
-    hypernet: str | None  # a folder or store name
-    hypernet_name: str | None  # as the report names it
-    why: str
-
-
-def choose_method(request: TransplantRequest, setup: Setup) -> Choice:
-    """The asked-for method; else hypernet+hybrid with the given hypernetwork or one trained
-    for exactly this base model (fingerprint); else hybrid."""
-    given = request.name("hypernet") if request.hypernet else None
-    if request.method is not None:
-        uses = request.method.startswith("hypernet")
-        return Choice(request.method, request.hypernet if uses else None, given if uses else None,
-                      "asked for")  # fmt: skip
-    if request.hypernet is not None:
-        return Choice("hypernet+hybrid", request.hypernet, given, "a hypernetwork was given")
-    found = find_hypernet(setup.fingerprint, request.hypernets)
-    if found is None:
-        return Choice("hybrid", None, None, "no hypernetwork was trained for this base model")
-    why = f"hypernetwork {found.name!r} was trained for this base model (fingerprint matches)"
-    return Choice("hypernet+hybrid", str(found), found.name, why)
-
-
 def transplant(
     request: TransplantRequest,
     progress: Progress | None = None,
     cancelled: Callable[[], bool] | None = None,
-) -> Report:
+) -> rp.Report:
     """Run a whole transplant; returns the report also written into the checkpoint."""
     stages = _Stages(progress, cancelled)
-    options = MethodOptions.from_dict(request.options)
-    if request.method is not None:
-        get_method(request.method)
-        if request.method.startswith("hypernet") and request.hypernet is None:
-            raise InputError(f"method {request.method!r} needs a hypernetwork (--hypernet DIR)")
-    if request.hypernet is not None:
-        resolve_hypernet(request.hypernet)
-    text = None
-    if request.eval_text is not None:
-        text = ev.read_eval_text(Path(request.eval_text), request.eval_bytes)
-        if not text:
-            raise InputError(f"eval text {request.eval_text} is empty")
-    refine_texts = []
-    if request.refine is not None:
-        request.refine.check()
-        refine_texts = read_texts(request.refine_texts)
-        require_window(refine_texts, request.refine)
     require_absent(request.out)
-
     with stages.stage("resolve"):
-        model_dir = resolve_model(request.model)
-        donor = load_donor(request.donor) if request.donor is not None else None
-        new_tok = load_tokenizer(resolve_tokenizer(request.tokenizer))
+        inputs = resolve(request)
     with stages.stage("align"):
-        setup = Setup.load(model_dir, new_tok, request.embedder, donor)
-        choice = choose_method(request, setup)
-        setup.hypernet, method = choice.hypernet, get_method(choice.method)
+        setup = Setup.of(inputs, request.embedder)
     with stages.stage("predict"):
-        new_matrices, fallbacks = setup.predict(method, options, stages.report)
+        choice = choose_method(request, setup)
+        setup.hypernet = choice.hypernet
+        matrices, fallbacks = predict(setup, get_method(choice.method), inputs.options,
+                                      stages.report)  # fmt: skip
+    report = _report(request, setup, choice, fallbacks)
     refined = None
     if request.refine is not None:
         with stages.stage("refine"):
-            refined = _refine(setup, new_matrices, refine_texts, request.refine, stages)
-            zero_shot, new_matrices = new_matrices, refined.refiner.matrices()
-
-    ckpt, base_tok, alignment = setup.ckpt, setup.base_tok, setup.alignment
-    base_vocab, new_vocab = setup.base_vocab, setup.new_vocab
-    vocab_report = alignment.summary(len(new_vocab))
-    vocab_report["mean_fallback"] = fallbacks
-    report = Report(
-        method=choice.method,
-        options=asdict(options),
-        base_model=request.name("model"),
-        tokenizer=request.name("tokenizer"),
-        tied=ckpt.tied,
-        base_tokenizer=_tokenizer_summary(base_vocab),
-        new_tokenizer=_tokenizer_summary(new_vocab),
-        vocab=vocab_report,
-        hypernet=choice.hypernet_name,
-        method_choice=choice.why,
-        donor=request.name("donor") if request.donor is not None else None,
-        refine=None if refined is None else {
-            "texts": request.names.get("refine_texts")
-            or [Path(t).name for t in request.refine_texts],
-            **refined.result.to_dict(),
-        },
-    )  # fmt: skip
+            refined = _refine(setup, matrices, inputs.refine_texts, request.refine, stages)
+            zero_shot, matrices = matrices, refined.refiner.matrices()
+            report.refine = {"texts": _refine_names(request), **refined.result.to_dict()}
     with atomic_folder(Path(request.out)) as tmp:
         with stages.stage("write") as tick:
-            write_weights(ckpt, tmp, _replaced(ckpt, new_matrices), progress=tick)
-            _write_configs(ckpt, new_tok, tmp, ckpt.tied)
-            new_tok.chat_template = _chat_template(
-                base_tok, new_tok, base_vocab, new_vocab, alignment
-            )
-            new_tok.save_pretrained(tmp)
-        if text is not None:
+            write_checkpoint(tmp, setup, matrices, tick)
+        if inputs.eval_text is not None:
             with stages.stage("evaluate") as tick:
-                scores = _evaluate(model_dir, tmp, text, new_tok, alignment, tick)
+                scores = ev.compare(inputs.model_dir, tmp, inputs.eval_text, setup.new_tok,
+                                    setup.alignment, tick)  # fmt: skip
                 report.eval = {"text": request.name("eval_text"), **scores}
             if refined is not None and report.refine is not None:
                 with stages.stage("evaluate_zero_shot") as tick:
-                    report.refine["eval"] = _refine_eval(
-                        refined.refiner, zero_shot, new_tok, text, report.eval, tick
-                    )
+                    report.refine["eval"] = ev.zero_shot(
+                        refined.model_with(zero_shot), setup.new_tok, inputs.eval_text,
+                        report.eval, tick,
+                    )  # fmt: skip
         if stages.cancelled():
             raise Cancelled("cancelled before the checkpoint was kept")
         report.timings = stages.timings
-        (tmp / "transplant_report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-        (tmp / "README.md").write_text(model_card(report))
+        rp.save(tmp, report.to_dict())
     return report
 
 
-def _replaced(ckpt: Checkpoint, matrices: dict[str, Tensor]) -> dict[str, Tensor]:
-    """The checkpoint's embedding tensors by name, for `write_weights`."""
-    replaced = {ckpt.input_name: matrices["input"]}
-    if ckpt.output_name is not None:
-        replaced[ckpt.output_name] = matrices["output"]
-    return replaced
+def _report(request: TransplantRequest, setup: Setup, choice: Choice, fallbacks: int) -> rp.Report:
+    """What the report says before refining and evaluation add their sections."""
+    vocab = setup.alignment.summary(len(setup.new_vocab))
+    vocab["mean_fallback"] = fallbacks
+    return rp.Report(
+        method=choice.method,
+        options=asdict(setup.inputs.options),
+        base_model=request.name("model"),
+        tokenizer=request.name("tokenizer"),
+        tied=setup.ckpt.tied,
+        base_tokenizer=rp.tokenizer_summary(setup.base_vocab),
+        new_tokenizer=rp.tokenizer_summary(setup.new_vocab),
+        vocab=vocab,
+        hypernet=choice.hypernet_name,
+        method_choice=choice.why,
+        donor=request.name("donor") if request.donor is not None else None,
+    )
 
 
-def _evaluate(
-    model_dir: Path, folder: Path, text: str, tok: PreTrainedTokenizerFast, alignment: Alignment,
-    tick: Callable[[float], None],
-) -> dict:  # fmt: skip
-    """The written checkpoint's score next to the base model's own on the same text."""
-    before = _baseline_eval(model_dir, text, lambda f: tick(f / 2))
-    after = ev.evaluate_folder(folder, text, progress=lambda f: tick(0.5 + f / 2))
-    return {
-        "bytes": after.bytes,
-        "before": before,
-        "after": after.to_dict(),
-        "ratio": round(after.bits_per_byte / before["bits_per_byte"], 4),
-        **eval_shares(tok, text, alignment),
-    }
-
-
-@dataclass
-class _Refined:
-    refiner: Refiner
-    result: RefineResult
+def _refine_names(request: TransplantRequest) -> list[str]:
+    return request.names.get("refine_texts") or [Path(t).name for t in request.refine_texts]
 
 
 def _refine(
     setup: Setup, matrices: dict[str, Tensor], texts: list[str], config: RefineConfig,
     stages: _Stages,
-) -> _Refined:  # fmt: skip
-    """Distil the base model into the predicted rows; only rows, never the body, change."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_frozen(setup.ckpt.path, device)
-    mask = trainable_rows(setup.alignment, matrices["input"].shape[0], config.rows)
-    refiner = Refiner(model, setup.base_tok, setup.new_tok, matrices, mask, texts, config)
-
+) -> Refined:  # fmt: skip
     def tick(t: Tick) -> None:
         stages.report("refine", t.fraction, {"step": t.step, "loss": round(t.loss, 4)})
 
-    return _Refined(refiner, refiner.fit(progress=tick, cancelled=stages.cancelled))
-
-
-def _refine_eval(
-    refiner: Refiner, zero_shot: dict[str, Tensor], tok: PreTrainedTokenizerFast, text: str,
-    final: dict, tick: Callable[[float], None],
-) -> dict:  # fmt: skip
-    """Bits per byte of the zero-shot rows (before refining) next to the refined checkpoint's."""
-    before = ev.evaluate(with_rows(refiner.model, zero_shot), tok, text, progress=tick)
-    base = final["before"]["bits_per_byte"]
-    after = final["after"]["bits_per_byte"]
-    return {
-        "before": before.bits_per_byte,
-        "after": after,
-        "ratio_before": round(before.bits_per_byte / base, 4),
-        "ratio_after": round(after / base, 4),
-    }
+    return refine_rows(setup, matrices, texts, config, tick, stages.cancelled)
 
 
 @dataclass
@@ -528,152 +188,36 @@ def refine_checkpoint(
     stages = _Stages(progress, cancelled)
     request.config.check()
     texts = read_texts(request.texts)
-    require_window(texts, request.config)
-    text = (
-        None
-        if request.eval_text is None
-        else ev.read_eval_text(request.eval_text, request.eval_bytes)
-    )
+    require_window(texts, request.config.window_chars)
+    text = None
+    if request.eval_text is not None:
+        text = read_eval_text(request.eval_text, request.eval_bytes)
     require_absent(request.out)
     with stages.stage("resolve"):
         student_dir, teacher_dir = resolve_model(request.model), resolve_model(request.teacher)
         student = open_checkpoint(student_dir)
         check_teacher(student, open_checkpoint(teacher_dir))
+        inputs = Inputs.open(teacher_dir, load_tokenizer(student_dir))
     with stages.stage("align"):
-        setup = Setup.load(teacher_dir, load_tokenizer(student_dir))
+        setup = Setup.of(inputs)
         start = {"input": student.read(student.input_name)}
         if student.output_name is not None:
             start["output"] = student.read(student.output_name)
     with stages.stage("refine"):
         refined = _refine(setup, start, texts, request.config, stages)
-    data = _report_of(student_dir)
+    data = rp.read(student_dir)
     data["refine"] = {"texts": [Path(t).name for t in request.texts], **refined.result.to_dict()}
     with atomic_folder(Path(request.out)) as tmp:
         with stages.stage("write") as tick:
-            rows = _replaced(student, refined.refiner.matrices())
-            write_weights(student, tmp, rows, progress=tick)
-            for file in student_dir.iterdir():
-                if file.is_file() and not file.name.startswith("model"):
-                    shutil.copyfile(file, tmp / file.name)
+            rewrite_checkpoint(student, tmp, refined.refiner.matrices(), tick)
         if text is not None:
             with stages.stage("evaluate") as tick:
-                scores = _evaluate(teacher_dir, tmp, text, setup.new_tok, setup.alignment, tick)
+                scores = ev.compare(teacher_dir, tmp, text, setup.new_tok, setup.alignment, tick)
                 data["eval"] = {"text": request.eval_text.name, **scores}
             with stages.stage("evaluate_zero_shot") as tick:
-                data["refine"]["eval"] = _refine_eval(
-                    refined.refiner, start, setup.new_tok, text, data["eval"], tick
+                data["refine"]["eval"] = ev.zero_shot(
+                    refined.model_with(start), setup.new_tok, text, data["eval"], tick
                 )
         data.setdefault("timings", {}).update({f"refine:{k}": t for k, t in stages.timings.items()})
-        (tmp / "transplant_report.json").write_text(json.dumps(data, indent=2) + "\n")
-        if set(data) >= _required(Report) and set(data) <= {f.name for f in fields(Report)}:
-            (tmp / "README.md").write_text(model_card(Report(**data)))
+        rp.save(tmp, data)
     return data
-
-
-def _required(cls: type) -> set[str]:
-    """A dataclass's fields without a default: what an older report has too."""
-    return {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
-
-
-def _report_of(folder: Path) -> dict:
-    file = folder / "transplant_report.json"
-    try:
-        return json.loads(file.read_text()) if file.is_file() else {}
-    except (OSError, json.JSONDecodeError) as e:
-        raise InputError(f"{file} is unreadable: {e}") from None
-
-
-def _refine_card(r: dict) -> list[str]:
-    lines = [
-        "## Refinement",
-        "",
-        f"The predicted rows were then refined against the base model ({r['rows']} rows, "
-        f"{r['trained_rows']} trained) on {r['text_bytes']} bytes of unlabeled text "
-        f"({', '.join(f'`{t}`' for t in r['texts'])}): {r['steps']} steps in "
-        f"{r['minutes']:.1f} minutes. Distillation loss on {r['probe']} windows "
-        f"{r['loss_before']:.4f} -> {r['loss_after']:.4f}.",
-        "",
-    ]
-    if "eval" in r:
-        e = r["eval"]
-        lines += [
-            f"Bits per byte on the eval text: {e['before']:.4f} zero-shot "
-            f"(x{e['ratio_before']:.3f}) -> {e['after']:.4f} refined (x{e['ratio_after']:.3f}).",
-            "",
-        ]
-    return lines
-
-
-def model_card(report: Report) -> str:
-    """The checkpoint's README.md: where it came from and what quality it kept."""
-    v = report.vocab
-    lines = [
-        "---",
-        "library_name: transformers",
-        "tags: [tokengraft, tokenizer-transplant]",
-        "---",
-        "",
-        f"# {report.base_model} with a new tokenizer",
-        "",
-        f"Embeddings for the tokenizer `{report.tokenizer}` were predicted zero-shot with "
-        f"tokengraft's `{report.method}` method from `{report.base_model}` "
-        f"({report.method_choice}"
-        + (f"; hypernetwork `{report.hypernet}`" if report.hypernet else "")
-        + (f"; donor `{report.donor}`" if report.donor else "")
-        + "). No weights other than the embedding matrices changed.",
-        "",
-        "## Vocabulary",
-        "",
-        "| | |",
-        "|---|---|",
-        f"| base tokenizer | {report.base_tokenizer['family']}, "
-        f"{report.base_tokenizer['size']} tokens |",
-        f"| new tokenizer | {report.new_tokenizer['family']}, "
-        f"{report.new_tokenizer['size']} tokens |",
-        f"| copied (same surface form) | {v['copied']} ({v['overlap']:.1%}) |",
-        f"| special tokens matched by role | {v['specials_by_role']} |",
-        f"| special tokens without a counterpart | {v['specials_unmatched']} |",
-        f"| unused placeholders (rows like the special tokens') | {v.get('unused', 0)} |",
-        f"| predicted | {v['predicted']} |",
-        f"| fell back to the mean row | {v['mean_fallback']} |",
-        f"| tied embeddings | {report.tied} |",
-        "",
-    ]
-    notes = report.new_tokenizer["normalization"]
-    if notes:
-        lines += ["New tokenizer: " + "; ".join(notes) + ".", ""]
-    if report.eval:
-        e = report.eval
-        b, a = e["before"], e["after"]
-        lines += [
-            "## Quality",
-            "",
-            f"On {e['bytes']} bytes of `{Path(e['text']).name}` (bits per byte are comparable "
-            "across tokenizers; perplexity is not):",
-            "",
-            "| | bits per byte | tokens per byte |",
-            "|---|---|---|",
-            f"| base model, its own tokenizer | {b['bits_per_byte']:.4f} | "
-            f"{b['tokens_per_byte']:.4f} |",
-            f"| this checkpoint | {a['bits_per_byte']:.4f} | {a['tokens_per_byte']:.4f} |",
-            "",
-            f"After/before: {e['ratio']:.3f}. Of the text's tokens, {e['copied_share']:.1%} have "
-            f"copied rows and {e['predicted_share']:.1%} predicted ones.",
-            "",
-        ]
-    if report.refine:
-        lines += _refine_card(report.refine)
-    lines += [
-        "## Method",
-        "",
-        "```json",
-        json.dumps(
-            {"method": report.method, "options": report.options, "hypernet": report.hypernet},
-            indent=2,
-        ),
-        "```",
-        "",
-        "Stage timings (s): " + ", ".join(f"{k} {t:.1f}" for k, t in report.timings.items()) + ".",
-        "",
-    ]
-    return "\n".join(lines)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from hypernet.errors import InputError
 from hypernet.io import open_checkpoint
-from hypernet.models import BUNDLED, bundled_gguf, hub_model, hub_tokenizer, resolve_tokenizer
-from hypernet.predict import SHIPPED, list_hypernets, named_hypernet
-from hypernet.predict import store as default_hypernet_store
+from hypernet.network.store import SHIPPED, list_hypernets, named_hypernet
+from hypernet.network.store import store as default_hypernet_store
+from hypernet.sources import BUNDLED, bundled_gguf, hub_model, hub_tokenizer, resolve_tokenizer
 
 from .config import Settings
 

@@ -148,8 +148,9 @@ def cmd_refine(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from hypernet.evaluate import evaluate_folder, read_eval_text
-    from hypernet.models import resolve_model
+    from hypernet.evaluate import evaluate_folder
+    from hypernet.sources import resolve_model
+    from hypernet.texts import read_eval_text
 
     text = read_eval_text(Path(args.text), args.max_bytes)
     if not text:
@@ -173,7 +174,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_tokenizer_train(args: argparse.Namespace) -> int:
-    from hypernet.models import resolve_model
+    from hypernet.sources import resolve_model
     from hypernet.tokenizer_train import train_tokenizer
 
     like = resolve_model(args.like) if args.like else None
@@ -186,14 +187,14 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> int:
 
 
 def cmd_models_import(args: argparse.Namespace) -> int:
-    from hypernet.models import import_gguf
+    from hypernet.sources import import_gguf
 
     print(import_gguf(Path(args.file), Path(args.out)))
     return 0
 
 
 def cmd_models_bundled(args: argparse.Namespace) -> int:
-    from hypernet.models import BUNDLED, resolve_model
+    from hypernet.sources import BUNDLED, resolve_model
 
     if args.name is None:
         for name in BUNDLED:
@@ -206,17 +207,17 @@ def cmd_models_bundled(args: argparse.Namespace) -> int:
 def cmd_methods(args: argparse.Namespace) -> int:
     from hypernet.methods import METHODS
 
-    for name, fn in METHODS.items():
-        doc = (fn.__doc__ or "").strip().splitlines()
-        print(f"{name:<18}{doc[0] if doc else ''}")
+    for spec in METHODS.values():
+        needs = f"  (needs: {', '.join(spec.needs)})" if spec.needs else ""
+        print(f"{spec.name:<18}{spec.summary}{needs}")
     return 0
 
 
 def cmd_hypernet_train(args: argparse.Namespace) -> int:
-    from hypernet.io import require_absent
-    from hypernet.model import HyperConfig
-    from hypernet.models import resolve_model
-    from hypernet.training import TrainConfig, Trainer, resume_recipe
+    from hypernet.files import require_absent
+    from hypernet.network.model import HyperConfig
+    from hypernet.network.training import TrainConfig, Trainer, resume_recipe
+    from hypernet.sources import resolve_model
 
     out = Path(args.out)
     given = {k: v for k, v in vars(args).items() if v is not None}
@@ -268,7 +269,7 @@ def _named_values(items: list[str], flag: str) -> dict[str, float]:
 def _hypernet_summary(folder: Path) -> dict:
     from dataclasses import asdict
 
-    from hypernet.model import read_meta
+    from hypernet.network.model import read_meta
 
     meta = read_meta(folder)
     held_out = meta.scores.get("held_out") or [{}]
@@ -276,7 +277,7 @@ def _hypernet_summary(folder: Path) -> dict:
 
 
 def cmd_hypernet_list(args: argparse.Namespace) -> int:
-    from hypernet.predict import default_roots, list_hypernets
+    from hypernet.network.store import default_roots, list_hypernets
 
     roots = [Path(d) for d in args.dirs] or default_roots()
     found = list_hypernets(roots)
@@ -293,7 +294,7 @@ def cmd_hypernet_list(args: argparse.Namespace) -> int:
 
 
 def cmd_hypernet_show(args: argparse.Namespace) -> int:
-    from hypernet.predict import resolve_hypernet
+    from hypernet.network.store import resolve_hypernet
 
     print(json.dumps(_hypernet_summary(resolve_hypernet(args.hypernet)), indent=2))
     return 0
@@ -302,8 +303,8 @@ def cmd_hypernet_show(args: argparse.Namespace) -> int:
 def cmd_hypernet_predict(args: argparse.Namespace) -> int:
     from safetensors.torch import save_file
 
-    from hypernet.io import require_absent
-    from hypernet.predict import predict_embeddings
+    from hypernet.files import atomic_write, require_absent
+    from hypernet.network.predict import predict_embeddings
 
     tokens = list(args.token)
     if args.tokens_json:
@@ -320,9 +321,8 @@ def cmd_hypernet_predict(args: argparse.Namespace) -> int:
     require_absent(out)
     rows = predict_embeddings(args.hypernet, args.model, tokens)
     metadata = {"tokens": json.dumps(tokens, ensure_ascii=False), "hypernet": str(args.hypernet)}
-    tmp = out.with_name(out.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in rows.items()}, str(tmp), metadata=metadata)
-    tmp.replace(out)
+    with atomic_write(out) as tmp:
+        save_file({k: v.contiguous() for k, v in rows.items()}, str(tmp), metadata=metadata)
     shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in rows.items())
     print(f"wrote {out}  ({shapes})")
     return 0

@@ -24,9 +24,10 @@ from dataclasses import fields
 from pathlib import Path
 
 from hypernet.errors import Cancelled, InputError
-from hypernet.model import CONFIG, WEIGHTS, HyperConfig, read_meta
-from hypernet.models import resolve_model
-from hypernet.training import TrainConfig, Trainer, latest_checkpoint, resume_recipe
+from hypernet.files import atomic_write
+from hypernet.network.model import CONFIG, WEIGHTS, HyperConfig, read_meta
+from hypernet.network.training import TrainConfig, Trainer, latest_checkpoint, resume_recipe
+from hypernet.sources import resolve_model
 
 from .catalog import Catalog
 from .models import JobKind, JobStatus
@@ -232,13 +233,11 @@ def has_checkpoint(folder: Path) -> bool:
 def _link_or_copy(source: Path, file: Path) -> None:
     """A hard link where both are on one filesystem, else a copy; renamed into place so that
     a kill mid-copy never leaves a truncated text behind."""
-    part = file.with_name(file.name + ".part")
-    part.unlink(missing_ok=True)
-    try:
-        os.link(source, part)
-    except OSError:
-        shutil.copyfile(source, part)
-    os.replace(part, file)
+    with atomic_write(file) as part:
+        try:
+            os.link(source, part)
+        except OSError:
+            shutil.copyfile(source, part)
 
 
 # --- the store -------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from hypernet.errors import InputError
-from hypernet.refine import RefineConfig, read_texts, require_window
+from hypernet.refine import RefineConfig
+from hypernet.texts import read_texts, require_window
 
 from .catalog import Catalog
 
@@ -34,7 +35,7 @@ def check(catalog: Catalog, spec: Mapping) -> None:
     cfg.check()
     names = list(spec["texts"])
     texts = [_read(name, path) for name, path in zip(names, paths(catalog, spec), strict=True)]
-    require_window(texts, cfg)
+    require_window(texts, cfg.window_chars)
 
 
 def _read(name: str, path: Path) -> str:

@@ -65,7 +65,7 @@ class TransplantIn(BaseModel):
 
 class HypernetTrainIn(BaseModel):
     """Train a hypernetwork for a model; the options left out keep the library's defaults
-    (`hypernet.training.TrainConfig`, `hypernet.model.HyperConfig`)."""
+    (`hypernet.network.training.TrainConfig`, `hypernet.network.model.HyperConfig`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -223,6 +223,11 @@ class HypernetList(BaseModel):
 class MethodOut(BaseModel):
     name: str
     description: str
+    needs: list[str] = Field(
+        description="what a request must give this method besides a model and a tokenizer: "
+        "`hypernet` (a hypernetwork), `donor` (a model that already uses the new tokenizer), "
+        "`embedder` (a text-embedding model; the server has one)"
+    )
 
 
 class MethodList(BaseModel):

@@ -23,7 +23,7 @@ from sqlalchemy import delete
 from tokenizers import Tokenizer
 
 from hypernet.errors import InputError, is_panic
-from hypernet.models import check_config
+from hypernet.sources import check_config
 from hypernet.vocab import check_ids
 
 from .archive import ArchiveError, read_members

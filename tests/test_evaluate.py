@@ -11,7 +11,8 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from hypernet.errors import InputError
-from hypernet.evaluate import evaluate, evaluate_folder, read_eval_text
+from hypernet.evaluate import evaluate, evaluate_folder
+from hypernet.texts import read_eval_text
 
 TEXT = " ".join(tiny.TEXT)
 

@@ -10,7 +10,8 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
 from hypernet.errors import InputError
-from hypernet.io import atomic_folder, open_checkpoint, write_weights
+from hypernet.files import atomic_folder
+from hypernet.io import open_checkpoint, write_weights
 
 
 @pytest.fixture(scope="module")

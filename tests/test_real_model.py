@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hypernet.models import resolve_model
+from hypernet.sources import resolve_model
 from service.cli import main
 
 CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"

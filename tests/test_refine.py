@@ -9,13 +9,14 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
+from hypernet.align import Setup
 from hypernet.errors import Cancelled, InputError
 from hypernet.methods import MethodOptions, get_method
-from hypernet.models import load_tokenizer
+from hypernet.predict import predict
 from hypernet.refine import RefineConfig, Refiner, Rows, load_frozen, trainable_rows
+from hypernet.sources import load_tokenizer
 from hypernet.transplant import (
     RefineRequest,
-    Setup,
     TransplantRequest,
     refine_checkpoint,
     transplant,
@@ -54,7 +55,7 @@ def text(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _refiner(base: Path, new_tok: Path, text: Path, **kw: object) -> tuple[Refiner, Setup]:
     setup = Setup.load(base, load_tokenizer(new_tok))
-    start, _ = setup.predict(get_method("subword"), MethodOptions())
+    start, _ = predict(setup, get_method("subword"), MethodOptions())
     config = _config(**kw)
     mask = trainable_rows(setup.alignment, start["input"].shape[0], config.rows)
     model = load_frozen(base, torch.device("cpu"))

@@ -24,7 +24,7 @@ from test_service_api import (
 )  # fmt: skip
 from test_service_e2e import Server, tokengraft
 
-from hypernet.training import latest_checkpoint
+from hypernet.network.training import latest_checkpoint
 from service.config import Settings
 from service.hypernets import WORK
 from service.models import JobStatus

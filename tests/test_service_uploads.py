@@ -21,7 +21,7 @@ from test_service_api import REQUEST, assert_problem
 from transformers import PreTrainedTokenizerFast
 
 from hypernet.errors import InputError
-from hypernet.models import load_tokenizer
+from hypernet.sources import load_tokenizer
 from hypernet.vocab import load_vocab
 from service.api.main import create_app
 from service.archive import ArchiveError, read_members

@@ -10,11 +10,12 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from hypernet.align import align
 from hypernet.errors import Cancelled, InputError
 from hypernet.methods import METHODS
-from hypernet.predict import Predictor
+from hypernet.network.predict import Predictor
 from hypernet.transplant import TransplantRequest, transplant
-from hypernet.vocab import align, load_vocab
+from hypernet.vocab import load_vocab
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +148,7 @@ def test_omp_through_a_donor(base_tied: Path, sp_tokenizer: Path, tmp_path: Path
         TransplantRequest(str(base_tied), str(sp_tokenizer), out, "omp", donor=str(donor))
     )
     assert report.vocab["mean_fallback"] < report.vocab["predicted"]
-    with pytest.raises(InputError, match="--donor"):
+    with pytest.raises(InputError, match="needs a donor model"):
         transplant(TransplantRequest(str(base_tied), str(sp_tokenizer), tmp_path / "x", "omp"))
 
 

@@ -5,7 +5,8 @@ import unicodedata
 import pytest
 import tiny
 
-from hypernet.vocab import Decomposer, Vocab, align, gpt2_byte_decoder, load_vocab, surface
+from hypernet.align import align
+from hypernet.vocab import Decomposer, Vocab, gpt2_byte_decoder, load_vocab, surface
 
 
 def test_gpt2_byte_map_is_a_bijection_over_bytes() -> None:

@@ -209,8 +209,8 @@ def corpus(path: Path, lines: int = 400) -> Path:
 
 def hypernet(model: Path, out: Path, steps: int = 2, **changes: object) -> Path:
     """A hypernetwork for a tiny model, trained for a couple of steps and exported to `out`."""
-    from hypernet.model import HyperConfig
-    from hypernet.training import TrainConfig, Trainer
+    from hypernet.network.model import HyperConfig
+    from hypernet.network.training import TrainConfig, Trainer
 
     config = TrainConfig(
         steps=steps, batch=2, seq_len=16, negatives=64, rec_batch=64, vocab_min=300,

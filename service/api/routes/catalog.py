@@ -7,7 +7,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from hypernet.errors import InputError
 from hypernet.methods import METHODS
-from hypernet.model import read_meta
+from hypernet.network.model import read_meta
 
 from ...schemas import HypernetList, HypernetOut, MethodList, MethodOut, ModelList, NamedEntry
 from ...services import Services
@@ -51,7 +51,7 @@ async def list_hypernets(services: ServicesDep) -> HypernetList:
 async def list_methods() -> MethodList:
     return MethodList(
         methods=[
-            MethodOut(name=name, description=((fn.__doc__ or "").strip().splitlines() or [""])[0])
-            for name, fn in METHODS.items()
+            MethodOut(name=spec.name, description=spec.summary, needs=spec.needs)
+            for spec in METHODS.values()
         ]
     )

@@ -8,9 +8,8 @@ from fastapi import APIRouter, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from hypernet.errors import InputError
 from hypernet.methods import MethodOptions, get_method
-from hypernet.models import check_tokenizer_config
+from hypernet.sources import check_tokenizer_config
 
 from ... import refine
 from ...models import JobKind
@@ -41,16 +40,10 @@ def validate(services: Services, body: TransplantIn) -> None:
 
 
 def _check_method(body: TransplantIn) -> None:
-    """The method exists and has what it needs: a hypernetwork, or (omp only) a donor."""
-    if body.method is not None:
-        get_method(body.method)
-        if body.method.startswith("hypernet") and body.hypernet is None:
-            raise InputError(f"method {body.method!r} needs a hypernetwork (field 'hypernet')")
-    if body.method == "omp" and body.donor is None:
-        raise InputError("method 'omp' needs a donor model (field 'donor')")
-    if body.donor is not None and body.method != "omp":
-        method = repr(body.method) if body.method else "the default"
-        raise InputError(f"field 'donor' is only used by method 'omp', not by {method}")
+    """The method exists and has what it needs; the server's own choice (no method named:
+    a hypernetwork method or hybrid) takes no donor."""
+    spec = get_method(body.method or "hybrid")
+    spec.check(hypernet=body.hypernet is not None, donor=body.donor is not None)
 
 
 def job_request(body: TransplantIn) -> dict:

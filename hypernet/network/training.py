@@ -42,13 +42,26 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
-from .errors import Cancelled, InputError
-from .io import open_checkpoint
-from .model import Fingerprint, HyperConfig, HyperNet, Saved, pad_pieces, read_meta, save
-from .models import load_tokenizer
-from .predict import architecture
-from .tokenizer_train import train_in_memory
-from .vocab import Decomposer, Vocab, load_vocab
+from ..errors import Cancelled, InputError
+from ..files import atomic_write
+from ..io import open_checkpoint
+from ..sources import load_tokenizer
+from ..tokenizer_train import train_in_memory
+from ..vocab import Decomposer, Vocab, load_vocab
+from .model import (
+    CONFIG,
+    WEIGHTS,
+    Fingerprint,
+    HyperConfig,
+    HyperNet,
+    Saved,
+    architecture,
+    pad_pieces,
+    read_meta,
+    save,
+    save_meta,
+    save_weights,
+)
 
 CHECKPOINT = "checkpoint"
 LOOP = "loop.json"
@@ -480,13 +493,10 @@ class Trainer:
 
     def export(self) -> None:
         """hypernet.safetensors + hypernet.json in `out`, each renamed into place."""
-        tmp = self.out / ".export"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save(self.net, self.meta(), tmp)
-        for name in ("hypernet.safetensors", "hypernet.json"):  # the JSON last: it marks done
-            os.replace(tmp / name, self.out / name)
-        tmp.rmdir()
+        # the JSON is renamed last (the inner block exits first): it marks the export done
+        with atomic_write(self.out / CONFIG) as meta, atomic_write(self.out / WEIGHTS) as weights:
+            save_weights(self.net, weights)
+            save_meta(self.meta(), meta)
 
     def save_checkpoint(self) -> None:
         folder = self.out / CHECKPOINT

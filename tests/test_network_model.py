@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hypernet.errors import InputError
-from hypernet.model import (
+from hypernet.network.model import (
     PAD,
     Fingerprint,
     HyperConfig,

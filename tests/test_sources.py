@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hypernet.errors import InputError
-from hypernet.models import (
+from hypernet.sources import (
     bundled_embedder,
     import_gguf,
     load_tokenizer,

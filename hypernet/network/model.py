@@ -25,7 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from .errors import InputError
+from ..errors import InputError
 
 N_BYTES = 256
 PAD = -1  # piece id of an empty slot
@@ -71,6 +71,11 @@ class Fingerprint:
                 "on (same shape: a fine-tune?); predictions may be less accurate",
                 stacklevel=2,
             )
+
+
+def architecture(config: dict) -> str:
+    """The name a hypernetwork's fingerprint records for a model's config.json."""
+    return (config.get("architectures") or [config.get("model_type", "unknown")])[0]
 
 
 class HyperNet(nn.Module):
@@ -158,9 +163,16 @@ class Saved:
 
 def save(net: HyperNet, meta: Saved, folder: Path) -> None:
     """Write into an existing folder (callers make it atomic)."""
-    state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
-    save_file(state, str(folder / WEIGHTS))
-    (folder / CONFIG).write_text(json.dumps(asdict(meta), indent=2) + "\n")
+    save_weights(net, folder / WEIGHTS)
+    save_meta(meta, folder / CONFIG)
+
+
+def save_weights(net: HyperNet, file: Path) -> None:
+    save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(file))
+
+
+def save_meta(meta: Saved, file: Path) -> None:
+    file.write_text(json.dumps(asdict(meta), indent=2) + "\n")
 
 
 def read_meta(folder: Path) -> Saved:

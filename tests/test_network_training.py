@@ -8,9 +8,9 @@ import tiny
 import torch
 
 from hypernet.errors import Cancelled, InputError
-from hypernet.model import HyperConfig, read_meta
-from hypernet.predict import Predictor
-from hypernet.training import CHECKPOINT, TrainConfig, Trainer, resume_recipe
+from hypernet.network.model import HyperConfig, read_meta
+from hypernet.network.predict import Predictor
+from hypernet.network.training import CHECKPOINT, TrainConfig, Trainer, resume_recipe
 
 HYPER = HyperConfig(max_pieces=6, width=32, layers=1, heads=2)
 

@@ -1,0 +1,1 @@
+"""The hypernetwork: its model, its training across sampled tokenizers, and prediction."""
