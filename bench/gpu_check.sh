@@ -30,7 +30,7 @@ printf 'step\tseconds\tpeak_rss_mb\tpeak_gpu_mb\n' > "$TSV"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 "$PY" -c "import torch, faiss; assert torch.cuda.is_available(), 'no CUDA torch';
 print('torch', torch.__version__, 'faiss gpus', faiss.get_num_gpus())"
-"$PY" -m service.cli models bundled smollm2-135m > /dev/null
+"$PY" -m hypernet.cli models bundled smollm2-135m > /dev/null
 
 step() {  # step NAME COMMAND...: time it, sample GPU memory, record a row
   local name=$1; shift
@@ -48,12 +48,12 @@ step() {  # step NAME COMMAND...: time it, sample GPU memory, record a row
   printf '%s\t%s\t%s\t%s\n' "$name" "$seconds" "$rss" "$gpu" | tee -a "$TSV"
 }
 
-step transplant-llama3-128k "$PY" -m service.cli transplant --model smollm2-135m \
+step transplant-llama3-128k "$PY" -m hypernet.cli transplant --model smollm2-135m \
   --tokenizer bench/out/tokenizers/npm/llama3 --method hybrid --out "$WORK/llama3" --quiet
-step transplant-gemma3-262k "$PY" -m service.cli transplant --model smollm2-135m \
+step transplant-gemma3-262k "$PY" -m hypernet.cli transplant --model smollm2-135m \
   --tokenizer bench/out/tokenizers/npm/gemma3 --method hybrid --out "$WORK/gemma3" --quiet
-step refine-llama3-20-steps "$PY" -m service.cli refine --model "$WORK/llama3" \
+step refine-llama3-20-steps "$PY" -m hypernet.cli refine --model "$WORK/llama3" \
   --teacher smollm2-135m --text "$CORPORA/en.train.txt" --steps 20 --out "$WORK/llama3-refined"
-step hypernet-train-50-steps "$PY" -m service.cli hypernet train --model smollm2-135m \
+step hypernet-train-50-steps "$PY" -m hypernet.cli hypernet train --model smollm2-135m \
   --corpus "$CORPORA/en.train.txt" "$CORPORA/de.train.txt" --steps 50 --out "$WORK/hyper" --quiet
 cat "$TSV"

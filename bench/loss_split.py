@@ -115,10 +115,13 @@ def main() -> None:
 
     everything = torch.ones(n_chars, dtype=torch.bool)
     print(f"{'text covered by':<28} {'share':>6} {'original':>9} {'transplant':>11} {'excess':>7}")
-    for name, chars in (("copied tokens", copied_chars),
-                        ("  cut as the base cuts it", same_chars),
-                        ("  cut differently", copied_chars & ~same_chars),
-                        ("predicted tokens", ~copied_chars), ("all", everything)):  # fmt: skip
+    for name, chars in (
+        ("copied tokens", copied_chars),
+        ("  cut as the base cuts it", same_chars),
+        ("  cut differently", copied_chars & ~same_chars),
+        ("predicted tokens", ~copied_chars),
+        ("all", everything),
+    ):
         before, after = original[chars].sum() / per_byte, new[chars].sum() / per_byte
         share = chars.float().mean().item()
         print(f"{name:<28} {share:6.1%} {before:9.4f} {after:11.4f} {after - before:+7.4f}")

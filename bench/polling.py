@@ -99,8 +99,12 @@ def wrk(
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     lat = {p: _ms(re.search(rf"^\s+{p}%\s+(\S+)", out, re.M).group(1)) for p in ("50", "99")}
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50_ms": lat["50"], "p99_ms": lat["99"],
-            "non_2xx_3xx": int(errors.group(1)) if errors else 0}  # fmt: skip
+    return {
+        "rps": rps,
+        "p50_ms": lat["50"],
+        "p99_ms": lat["99"],
+        "non_2xx_3xx": int(errors.group(1)) if errors else 0,
+    }
 
 
 def _ms(value: str) -> float:
@@ -124,10 +128,15 @@ def spread(server: Server, args: argparse.Namespace, label: str, jobs: int = 200
     ids = [submit(server, None) for _ in range(jobs)]
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
         lua.write("ids = {" + ",".join(f'"{i}"' for i in ids) + "}\n")
-        lua.write('request = function() return wrk.format("GET", "/jobs/" .. '
-                  "ids[math.random(#ids)]) end\n")  # fmt: skip
-    row = {"case": f"{label}, {jobs} jobs at random", "response": "200",
-           **wrk(server.url, args.seconds, args.connections, None, Path(lua.name))}  # fmt: skip
+        lua.write(
+            'request = function() return wrk.format("GET", "/jobs/" .. '
+            "ids[math.random(#ids)]) end\n"
+        )
+    row = {
+        "case": f"{label}, {jobs} jobs at random",
+        "response": "200",
+        **wrk(server.url, args.seconds, args.connections, None, Path(lua.name)),
+    }
     os.unlink(lua.name)
     print(json.dumps(row), flush=True)
     return row
@@ -177,8 +186,10 @@ def main() -> None:
     print("\n| case | response | polls/s | p50 ms | p99 ms | non-2xx/3xx |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['case']} | {r['response']} | {r['rps']:.0f} | {r['p50_ms']:.1f} | "
-              f"{r['p99_ms']:.1f} | {r['non_2xx_3xx']} |")  # fmt: skip
+        print(
+            f"| {r['case']} | {r['response']} | {r['rps']:.0f} | {r['p50_ms']:.1f} | "
+            f"{r['p99_ms']:.1f} | {r['non_2xx_3xx']} |"
+        )
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "polling.json").write_text(json.dumps({"label": args.label, "rows": rows}, indent=1))
 

@@ -49,8 +49,22 @@ def transplant(base: Path, tokenizer: Path, method: str, out: Path) -> tuple[dic
     """(report, process seconds, peak MB) of one fresh `tokengraft transplant` process."""
     shutil.rmtree(out, ignore_errors=True)
     hypernet = ["--hypernet", "smollm2-135m"] if method.startswith("hypernet") else []
-    r = run(["transplant", "--model", str(base), "--tokenizer", str(tokenizer), "--method",
-             method, *hypernet, "--out", str(out), "--json", "--quiet"])  # fmt: skip
+    r = run(
+        [
+            "transplant",
+            "--model",
+            str(base),
+            "--tokenizer",
+            str(tokenizer),
+            "--method",
+            method,
+            *hypernet,
+            "--out",
+            str(out),
+            "--json",
+            "--quiet",
+        ]
+    )
     return json.loads(r.stdout), r.seconds, r.peak_mb
 
 
@@ -84,9 +98,11 @@ def check(folder: Path, texts: dict[str, str]) -> dict:
 
 
 def quality(
-    folder: Path, aligned: tuple[PreTrainedTokenizerFast, Alignment], texts: dict[str, str],
+    folder: Path,
+    aligned: tuple[PreTrainedTokenizerFast, Alignment],
+    texts: dict[str, str],
     before: dict,
-) -> dict:  # fmt: skip
+) -> dict:
     out = {}
     for lang, text in texts.items():
         after = ev.evaluate_folder(folder, text)
@@ -106,11 +122,21 @@ def bench_target(target: str, base: Path, texts: dict[str, str], before: dict) -
     report, cold, cold_mb = transplant(base, tokenizer, "hybrid", out)
     empty_embedding_cache(keep_oldest=True)
     _, warm, warm_mb = transplant(base, tokenizer, "hybrid", out)
-    row = {"target": target, "vocab": report["vocab"], "family": report["new_tokenizer"]["family"],
-           "cold_s": cold, "warm_s": warm, "peak_mb": max(cold_mb, warm_mb),
-           "timings": report["timings"], "methods": {}}  # fmt: skip
-    print(f"{target}: cold {cold:.0f} s, warm {warm:.0f} s, peak {row['peak_mb']:.0f} MB "
-          f"{report['vocab']}", flush=True)  # fmt: skip
+    row = {
+        "target": target,
+        "vocab": report["vocab"],
+        "family": report["new_tokenizer"]["family"],
+        "cold_s": cold,
+        "warm_s": warm,
+        "peak_mb": max(cold_mb, warm_mb),
+        "timings": report["timings"],
+        "methods": {},
+    }
+    print(
+        f"{target}: cold {cold:.0f} s, warm {warm:.0f} s, peak {row['peak_mb']:.0f} MB "
+        f"{report['vocab']}",
+        flush=True,
+    )
     aligned = alignment_of(base, tokenizer)
     for method in METHODS:
         if method != "hybrid":
@@ -127,9 +153,16 @@ def table(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         for method, m in r["methods"].items():
-            cells = [r["target"], f"{r['vocab']['new_vocab_size']:,}", r["family"],
-                     f"{r['vocab']['overlap']:.1%}", f"{r['cold_s']:.0f}", f"{r['warm_s']:.0f}",
-                     f"{r['peak_mb']:.0f}", method]  # fmt: skip
+            cells = [
+                r["target"],
+                f"{r['vocab']['new_vocab_size']:,}",
+                r["family"],
+                f"{r['vocab']['overlap']:.1%}",
+                f"{r['cold_s']:.0f}",
+                f"{r['warm_s']:.0f}",
+                f"{r['peak_mb']:.0f}",
+                method,
+            ]
             cells += [
                 f"{e['ratio']:.3f} ({e['tokens_per_byte_change']:.2f}, {e['copied_share']:.0%})"
                 for e in (m["eval"][lang] for lang in LANGS)

@@ -75,12 +75,21 @@ def run_one(args: argparse.Namespace, lang: str, start_method: str, model, base_
     for point in curve:
         point["ratio"] = point["bpb"] / teacher
     return {
-        "lang": lang, "start": start_method, "rows": args.rows, "teacher": teacher,
-        "teacher_after": teacher_after, "body_unchanged": body_digest(model) == digest,
-        "zero_shot": zero, "refined": after, "ratio_zero_shot": zero / teacher,
-        "ratio_refined": after / teacher, "curve": curve, "refine": result.to_dict(),
-        "seconds": seconds, "threads": torch.get_num_threads(),
-    }  # fmt: skip
+        "lang": lang,
+        "start": start_method,
+        "rows": args.rows,
+        "teacher": teacher,
+        "teacher_after": teacher_after,
+        "body_unchanged": body_digest(model) == digest,
+        "zero_shot": zero,
+        "refined": after,
+        "ratio_zero_shot": zero / teacher,
+        "ratio_refined": after / teacher,
+        "curve": curve,
+        "refine": result.to_dict(),
+        "seconds": seconds,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def main() -> None:

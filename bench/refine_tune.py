@@ -59,11 +59,18 @@ def main() -> None:
             result = refiner.fit()
             after = ev.evaluate(with_rows(model, refiner.matrices()), new_tok, tail).bits_per_byte
             row = {
-                "lang": lang, "config": overrides, "teacher": teacher, "zero_shot": zero,
-                "refined": after, "ratio_before": zero / teacher, "ratio_after": after / teacher,
-                "steps": result.steps, "loss_before": result.loss_before,
-                "loss_after": result.loss_after, "seconds": time.perf_counter() - t0,
-            }  # fmt: skip
+                "lang": lang,
+                "config": overrides,
+                "teacher": teacher,
+                "zero_shot": zero,
+                "refined": after,
+                "ratio_before": zero / teacher,
+                "ratio_after": after / teacher,
+                "steps": result.steps,
+                "loss_before": result.loss_before,
+                "loss_after": result.loss_after,
+                "seconds": time.perf_counter() - t0,
+            }
             results.append(row)
             print(
                 f"  {spec}: {zero / teacher:.3f} -> {after / teacher:.3f} "

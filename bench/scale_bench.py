@@ -26,11 +26,17 @@ def build(folder: Path, tokenizer: Path, layers: int, hidden: int, tied: bool) -
     """Write a random Llama checkpoint, one shard per layer; returns its size in bytes."""
     tok = AutoTokenizer.from_pretrained(tokenizer)
     config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=hidden, intermediate_size=int(hidden * 2.75),
-        num_hidden_layers=layers, num_attention_heads=hidden // 64,
-        num_key_value_heads=hidden // 256, tie_word_embeddings=tied, torch_dtype="float32",
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-    )  # fmt: skip
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=int(hidden * 2.75),
+        num_hidden_layers=layers,
+        num_attention_heads=hidden // 64,
+        num_key_value_heads=hidden // 256,
+        tie_word_embeddings=tied,
+        torch_dtype="float32",
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
     folder.mkdir(parents=True)
     config.save_pretrained(folder)
     tok.save_pretrained(folder)
@@ -88,9 +94,20 @@ def main() -> None:
     shutil.rmtree(OUT / "scale", ignore_errors=True)
     size = build(folder, tokenizers["de"], args.layers, args.hidden, args.tied)
     r = run(
-        ["transplant", "--model", str(folder), "--tokenizer", str(tokenizers["es"]),
-         "--method", args.method, "--out", str(out), "--json", "--quiet"]
-    )  # fmt: skip
+        [
+            "transplant",
+            "--model",
+            str(folder),
+            "--tokenizer",
+            str(tokenizers["es"]),
+            "--method",
+            args.method,
+            "--out",
+            str(out),
+            "--json",
+            "--quiet",
+        ]
+    )
     report = json.loads(r.stdout)
     rows = report["base_tokenizer"]["size"]
     embedding_bytes = rows * args.hidden * 4 * (1 if args.tied else 2)

@@ -44,16 +44,31 @@ def main() -> None:
         out = OUT / "speed" / f"{target}-hybrid"
         shutil.rmtree(out, ignore_errors=True)
         r = run(
-            ["transplant", "--model", str(base), "--tokenizer", str(tokenizers[target]),
-             "--out", str(out), "--json", "--quiet"],
+            [
+                "transplant",
+                "--model",
+                str(base),
+                "--tokenizer",
+                str(tokenizers[target]),
+                "--out",
+                str(out),
+                "--json",
+                "--quiet",
+            ],
             env={"TOKENGRAFT_CACHE": str(cache)},
-        )  # fmt: skip
+        )
         report = json.loads(r.stdout)
         shutil.rmtree(out, ignore_errors=True)
-        rows.append({
-            "case": label, "target": target, "wall_seconds": r.seconds, "peak_mb": r.peak_mb,
-            "timings": report["timings"], "predicted": report["vocab"]["predicted"],
-        })  # fmt: skip
+        rows.append(
+            {
+                "case": label,
+                "target": target,
+                "wall_seconds": r.seconds,
+                "peak_mb": r.peak_mb,
+                "timings": report["timings"],
+                "predicted": report["vocab"]["predicted"],
+            }
+        )
     shutil.rmtree(cache, ignore_errors=True)
     write_json(OUT / "speed.json", rows)
     print("| case | target | predicted tokens | " + " | ".join(STAGES) + " | process wall | peak |")

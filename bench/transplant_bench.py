@@ -47,9 +47,18 @@ def main() -> None:
     for target in names:
         text = eval_file(target)
         original = run(
-            ["eval", "--model", str(base), "--text", str(text), "--max-bytes",
-             str(args.eval_bytes), "--json", "--quiet"]
-        )  # fmt: skip
+            [
+                "eval",
+                "--model",
+                str(base),
+                "--text",
+                str(text),
+                "--max-bytes",
+                str(args.eval_bytes),
+                "--json",
+                "--quiet",
+            ]
+        )
         orig = json.loads(original.stdout)
         results.append({"target": target, "method": "original", **orig})
         print(f"{target:<7} original  bpb {orig['bits_per_byte']:.4f}", flush=True)
@@ -60,13 +69,27 @@ def main() -> None:
             out = OUT / "checkpoints" / f"{target}-{name}"
             shutil.rmtree(out, ignore_errors=True)
             r = run(
-                ["transplant", "--model", str(base), "--tokenizer", str(targets[target]),
-                 "--method", name, "--out", str(out), "--eval-text", str(text),
-                 "--eval-bytes", str(args.eval_bytes), "--json", "--quiet",
-                 *(donor if method == "omp" and donor else []),
-                 *(["--hypernet", args.hypernet] if name.startswith("hypernet") else []),
-                 *(f"--option={o}" for o in options)]
-            )  # fmt: skip
+                [
+                    "transplant",
+                    "--model",
+                    str(base),
+                    "--tokenizer",
+                    str(targets[target]),
+                    "--method",
+                    name,
+                    "--out",
+                    str(out),
+                    "--eval-text",
+                    str(text),
+                    "--eval-bytes",
+                    str(args.eval_bytes),
+                    "--json",
+                    "--quiet",
+                    *(donor if method == "omp" and donor else []),
+                    *(["--hypernet", args.hypernet] if name.startswith("hypernet") else []),
+                    *(f"--option={o}" for o in options),
+                ]
+            )
             report = json.loads(r.stdout)
             shutil.rmtree(out, ignore_errors=True)
             e = report["eval"]

@@ -97,10 +97,16 @@ def main() -> None:
                     best, best_score = candidate, s
     write_json(
         OUT / f"{args.name}.json",
-        {"method": args.method, "hypernet": args.hypernet, "bytes": args.bytes,
-         "originals": originals, "best": asdict(best), "best_score": best_score,
-         "trials": trials},
-    )  # fmt: skip
+        {
+            "method": args.method,
+            "hypernet": args.hypernet,
+            "bytes": args.bytes,
+            "originals": originals,
+            "best": asdict(best),
+            "best_score": best_score,
+            "trials": trials,
+        },
+    )
     print(f"best mean ratio {best_score:.4f} with {asdict(best)}")
 
 

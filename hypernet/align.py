@@ -161,6 +161,13 @@ class Setup:
             return Predictor.on_rows(hypernet, arch, self.matrices, decomposer)
 
         return Context(
-            self.base_vocab, self.new_vocab, self.alignment, decomposer, base_rows,
-            MethodOptions(), self.embedder, self.inputs.donor, hypernet=predictor,
-        )  # fmt: skip
+            self.base_vocab,
+            self.new_vocab,
+            self.alignment,
+            decomposer,
+            base_rows,
+            MethodOptions(),
+            self.embedder,
+            self.inputs.donor,
+            hypernet=predictor,
+        )

@@ -49,10 +49,13 @@ class TextEmbedder:
         ids: list[list[int]] = []
         for start in range(0, len(texts), TOKENIZE_SLICE):
             ids += self.tokenizer(
-                texts[start : start + TOKENIZE_SLICE], add_special_tokens=special, truncation=True,
+                texts[start : start + TOKENIZE_SLICE],
+                add_special_tokens=special,
+                truncation=True,
                 max_length=MAX_LENGTH if special else MAX_LENGTH - 2,
-                return_attention_mask=False, return_token_type_ids=False,
-            )["input_ids"]  # fmt: skip
+                return_attention_mask=False,
+                return_token_type_ids=False,
+            )["input_ids"]
         return ids
 
     def keys(self, texts: list[str]) -> list[tuple[int, ...] | None]:

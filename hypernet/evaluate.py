@@ -25,7 +25,7 @@ from .files import atomic_write
 from .sources import cache_root, load_tokenizer
 
 if TYPE_CHECKING:
-    from .align import Alignment
+    from .align import Alignment, Setup
 
 
 @dataclass
@@ -141,9 +141,14 @@ def evaluate_folder(
     if progress is not None:
         progress(0.0)  # loading took a while: a caller's progress may stop it here (Cancelled)
     return evaluate(
-        model, tokenizer, text, window=window, stride=stride, batch_size=batch_size,
+        model,
+        tokenizer,
+        text,
+        window=window,
+        stride=stride,
+        batch_size=batch_size,
         progress=progress,
-    )  # fmt: skip
+    )
 
 
 def baseline(model_dir: Path, text: str, progress: Callable[[float], None]) -> dict:
@@ -176,36 +181,28 @@ def shares(tok: PreTrainedTokenizerBase, text: str, alignment: Alignment) -> dic
     }
 
 
-def compare(
-    model_dir: Path,
-    folder: Path,
-    text: str,
-    tok: PreTrainedTokenizerBase,
-    alignment: Alignment,
-    progress: Callable[[float], None],
-) -> dict:
-    """The written checkpoint's score next to the base model's own on the same text."""
-    before = baseline(model_dir, text, lambda f: progress(f / 2))
+def compare(setup: Setup, folder: Path, progress: Callable[[float], None]) -> dict:
+    """The written checkpoint's score on the eval text next to the base model's own."""
+    text = setup.inputs.eval_text
+    assert text is not None, "compare needs an eval text"
+    before = baseline(setup.inputs.model_dir, text, lambda f: progress(f / 2))
     after = evaluate_folder(folder, text, progress=lambda f: progress(0.5 + f / 2))
     return {
         "bytes": after.bytes,
         "before": before,
         "after": after.to_dict(),
         "ratio": round(after.bits_per_byte / before["bits_per_byte"], 4),
-        **shares(tok, text, alignment),
+        **shares(setup.new_tok, text, setup.alignment),
     }
 
 
 def zero_shot(
-    model: PreTrainedModel,
-    tok: PreTrainedTokenizerBase,
-    text: str,
-    final: dict,
-    progress: Callable[[float], None],
+    model: PreTrainedModel, setup: Setup, final: dict, progress: Callable[[float], None]
 ) -> dict:
     """Bits per byte of `model` carrying the zero-shot rows (before refining), next to the
     refined checkpoint's `final` scores."""
-    before = evaluate(model, tok, text, progress=progress)
+    assert setup.inputs.eval_text is not None, "zero_shot needs an eval text"
+    before = evaluate(model, setup.new_tok, setup.inputs.eval_text, progress=progress)
     base = final["before"]["bits_per_byte"]
     after = final["after"]["bits_per_byte"]
     return {

@@ -425,9 +425,16 @@ def global_knn(ctx: Context) -> Mixture:
     out = Mixture.empty(ctx.n_new, ctx.base_rows)
     for sims, found, query_ids, key_ids in ctx.neighbours(o.k):
         out = out + knn.mix(
-            sims, found, query_ids, key_ids, ctx.n_new, ctx.base_rows, o.k, o.temperature,
+            sims,
+            found,
+            query_ids,
+            key_ids,
+            ctx.n_new,
+            ctx.base_rows,
+            o.k,
+            o.temperature,
             o.threshold,
-        )  # fmt: skip
+        )
     return out
 
 

@@ -29,6 +29,10 @@ class Choice:
     hypernet_name: str | None  # as the report names it
     why: str
 
+    @property
+    def spec(self) -> MethodSpec:
+        return get_method(self.method)
+
 
 def choose_method(request: TransplantRequest, setup: Setup) -> Choice:
     """The asked-for method; else hypernet+hybrid with the given hypernetwork or one trained

@@ -391,14 +391,15 @@ class Refined:
 def refine_rows(
     setup: Setup,
     matrices: dict[str, Tensor],
-    texts: list[str],
     config: RefineConfig,
     progress: Callable[[Tick], None],
     cancelled: Callable[[], bool],
 ) -> Refined:
-    """Distil the base model into the predicted rows; only rows, never the body, change."""
+    """Distil the base model into the predicted rows on the request's refine texts; only
+    rows, never the body, change."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = load_frozen(setup.ckpt.path, device)
     mask = trainable_rows(setup.alignment, matrices["input"].shape[0], config.rows)
+    texts = setup.inputs.refine_texts
     refiner = Refiner(model, setup.base_tok, setup.new_tok, matrices, mask, texts, config)
     return Refined(refiner, refiner.fit(progress=progress, cancelled=cancelled))

@@ -10,10 +10,17 @@ from __future__ import annotations
 import json
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import card
 from .errors import InputError
 from .vocab import Vocab
+
+if TYPE_CHECKING:
+    from .align import Setup
+    from .predict import Choice
+    from .refine import Refined
+    from .transplant import TransplantRequest
 
 FILE = "transplant_report.json"
 
@@ -37,6 +44,43 @@ class Report:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def build(
+    request: TransplantRequest,
+    setup: Setup,
+    choice: Choice,
+    fallbacks: int,
+    refined: Refined | None,
+    scores: dict[str, dict],
+    timings: dict[str, float],
+) -> Report:
+    """The report of a finished transplant; `scores` holds "eval" and, when refined,
+    "zero_shot" (see `evaluate.compare` and `evaluate.zero_shot`)."""
+    vocab = setup.alignment.summary(len(setup.new_vocab))
+    vocab["mean_fallback"] = fallbacks
+    report = Report(
+        method=choice.method,
+        options=asdict(setup.inputs.options),
+        base_model=request.name("model"),
+        tokenizer=request.name("tokenizer"),
+        tied=setup.ckpt.tied,
+        base_tokenizer=tokenizer_summary(setup.base_vocab),
+        new_tokenizer=tokenizer_summary(setup.new_vocab),
+        vocab=vocab,
+        timings=timings,
+        hypernet=choice.hypernet_name,
+        method_choice=choice.why,
+        donor=request.name("donor") if request.donor is not None else None,
+    )
+    if "eval" in scores:
+        report.eval = {"text": request.name("eval_text"), **scores["eval"]}
+    if refined is not None:
+        names = request.names.get("refine_texts") or [Path(t).name for t in request.refine_texts]
+        report.refine = {"texts": names, **refined.result.to_dict()}
+        if "zero_shot" in scores:
+            report.refine["eval"] = scores["zero_shot"]
+    return report
 
 
 def tokenizer_summary(vocab: Vocab) -> dict:

@@ -15,15 +15,17 @@ from typing import TYPE_CHECKING
 from transformers import PreTrainedTokenizerFast
 
 from .errors import InputError
+from .files import require_absent
 from .io import Checkpoint, open_checkpoint
 from .methods import Donor, MethodOptions, get_method
 from .network.store import resolve_hypernet
+from .refine import check_teacher
 from .sources import load_tokenizer, resolve_model, resolve_tokenizer
 from .texts import read_eval_text, read_texts, require_window
 from .vocab import load_vocab
 
 if TYPE_CHECKING:
-    from .transplant import TransplantRequest
+    from .transplant import RefineRequest, TransplantRequest
 
 
 @dataclass
@@ -49,6 +51,7 @@ class Inputs:
 
 def resolve(request: TransplantRequest) -> Inputs:
     """The request checked, then its model, tokenizer and donor found and opened."""
+    require_absent(request.out)
     _check_method(request)
     options = MethodOptions.from_dict(request.options)
     eval_text, refine_texts = _eval_text(request), _refine_texts(request)
@@ -84,6 +87,24 @@ def _refine_texts(request: TransplantRequest) -> list[str]:
     texts = read_texts(request.refine_texts)
     require_window(texts, request.refine.window_chars)
     return texts
+
+
+def resolve_refine(request: RefineRequest) -> tuple[Inputs, Checkpoint]:
+    """A refine request checked, then the teacher (the base model) opened as the inputs'
+    model with the student's tokenizer; returns them and the student's checkpoint."""
+    request.config.check()
+    texts = read_texts(request.texts)
+    require_window(texts, request.config.window_chars)
+    text = None
+    if request.eval_text is not None:
+        text = read_eval_text(request.eval_text, request.eval_bytes)
+    require_absent(request.out)
+    student_dir, teacher_dir = resolve_model(request.model), resolve_model(request.teacher)
+    student = open_checkpoint(student_dir)
+    check_teacher(student, open_checkpoint(teacher_dir))
+    inputs = Inputs.open(teacher_dir, load_tokenizer(student_dir))
+    inputs.eval_text, inputs.refine_texts = text, texts
+    return inputs, student
 
 
 def load_donor(name: str) -> Donor:

@@ -286,8 +286,9 @@ def _check_token(where: str, token: object) -> None:
     if isinstance(token, str):
         return
     if not isinstance(token, dict) or not isinstance(token.get("content"), str):
-        raise InputError(f"{where}: expected a token (text or {{'content': text}}), "
-                         f"not {token!r:.60}")  # fmt: skip
+        raise InputError(
+            f"{where}: expected a token (text or {{'content': text}}), not {token!r:.60}"
+        )
     flags = [f for f in TOKEN_FLAGS if f in token and not isinstance(token[f], bool)]
     if flags:
         raise InputError(f"{where}: token flag {flags[0]!r} must be true or false")
@@ -296,8 +297,10 @@ def _check_token(where: str, token: object) -> None:
 def _check_added_tokens(name: str, decoder: object) -> None:
     """{"id": {"content": text, flags...}, ...}, ids being non-negative integers."""
     if not isinstance(decoder, dict):
-        raise InputError(f"{name}: added_tokens_decoder must be an object of id -> token, "
-                         f"not {type(decoder).__name__}")  # fmt: skip
+        raise InputError(
+            f"{name}: added_tokens_decoder must be an object of id -> token, "
+            f"not {type(decoder).__name__}"
+        )
     for key, token in decoder.items():
         where = f"{name}: added_tokens_decoder[{key!r}]"
         if not (key.isascii() and key.isdigit()):

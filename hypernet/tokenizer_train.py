@@ -56,7 +56,7 @@ from transformers import PreTrainedTokenizerFast
 from .errors import InputError
 from .files import atomic_folder, require_absent
 from .sources import load_tokenizer
-from .vocab import BYTE_FALLBACK, ROLE_ATTRIBUTES, Vocab, detect_family, load_vocab
+from .vocab import BYTE_FALLBACK, ROLE_ATTRIBUTES, Vocab, components, detect_family, load_vocab
 
 Kind = Literal["bpe", "unigram", "wordpiece"]
 KINDS: tuple[str, ...] = get_args(Kind)
@@ -75,10 +75,13 @@ DEFAULT_ROLES: dict[str, dict[str, str]] = {
     "bpe": dict.fromkeys(("bos_token", "eos_token", "unk_token"), "<|endoftext|>"),
     "unigram": {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>"},
     "wordpiece": {
-        "pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
+        "pad_token": "[PAD]",
+        "unk_token": "[UNK]",
+        "cls_token": "[CLS]",
+        "sep_token": "[SEP]",
         "mask_token": "[MASK]",
     },
-}  # fmt: skip
+}
 # tokenizer_config.json keys copied only when the base's config sets them (transformers 5 no
 # longer saves the add_* flags; the post-processor carries their effect, the keys document it).
 RAW_CONFIG_KEYS = ("add_bos_token", "add_eos_token")
@@ -90,16 +93,6 @@ BASE_ATTRIBUTES = (
 
 def _json(component: Any) -> dict[str, Any]:
     return json.loads(component.__getstate__())
-
-
-def _components(node: dict | None) -> list[dict]:
-    """Leaves of a pipeline component, Sequences opened."""
-    if not node:
-        return []
-    if node.get("type") == "Sequence":
-        items = next((v for v in node.values() if isinstance(v, list)), [])
-        return [leaf for item in items for leaf in _components(item)]
-    return [node]
 
 
 @dataclass
@@ -130,7 +123,7 @@ class _Recipe:
 
     @property
     def byte_level(self) -> bool:
-        return any(c.get("type") == "ByteLevel" for c in _components(self.pre_tokenizer))
+        return any(c.get("type") == "ByteLevel" for c in components(self.pre_tokenizer))
 
     @property
     def alphabet(self) -> list[str]:
@@ -251,7 +244,7 @@ def _recipe_like(kind: Kind, like: Path) -> _Recipe:
     if base.chat_template:
         recipe.config["chat_template"] = base.chat_template
     recipe.split_digits = _splits_digits(load_vocab(base)) and not any(
-        c.get("type") == "Digits" for c in _components(recipe.pre_tokenizer)
+        c.get("type") == "Digits" for c in components(recipe.pre_tokenizer)
     )
     return recipe
 
@@ -260,7 +253,7 @@ def _word_marker(recipe: _Recipe) -> str | None:
     """The symbol a pipeline puts in place of the space that starts a word, if any."""
     if recipe.byte_level:
         return BYTE_LEVEL_SPACE
-    for node in _components(recipe.pre_tokenizer) + _components(recipe.normalizer):
+    for node in components(recipe.pre_tokenizer) + components(recipe.normalizer):
         if node.get("type") == "Metaspace":
             return node.get("replacement", "▁")
         if node.get("type") == "Replace" and node.get("pattern") == {"String": " "}:
@@ -345,19 +338,25 @@ def _trainer(recipe: _Recipe, vocab_size: int, progress: bool) -> trainers.Train
     specials = [*recipe.specials, *recipe.byte_pieces]
     if recipe.kind == "bpe":
         return trainers.BpeTrainer(
-            vocab_size=vocab_size, special_tokens=specials, initial_alphabet=recipe.alphabet,
+            vocab_size=vocab_size,
+            special_tokens=specials,
+            initial_alphabet=recipe.alphabet,
             show_progress=progress,
-        )  # fmt: skip
+        )
     if recipe.kind == "unigram":  # plus FIRST_END, dropped after training
         return trainers.UnigramTrainer(
-            vocab_size=vocab_size + 1, special_tokens=specials,
+            vocab_size=vocab_size + 1,
+            special_tokens=specials,
             initial_alphabet=[*recipe.alphabet, FIRST_END],
-            unk_token=recipe.roles.get("unk_token"), show_progress=progress,
-        )  # fmt: skip
+            unk_token=recipe.roles.get("unk_token"),
+            show_progress=progress,
+        )
     return trainers.WordPieceTrainer(
-        vocab_size=vocab_size, special_tokens=specials, show_progress=progress,
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        show_progress=progress,
         continuing_subword_prefix=recipe.wordpiece.get("continuing_subword_prefix", "##"),
-    )  # fmt: skip
+    )
 
 
 @dataclass

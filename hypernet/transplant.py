@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import Tensor
@@ -21,14 +21,10 @@ from . import evaluate as ev
 from . import report as rp
 from .align import Setup
 from .errors import Cancelled
-from .files import atomic_folder, require_absent
-from .io import open_checkpoint
-from .methods import get_method
-from .predict import Choice, choose_method, predict
-from .refine import RefineConfig, Refined, Tick, check_teacher, refine_rows
-from .resolve import Inputs, resolve
-from .sources import load_tokenizer, resolve_model
-from .texts import read_eval_text, read_texts, require_window
+from .files import atomic_folder
+from .predict import choose_method, predict
+from .refine import RefineConfig, Refined, Tick, refine_rows
+from .resolve import resolve, resolve_refine
 from .write import rewrite_checkpoint, write_checkpoint
 
 # Called as (stage, fraction), or (stage, fraction, detail) where a stage has more to say
@@ -94,7 +90,6 @@ def transplant(
 ) -> rp.Report:
     """Run a whole transplant; returns the report also written into the checkpoint."""
     stages = _Stages(progress, cancelled)
-    require_absent(request.out)
     with stages.stage("resolve"):
         inputs = resolve(request)
     with stages.stage("align"):
@@ -102,67 +97,37 @@ def transplant(
     with stages.stage("predict"):
         choice = choose_method(request, setup)
         setup.hypernet = choice.hypernet
-        matrices, fallbacks = predict(setup, get_method(choice.method), inputs.options,
-                                      stages.report)  # fmt: skip
-    report = _report(request, setup, choice, fallbacks)
+        matrices, fallbacks = predict(setup, choice.spec, inputs.options, stages.report)
     refined = None
     if request.refine is not None:
         with stages.stage("refine"):
-            refined = _refine(setup, matrices, inputs.refine_texts, request.refine, stages)
+            refined = _refine(setup, matrices, request.refine, stages)
             zero_shot, matrices = matrices, refined.refiner.matrices()
-            report.refine = {"texts": _refine_names(request), **refined.result.to_dict()}
+    scores: dict[str, dict] = {}
     with atomic_folder(Path(request.out)) as tmp:
         with stages.stage("write") as tick:
             write_checkpoint(tmp, setup, matrices, tick)
         if inputs.eval_text is not None:
             with stages.stage("evaluate") as tick:
-                scores = ev.compare(inputs.model_dir, tmp, inputs.eval_text, setup.new_tok,
-                                    setup.alignment, tick)  # fmt: skip
-                report.eval = {"text": request.name("eval_text"), **scores}
-            if refined is not None and report.refine is not None:
+                scores["eval"] = ev.compare(setup, tmp, tick)
+            if refined is not None:
                 with stages.stage("evaluate_zero_shot") as tick:
-                    report.refine["eval"] = ev.zero_shot(
-                        refined.model_with(zero_shot), setup.new_tok, inputs.eval_text,
-                        report.eval, tick,
-                    )  # fmt: skip
+                    model = refined.model_with(zero_shot)
+                    scores["zero_shot"] = ev.zero_shot(model, setup, scores["eval"], tick)
         if stages.cancelled():
             raise Cancelled("cancelled before the checkpoint was kept")
-        report.timings = stages.timings
+        report = rp.build(request, setup, choice, fallbacks, refined, scores, stages.timings)
         rp.save(tmp, report.to_dict())
     return report
 
 
-def _report(request: TransplantRequest, setup: Setup, choice: Choice, fallbacks: int) -> rp.Report:
-    """What the report says before refining and evaluation add their sections."""
-    vocab = setup.alignment.summary(len(setup.new_vocab))
-    vocab["mean_fallback"] = fallbacks
-    return rp.Report(
-        method=choice.method,
-        options=asdict(setup.inputs.options),
-        base_model=request.name("model"),
-        tokenizer=request.name("tokenizer"),
-        tied=setup.ckpt.tied,
-        base_tokenizer=rp.tokenizer_summary(setup.base_vocab),
-        new_tokenizer=rp.tokenizer_summary(setup.new_vocab),
-        vocab=vocab,
-        hypernet=choice.hypernet_name,
-        method_choice=choice.why,
-        donor=request.name("donor") if request.donor is not None else None,
-    )
-
-
-def _refine_names(request: TransplantRequest) -> list[str]:
-    return request.names.get("refine_texts") or [Path(t).name for t in request.refine_texts]
-
-
 def _refine(
-    setup: Setup, matrices: dict[str, Tensor], texts: list[str], config: RefineConfig,
-    stages: _Stages,
-) -> Refined:  # fmt: skip
+    setup: Setup, matrices: dict[str, Tensor], config: RefineConfig, stages: _Stages
+) -> Refined:
     def tick(t: Tick) -> None:
         stages.report("refine", t.fraction, {"step": t.step, "loss": round(t.loss, 4)})
 
-    return refine_rows(setup, matrices, texts, config, tick, stages.cancelled)
+    return refine_rows(setup, matrices, config, tick, stages.cancelled)
 
 
 @dataclass
@@ -186,38 +151,26 @@ def refine_checkpoint(
     """`tokengraft refine`: the checkpoint's rows refined, written to a new folder with the
     same files; the report gains a refine section. Returns the report."""
     stages = _Stages(progress, cancelled)
-    request.config.check()
-    texts = read_texts(request.texts)
-    require_window(texts, request.config.window_chars)
-    text = None
-    if request.eval_text is not None:
-        text = read_eval_text(request.eval_text, request.eval_bytes)
-    require_absent(request.out)
     with stages.stage("resolve"):
-        student_dir, teacher_dir = resolve_model(request.model), resolve_model(request.teacher)
-        student = open_checkpoint(student_dir)
-        check_teacher(student, open_checkpoint(teacher_dir))
-        inputs = Inputs.open(teacher_dir, load_tokenizer(student_dir))
+        inputs, student = resolve_refine(request)
     with stages.stage("align"):
         setup = Setup.of(inputs)
         start = {"input": student.read(student.input_name)}
         if student.output_name is not None:
             start["output"] = student.read(student.output_name)
     with stages.stage("refine"):
-        refined = _refine(setup, start, texts, request.config, stages)
-    data = rp.read(student_dir)
+        refined = _refine(setup, start, request.config, stages)
+    data = rp.read(student.path)
     data["refine"] = {"texts": [Path(t).name for t in request.texts], **refined.result.to_dict()}
     with atomic_folder(Path(request.out)) as tmp:
         with stages.stage("write") as tick:
             rewrite_checkpoint(student, tmp, refined.refiner.matrices(), tick)
-        if text is not None:
+        if request.eval_text is not None:
             with stages.stage("evaluate") as tick:
-                scores = ev.compare(teacher_dir, tmp, text, setup.new_tok, setup.alignment, tick)
-                data["eval"] = {"text": request.eval_text.name, **scores}
+                data["eval"] = {"text": request.eval_text.name, **ev.compare(setup, tmp, tick)}
             with stages.stage("evaluate_zero_shot") as tick:
-                data["refine"]["eval"] = ev.zero_shot(
-                    refined.model_with(start), setup.new_tok, text, data["eval"], tick
-                )
+                model = refined.model_with(start)
+                data["refine"]["eval"] = ev.zero_shot(model, setup, data["eval"], tick)
         data.setdefault("timings", {}).update({f"refine:{k}": t for k, t in stages.timings.items()})
         rp.save(tmp, data)
     return data

@@ -28,6 +28,8 @@ UNUSED = re.compile(r"^<[|｜]?(unused\d+|reserved_special_token_\d+|place▁hol
 # Normalizers that change the text itself; spacing conventions (Replace " " -> "▁", Prepend)
 # are undone by `surface` instead.
 TEXT_FORMS = ("NFC", "NFD", "NFKC", "NFKD")
+# Where a tokenizer.json Sequence keeps its parts, by the kind of component.
+SEQUENCE_ITEMS = ("normalizers", "pretokenizers", "decoders", "processors")
 
 # Roles that a special token can play, and the attribute names transformers uses for them.
 ROLE_ATTRIBUTES = {
@@ -153,20 +155,21 @@ class Vocab:
         return out
 
 
-def _components(spec: dict | None) -> list[dict]:
-    """Flatten a tokenizer.json normalizer/pre-tokenizer/decoder, Sequences included."""
+def components(spec: dict | None) -> list[dict]:
+    """The leaves of a tokenizer.json normalizer, pre-tokenizer, decoder or post-processor:
+    Sequences opened, however deep."""
     if not spec:
         return []
     if spec.get("type") == "Sequence":
-        items = spec.get("normalizers") or spec.get("pretokenizers") or spec.get("decoders") or []
-        return [c for item in items for c in _components(item)]
+        items = next((spec[k] for k in SEQUENCE_ITEMS if spec.get(k)), [])
+        return [leaf for item in items for leaf in components(item)]
     return [spec]
 
 
 def detect_family(spec: dict) -> str:
     """Tell the tokenizer family from its tokenizer.json (the `backend_tokenizer` JSON)."""
     model = spec.get("model") or {}
-    parts = _components(spec.get("pre_tokenizer")) + _components(spec.get("decoder"))
+    parts = components(spec.get("pre_tokenizer")) + components(spec.get("decoder"))
     kinds = {p.get("type") for p in parts}
     if "ByteLevel" in kinds:
         return "byte_level"
@@ -182,7 +185,7 @@ def detect_family(spec: dict) -> str:
 def _normalizer_flags(spec: dict) -> tuple[bool, bool, str | None]:
     lowercase = strip = False
     form = None
-    for part in _components(spec.get("normalizer")):
+    for part in components(spec.get("normalizer")):
         kind = part.get("type")
         if kind in TEXT_FORMS:
             form = kind
@@ -245,11 +248,13 @@ def check_ids(vocab: dict[str, int], size: int) -> dict[int, str]:
     id_to_token: dict[int, str] = {}
     for token, i in vocab.items():
         if i in id_to_token:
-            raise InputError(f"token ids must be unique; id {i} names both "
-                             f"{id_to_token[i]!r} and {token!r}")  # fmt: skip
+            raise InputError(
+                f"token ids must be unique; id {i} names both {id_to_token[i]!r} and {token!r}"
+            )
         if not 0 <= i < size:
-            raise InputError(f"token ids must be 0..{size - 1}; id {i} is outside a vocabulary "
-                             f"of {size}")  # fmt: skip
+            raise InputError(
+                f"token ids must be 0..{size - 1}; id {i} is outside a vocabulary of {size}"
+            )
         id_to_token[i] = token
     return id_to_token
 

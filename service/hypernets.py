@@ -83,8 +83,9 @@ def _check_recipe(config: TrainConfig, hyper: HyperConfig) -> None:
     if hyper.width % hyper.heads:
         raise InputError(f"width {hyper.width} must be a multiple of heads {hyper.heads}")
     if not (config.lm_weight > 0 or config.rec_weight > 0):
-        raise InputError("lm_weight or rec_weight must be positive (aux alone may have nothing "
-                         "to learn from)")  # fmt: skip
+        raise InputError(
+            "lm_weight or rec_weight must be positive (aux alone may have nothing to learn from)"
+        )
 
 
 def _read(name: str, path: Path) -> str:
@@ -282,7 +283,12 @@ def summary(target: Path, resumed_from: int | None) -> dict:
     held_out = meta.scores.get("held_out") or [None]
     recipe = meta.recipe
     return {
-        "name": target.name, "base_model": meta.base_model, "steps": recipe.get("steps_done"),
-        "minutes": recipe.get("minutes"), "tokens_seen": recipe.get("tokens_seen"),
-        "device": recipe.get("device"), "held_out": held_out[-1], "resumed_from": resumed_from,
-    }  # fmt: skip
+        "name": target.name,
+        "base_model": meta.base_model,
+        "steps": recipe.get("steps_done"),
+        "minutes": recipe.get("minutes"),
+        "tokens_seen": recipe.get("tokens_seen"),
+        "device": recipe.get("device"),
+        "held_out": held_out[-1],
+        "resumed_from": resumed_from,
+    }

@@ -99,10 +99,15 @@ class Queue:
                             old.idempotency_key = None
                             s.flush()
                     job = Job(
-                        id=uuid.uuid4().hex, kind=kind, status=JobStatus.queued, request=request,
-                        request_hash=request_hash, idempotency_key=idempotency_key,
-                        idempotency_expires_at=expires, created_at=now,
-                    )  # fmt: skip
+                        id=uuid.uuid4().hex,
+                        kind=kind,
+                        status=JobStatus.queued,
+                        request=request,
+                        request_hash=request_hash,
+                        idempotency_key=idempotency_key,
+                        idempotency_expires_at=expires,
+                        created_at=now,
+                    )
                     s.add(job)
                     s.flush()
                     _state(s, job.id, JobStatus.queued)
@@ -228,10 +233,12 @@ class Queue:
         `max_bytes` (jobs without artifacts free nothing and are never named)."""
         size = func.sum(Artifact.size)
         query = (
-            select(Job.id, size).join(Artifact, Artifact.job_id == Job.id)
+            select(Job.id, size)
+            .join(Artifact, Artifact.job_id == Job.id)
             .where(Job.status == JobStatus.succeeded)
-            .group_by(Job.id, Job.finished_at).order_by(Job.finished_at, Job.id)
-        )  # fmt: skip
+            .group_by(Job.id, Job.finished_at)
+            .order_by(Job.finished_at, Job.id)
+        )
         with self.reads() as s:
             sizes = [(job_id, int(n)) for job_id, n in s.execute(query)]
         excess, doomed = sum(n for _, n in sizes) - max_bytes, []
@@ -315,8 +322,10 @@ class Queue:
         with self.reads() as s:
             row = s.execute(query.where(Job.id == claim.job_id)).first()
         ours = row is not None and (row.worker_id, row.attempt, row.status) == (
-            claim.worker_id, claim.attempt, JobStatus.running,
-        )  # fmt: skip
+            claim.worker_id,
+            claim.attempt,
+            JobStatus.running,
+        )
         return ours, bool(ours and row.cancel_requested)
 
     def heartbeat(self, claim: Claim) -> tuple[bool, bool]:
@@ -342,9 +351,13 @@ class Queue:
         data = {"stage": stage, "fraction": round(fraction, 4), "message": message}
         data.update({k: v for k, v in (detail or {}).items() if k not in data})
         return self._transition(
-            claim, {"kind": "progress", "data": data}, stage=stage, fraction=fraction,
-            message=message, heartbeat_at=utcnow(),
-        )  # fmt: skip
+            claim,
+            {"kind": "progress", "data": data},
+            stage=stage,
+            fraction=fraction,
+            message=message,
+            heartbeat_at=utcnow(),
+        )
 
     def succeed(
         self, claim: Claim, result: dict, output_dir: str | None, files: list[tuple[str, int, str]]
@@ -353,10 +366,17 @@ class Queue:
         without artifacts (a trained hypernetwork goes to the store) has no output folder."""
         artifacts = [Artifact(job_id=claim.job_id, path=p, size=n, sha256=h) for p, n, h in files]
         return self._transition(
-            claim, state(JobStatus.succeeded), artifacts, status=JobStatus.succeeded,
-            result=result, output_dir=output_dir, finished_at=utcnow(), stage=None, fraction=1.0,
+            claim,
+            state(JobStatus.succeeded),
+            artifacts,
+            status=JobStatus.succeeded,
+            result=result,
+            output_dir=output_dir,
+            finished_at=utcnow(),
+            stage=None,
+            fraction=1.0,
             message=None,
-        )  # fmt: skip
+        )
 
     def fail(self, claim: Claim, error_type: str, detail: str, retry: bool) -> JobStatus | None:
         """Requeue a retryable failure while attempts remain, else fail; None if fenced off."""
@@ -365,10 +385,14 @@ class Queue:
         )
         detail = detail[:2000]
         done = self._transition(
-            claim, state(status, error={"type": error_type, "detail": detail}), status=status,
-            error_type=error_type, error_detail=detail, worker_id=None,
+            claim,
+            state(status, error={"type": error_type, "detail": detail}),
+            status=status,
+            error_type=error_type,
+            error_detail=detail,
+            worker_id=None,
             finished_at=utcnow() if status == JobStatus.failed else None,
-        )  # fmt: skip
+        )
         return status if done else None
 
     def canceled(self, claim: Claim) -> bool:
@@ -403,6 +427,9 @@ class Queue:
         """Give a job back untouched (its worker is shutting down): queued again, and the
         attempt it used is not counted."""
         return self._transition(
-            claim, state(JobStatus.queued, reason="worker shut down"), status=JobStatus.queued,
-            worker_id=None, attempt=Job.attempt - 1,
-        )  # fmt: skip
+            claim,
+            state(JobStatus.queued, reason="worker shut down"),
+            status=JobStatus.queued,
+            worker_id=None,
+            attempt=Job.attempt - 1,
+        )

@@ -23,9 +23,10 @@ class RefineIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     texts: list[Name] = Field(
-        min_length=1, max_length=16,
+        min_length=1,
+        max_length=16,
         description="unlabeled text to refine on: corpus names or uploaded text ids",
-    )  # fmt: skip
+    )
     minutes: float | None = Field(
         None, gt=0, le=240, description="wall-clock budget (10 when neither it nor steps is set)"
     )
@@ -56,9 +57,10 @@ class TransplantIn(BaseModel):
     )
     hypernet: Name | None = Field(None, description="hypernetwork store name (hypernet methods)")
     donor: Name | None = Field(
-        None, description="method omp: a model that already speaks the new tokenizer (a store "
+        None,
+        description="method omp: a model that already speaks the new tokenizer (a store "
         "name, a bundled model or a hub id)",
-    )  # fmt: skip
+    )
     refine: RefineIn | None = Field(None, description="refine the predicted rows afterwards")
     dry_run: bool = Field(False, description="validate and answer 200 without creating a job")
 
@@ -72,10 +74,11 @@ class HypernetTrainIn(BaseModel):
     name: str = Field(pattern=NAME.pattern, description="store name of the trained network")
     model: Name = Field(description="the base model: a store name, bundled model or hub id")
     texts: list[Name] = Field(
-        min_length=1, max_length=64,
+        min_length=1,
+        max_length=64,
         description="training text: corpus names or uploaded text ids; the end of each "
         "(heldout_chars) is held out and evaluated on",
-    )  # fmt: skip
+    )
     minutes: float | None = Field(
         None, gt=0, le=1440, description="wall-clock budget; the schedule ends with it"
     )

@@ -32,7 +32,11 @@ class Services:
         engine = make_engine(settings.url)
         sessions, reads = make_sessions(engine), make_read_sessions(engine)
         return cls(
-            settings, engine, sessions, Queue(sessions, settings.max_attempts, reads),
-            LocalStorage(settings.jobs_dir), Catalog(settings),
+            settings,
+            engine,
+            sessions,
+            Queue(sessions, settings.max_attempts, reads),
+            LocalStorage(settings.jobs_dir),
+            Catalog(settings),
             Gate(reads, settings.key_cache_seconds),
-        )  # fmt: skip
+        )

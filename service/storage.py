@@ -111,9 +111,19 @@ class LocalStorage:
         _is(folder / parts[-1], stat.S_ISREG)
         return folder / parts[-1]
 
-    def check(self, job_id: str, output_dir: str, path: str, size: int) -> None:
-        if os.lstat(self.file(job_id, output_dir, path)).st_size != size:
+    def local(
+        self, job_id: str, output_dir: str, path: str, size: int
+    ) -> tuple[Path, os.stat_result]:
+        """The file as `check` finds it, with the lstat it checked: for a server that sends the
+        file by its path, and takes its length from that stat, the recorded size."""
+        file = self.file(job_id, output_dir, path)
+        info = os.lstat(file)
+        if info.st_size != size:
             raise Changed(path)
+        return file, info
+
+    def check(self, job_id: str, output_dir: str, path: str, size: int) -> None:
+        self.local(job_id, output_dir, path, size)
 
     def read(
         self, job_id: str, output_dir: str, path: str, start: int, end: int

@@ -72,8 +72,9 @@ def _unpack(data: bytes, max_bytes: int) -> dict[str, bytes]:
     try:
         files = read_members(io.BytesIO(data), TOKENIZER_FILES, max_bytes)
     except ArchiveError as e:
-        raise ProblemError(413 if e.too_large else 422, str(e),
-                           TOO_LARGE if e.too_large else INVALID) from None  # fmt: skip
+        raise ProblemError(
+            413 if e.too_large else 422, str(e), TOO_LARGE if e.too_large else INVALID
+        ) from None
     if "tokenizer.json" not in files:
         raise invalid("the tar holds no tokenizer.json")
     return files
@@ -97,8 +98,9 @@ def check_tokenizer(raw: bytes, max_vocab: int) -> int:
         raise invalid("not a valid tokenizer.json: it has no `model` object")
     size = vocab_bound(spec)
     if size > max_vocab:
-        raise ProblemError(413, f"vocabulary of {size} tokens is over the limit of {max_vocab}",
-                           TOO_LARGE)  # fmt: skip
+        raise ProblemError(
+            413, f"vocabulary of {size} tokens is over the limit of {max_vocab}", TOO_LARGE
+        )
     _check_unk(model)
     return _check_built(library(Tokenizer.from_str, raw.decode()))
 
@@ -127,8 +129,9 @@ def _check_unk(model: dict) -> None:
     vocabulary, and fail on the first such word when it is not there."""
     unk, vocab = model.get("unk_token"), model.get("vocab")
     if isinstance(unk, str) and isinstance(vocab, dict) and unk not in vocab:
-        raise invalid(f"not a valid tokenizer.json: its unk token {unk[:100]!r} is not in the "
-                      "vocabulary")  # fmt: skip
+        raise invalid(
+            f"not a valid tokenizer.json: its unk token {unk[:100]!r} is not in the vocabulary"
+        )
 
 
 def _check_built(tokenizer: Tokenizer) -> int:
@@ -192,9 +195,13 @@ def save(
         raise
     blob = b"".join(files[k] for k in sorted(files))
     row = Upload(
-        id=upload_id, kind=kind, filename=Path(filename).name[:255] or kind, size=len(blob),
-        sha256=hashlib.sha256(blob).hexdigest(), vocab_size=vocab,
-    )  # fmt: skip
+        id=upload_id,
+        kind=kind,
+        filename=Path(filename).name[:255] or kind,
+        size=len(blob),
+        sha256=hashlib.sha256(blob).hexdigest(),
+        vocab_size=vocab,
+    )
     try:
         with services.sessions.begin() as s:
             s.add(row)
@@ -212,8 +219,11 @@ def remove(services: Services, kind: str, upload_id: str) -> None:
         raise ProblemError(404, f"no uploaded {kind} {upload_id}", "/problems/not-found")
     user = _user(services, upload_id)
     if user is not None:
-        raise ProblemError(409, f"job {user} is queued or running with this {kind}: cancel it "
-                           "or let it end first", "/problems/upload-in-use")  # fmt: skip
+        raise ProblemError(
+            409,
+            f"job {user} is queued or running with this {kind}: cancel it or let it end first",
+            "/problems/upload-in-use",
+        )
     with services.sessions.begin() as s:
         s.execute(delete(Upload).where(Upload.id == upload_id))
     folder = services.settings.uploads_dir / upload_id
@@ -242,6 +252,10 @@ def named(request: dict) -> set[str]:
     """What a stored job request names that may be an upload: its tokenizer, eval text, refine
     texts (transplants) and training texts (hypernets)."""
     refine = request.get("refine") or {}
-    names = [request.get("tokenizer"), request.get("eval_text"),
-             *(request.get("texts") or ()), *(refine.get("texts") or ())]  # fmt: skip
+    names = [
+        request.get("tokenizer"),
+        request.get("eval_text"),
+        *(request.get("texts") or ()),
+        *(refine.get("texts") or ()),
+    ]
     return {n for n in names if isinstance(n, str)}

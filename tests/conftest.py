@@ -71,11 +71,17 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
     corpora.mkdir()
     (corpora / "fox.txt").write_text("\n".join(tiny.TEXT))
     s = Settings(
-        data_dir=data, database_url=database_url, corpora_dir=corpora,
-        hypernets_dir=tmp_path / "hypernets", heartbeat_seconds=0.2, stale_seconds=2.0,
-        poll_seconds=0.1, keepalive_seconds=0.5, key_cache_seconds=0.0,
+        data_dir=data,
+        database_url=database_url,
+        corpora_dir=corpora,
+        hypernets_dir=tmp_path / "hypernets",
+        heartbeat_seconds=0.2,
+        stale_seconds=2.0,
+        poll_seconds=0.1,
+        keepalive_seconds=0.5,
+        key_cache_seconds=0.0,
         poll_cache_seconds=0.0,
-    )  # fmt: skip
+    )
     tiny.model_dir(s.models_dir / "tiny", tiny.byte_level())
     tiny.sentencepiece().save_pretrained(s.tokenizers_dir / "sp")
     upgrade(s.url)

@@ -1,13 +1,18 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 import tiny
 from safetensors import safe_open
 
-from service.cli import main
+from hypernet.cli import given_fields
+from hypernet.network.config import HyperConfig, TrainConfig
+from service.cli import main, parser
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +30,21 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_transplant_json_and_options(
     base: Path, target: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["transplant", "--model", str(base), "--tokenizer", str(target), "--method",
-            "subword", "--out", str(tmp_path / "o"), "--option", "seed=3", "--json",
-            "--quiet"]  # fmt: skip
+    argv = [
+        "transplant",
+        "--model",
+        str(base),
+        "--tokenizer",
+        str(target),
+        "--method",
+        "subword",
+        "--out",
+        str(tmp_path / "o"),
+        "--option",
+        "seed=3",
+        "--json",
+        "--quiet",
+    ]
     assert main(argv) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["method"] == "subword" and report["options"]["seed"] == 3
@@ -37,8 +54,17 @@ def test_transplant_json_and_options(
 def test_human_output_and_progress_bars(
     base: Path, target: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["transplant", "--model", str(base), "--tokenizer", str(target), "--method", "mean",
-            "--out", str(tmp_path / "o")]  # fmt: skip
+    argv = [
+        "transplant",
+        "--model",
+        str(base),
+        "--tokenizer",
+        str(target),
+        "--method",
+        "mean",
+        "--out",
+        str(tmp_path / "o"),
+    ]
     assert main(argv) == 0
     out, err = capsys.readouterr()
     assert out.startswith(f"wrote {tmp_path / 'o'}") and "copied" in out
@@ -50,15 +76,28 @@ def test_human_output_and_progress_bars(
     [
         (["--option", "k"], "--option expects key=value"),
         (["--option", "nope=1"], "unknown method option"),
-        (["--method", "omp"], "--donor"),
+        (["--method", "omp"], "needs a donor model"),
     ],
 )
 def test_bad_options_are_one_line_errors(
-    extra: list[str], message: str, base: Path, target: Path, tmp_path: Path,
+    extra: list[str],
+    message: str,
+    base: Path,
+    target: Path,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
-    argv = ["transplant", "--model", str(base), "--tokenizer", str(target),
-            "--out", str(tmp_path / "o"), "--quiet", *extra]  # fmt: skip
+) -> None:
+    argv = [
+        "transplant",
+        "--model",
+        str(base),
+        "--tokenizer",
+        str(target),
+        "--out",
+        str(tmp_path / "o"),
+        "--quiet",
+        *extra,
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
@@ -87,9 +126,29 @@ def test_hypernet_train_list_show_predict(
 ) -> None:
     corpus = tiny.corpus(tmp_path / "text.txt")
     out = tmp_path / "store" / "hn"
-    argv = ["hypernet", "train", "--model", str(base), "--corpus", str(corpus), "--out", str(out),
-            "--steps", "2", "--batch", "1", "--seq-len", "16", "--width", "32", "--layers", "1",
-            "--heads", "2", "--quiet"]  # fmt: skip
+    argv = [
+        "hypernet",
+        "train",
+        "--model",
+        str(base),
+        "--corpus",
+        str(corpus),
+        "--out",
+        str(out),
+        "--steps",
+        "2",
+        "--batch",
+        "1",
+        "--seq-len",
+        "16",
+        "--width",
+        "32",
+        "--layers",
+        "1",
+        "--heads",
+        "2",
+        "--quiet",
+    ]
     assert main(argv) == 0
     assert "step 2" in capsys.readouterr().out
     assert main(argv) == 2  # the folder exists now
@@ -108,16 +167,39 @@ def test_hypernet_train_list_show_predict(
     assert shown["config"]["width"] == 32
 
     rows = tmp_path / "rows.safetensors"
-    argv = ["hypernet", "predict", "--hypernet", str(out), "--model", str(base), "--token",
-            " Fuchs", "--token", "über", "--out", str(rows)]  # fmt: skip
+    argv = [
+        "hypernet",
+        "predict",
+        "--hypernet",
+        str(out),
+        "--model",
+        str(base),
+        "--token",
+        " Fuchs",
+        "--token",
+        "über",
+        "--out",
+        str(rows),
+    ]
     assert main(argv) == 0
     assert "input [2, 32]" in capsys.readouterr().out
     with safe_open(rows, framework="pt") as f:
         assert json.loads(f.metadata()["tokens"]) == [" Fuchs", "über"]
 
-    argv = ["transplant", "--model", str(base), "--tokenizer", str(target), "--method",
-            "hypernet", "--hypernet", str(out), "--out", str(tmp_path / "o"),
-            "--quiet"]  # fmt: skip
+    argv = [
+        "transplant",
+        "--model",
+        str(base),
+        "--tokenizer",
+        str(target),
+        "--method",
+        "hypernet",
+        "--hypernet",
+        str(out),
+        "--out",
+        str(tmp_path / "o"),
+        "--quiet",
+    ]
     assert main(argv) == 0
 
 
@@ -126,12 +208,29 @@ def test_hypernet_bad_input(base: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert "no hypernetwork" in capsys.readouterr().err
     small = tmp_path / "small.txt"
     small.write_text("too little text\n")
-    argv = ["hypernet", "train", "--model", str(base), "--corpus", str(small), "--out",
-            str(tmp_path / "hn"), "--quiet"]  # fmt: skip
+    argv = [
+        "hypernet",
+        "train",
+        "--model",
+        str(base),
+        "--corpus",
+        str(small),
+        "--out",
+        str(tmp_path / "hn"),
+        "--quiet",
+    ]
     assert main(argv) == 2
     assert "too small" in capsys.readouterr().err
-    argv = ["hypernet", "predict", "--hypernet", str(tmp_path), "--model", str(base), "--out",
-            str(tmp_path / "r.safetensors")]  # fmt: skip
+    argv = [
+        "hypernet",
+        "predict",
+        "--hypernet",
+        str(tmp_path),
+        "--model",
+        str(base),
+        "--out",
+        str(tmp_path / "r.safetensors"),
+    ]
     assert main(argv) == 2
     assert "no tokens" in capsys.readouterr().err
 
@@ -155,3 +254,43 @@ def test_keys_and_a_public_serve_without_keys(
     assert main(["keys", "list", *data]) == 0
     assert "revoked" in capsys.readouterr().out
     assert main(["keys", "revoke", "nope", *data]) == 2
+
+
+def test_recipe_flags_are_the_config_fields(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["hypernet", "train", "--help"])
+    shown = capsys.readouterr().out
+    for f in [*fields(TrainConfig), *fields(HyperConfig)]:
+        flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+        assert (flag in shown) == (f.name not in HyperConfig.FROM_BASE), f.name
+    recipe = ["--negatives", "7", "--corpus-weight", "de=2", "--no-copied-rows", "--width", "64"]
+    args = parser().parse_args(["hypernet", "train", "--model", "m", "--out", "o", *recipe])
+    assert given_fields(TrainConfig, args) == {
+        "negatives": 7,
+        "copied_rows": False,
+        "corpus_weights": {"de": 2.0},
+    }
+    assert given_fields(HyperConfig, args) == {"width": 64}
+
+
+# Runs `tokengraft ARGV` in a fresh interpreter, which then must not have loaded torch.
+LOADS_NO_MODEL_LIBRARY = """
+import sys
+from service.cli import main
+try:
+    status = main(sys.argv[1:])
+except SystemExit as e:  # --help
+    status = e.code
+assert status == 0 and not {"torch", "transformers"} & set(sys.modules), sys.argv
+"""
+
+
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["hypernet", "train", "--help"], ["keys", "list"], ["migrate"]]
+)
+def test_parsing_and_service_commands_load_no_model_library(
+    argv: list[str], tmp_path: Path
+) -> None:
+    data = [] if "--help" in argv else ["--data-dir", str(tmp_path)]
+    command = [sys.executable, "-c", LOADS_NO_MODEL_LIBRARY, *argv, *data]
+    subprocess.run(command, check=True, capture_output=True)

@@ -25,10 +25,15 @@ def tokenizer() -> PreTrainedTokenizerFast:
 def llama(vocab: int, tied: bool = True) -> LlamaForCausalLM:
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
         tie_word_embeddings=tied,
-    )  # fmt: skip
+    )
     return LlamaForCausalLM(config)
 
 
@@ -65,9 +70,14 @@ def test_sliding_windows_count_each_token_once(tokenizer: PreTrainedTokenizerFas
     for window, stride, batch in [(32, 16, 1), (40, 7, 3), (25, 24, 2)]:
         seen: list[float] = []
         result = evaluate(
-            model, tokenizer, TEXT, window=window, stride=stride, batch_size=batch,
+            model,
+            tokenizer,
+            TEXT,
+            window=window,
+            stride=stride,
+            batch_size=batch,
             progress=seen.append,
-        )  # fmt: skip
+        )
         expected = per_token_nll(model, ids, window, stride) / math.log(2) / n_bytes
         assert result.bits_per_byte == pytest.approx(expected, abs=1e-4)
         assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0)

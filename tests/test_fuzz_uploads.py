@@ -36,8 +36,30 @@ MAX_VOCAB = 2000
 CASES_PER_SECOND = 20  # far below what a loaded 2-core machine runs: the budget was spent
 INTERESTING = [b"{", b"}", b"[", b"]", b'"', b",", b":", b"\\u", b"\\ud800", b"\x00", b"\xff",
                b"-1", b"1e999", b"4294967296", b"null", b"NaN", b"\r\n", b"--"]  # fmt: skip
-VALUES = [None, True, False, -1, 0, 1, 2**31, 2**32, 2**63, 2**64, 1.5, float("inf"), "", "x",
-          "<unk>", "\ud800", [], {}, [[]], [["a", "b"]], {"a": 0}, "Ġ" * 300]  # fmt: skip
+VALUES = [
+    None,
+    True,
+    False,
+    -1,
+    0,
+    1,
+    2**31,
+    2**32,
+    2**63,
+    2**64,
+    1.5,
+    float("inf"),
+    "",
+    "x",
+    "<unk>",
+    "\ud800",
+    [],
+    {},
+    [[]],
+    [["a", "b"]],
+    {"a": 0},
+    "Ġ" * 300,
+]
 MODEL_TYPES = ["BPE", "WordPiece", "WordLevel", "Unigram", "Magic", ""]
 
 
@@ -47,18 +69,26 @@ def unigram() -> dict:
     vocab = [["<unk>", 0.0], ["▁", -1.0]] + [[p, -2.0 - i / 10] for i, p in enumerate(pieces)]
     return {
         "model": {"type": "Unigram", "unk_id": 0, "vocab": vocab},
-        "pre_tokenizer": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always",
-                          "split": True},
+        "pre_tokenizer": {
+            "type": "Metaspace",
+            "replacement": "▁",
+            "prepend_scheme": "always",
+            "split": True,
+        },
         "added_tokens": [],
-    }  # fmt: skip
+    }
 
 
 def with_template(spec: dict) -> dict:
     cls = {"SpecialToken": {"id": "[CLS]", "type_id": 0}}
     seq = {"Sequence": {"id": "A", "type_id": 0}}
     special = {"[CLS]": {"id": "[CLS]", "ids": [2], "tokens": ["[CLS]"]}}
-    template = {"type": "TemplateProcessing", "single": [cls, seq], "pair": [cls, seq],
-                "special_tokens": special}  # fmt: skip
+    template = {
+        "type": "TemplateProcessing",
+        "single": [cls, seq],
+        "pair": [cls, seq],
+        "special_tokens": special,
+    }
     return {**spec, "post_processor": template}
 
 
@@ -113,8 +143,13 @@ def repeat(rng: random.Random, data: bytes, seeds: list[bytes]) -> bytes:
 
 
 BYTE_MUTATIONS: list[Callable[[random.Random, bytes, list[bytes]], bytes]] = [
-    truncate, flip, splice, insert, cut, repeat,
-]  # fmt: skip
+    truncate,
+    flip,
+    splice,
+    insert,
+    cut,
+    repeat,
+]
 
 
 def nodes(value: object, path: tuple = ()) -> list[tuple]:
@@ -174,9 +209,18 @@ def remerge(rng: random.Random, spec: dict) -> None:
 
 def grow(rng: random.Random, spec: dict) -> None:
     """Past the vocabulary limit, by the model's vocabulary or by added tokens."""
-    added = [{"id": 0, "content": f"<a{i}>", "special": True, "single_word": False,
-              "lstrip": False, "rstrip": False, "normalized": False}
-             for i in range(rng.choice([10, MAX_VOCAB]))]  # fmt: skip
+    added = [
+        {
+            "id": 0,
+            "content": f"<a{i}>",
+            "special": True,
+            "single_word": False,
+            "lstrip": False,
+            "rstrip": False,
+            "normalized": False,
+        }
+        for i in range(rng.choice([10, MAX_VOCAB]))
+    ]
     spec["added_tokens"] = added
 
 
@@ -201,10 +245,20 @@ def odd_tar(rng: random.Random, tokenizer: bytes) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode=rng.choice(["w", "w:gz"]), format=tarfile.GNU_FORMAT) as t:
         for _ in range(rng.randint(1, 80)):
-            info = tarfile.TarInfo(rng.choice(["tok/tokenizer.json", "tok/x", "../a", "/abs",
-                                                "tok/" + "n" * 300, "tok/d"]))  # fmt: skip
-            info.type = rng.choice([tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE,
-                                    tarfile.LNKTYPE, tarfile.FIFOTYPE])  # fmt: skip
+            info = tarfile.TarInfo(
+                rng.choice(
+                    ["tok/tokenizer.json", "tok/x", "../a", "/abs", "tok/" + "n" * 300, "tok/d"]
+                )
+            )
+            info.type = rng.choice(
+                [
+                    tarfile.REGTYPE,
+                    tarfile.DIRTYPE,
+                    tarfile.SYMTYPE,
+                    tarfile.LNKTYPE,
+                    tarfile.FIFOTYPE,
+                ]
+            )
             info.linkname = rng.choice(["", "/etc/passwd", "../x", "tok/x"])
             content = tokenizer if info.type == tarfile.REGTYPE else b""
             info.size = len(content)
@@ -265,8 +319,10 @@ def run_cases(
                 raise
             (tmp / "failing-input.bin").write_bytes(data)
             case = sum(outcomes.values())
-            pytest.fail(f"seed {SEED}, case {case}: {type(e).__module__}.{type(e).__name__}: "
-                        f"{str(e)[:300]} (input: {tmp / 'failing-input.bin'})")  # fmt: skip
+            pytest.fail(
+                f"seed {SEED}, case {case}: {type(e).__module__}.{type(e).__name__}: "
+                f"{str(e)[:300]} (input: {tmp / 'failing-input.bin'})"
+            )
     print(f"{sum(outcomes.values())} cases in {budget:.1f} s: {dict(outcomes)}")
     return outcomes
 
@@ -280,8 +336,9 @@ def test_tokenizer_parser_fuzz(
     for seed in seeds:
         assert parse_tokenizer(seed) == "parsed"
     budget = SECONDS * 2 / 3
-    outcomes = run_cases(budget, lambda rng: tokenizer_input(rng, specs, seeds),
-                         parse_tokenizer, tmp_path)  # fmt: skip
+    outcomes = run_cases(
+        budget, lambda rng: tokenizer_input(rng, specs, seeds), parse_tokenizer, tmp_path
+    )
     assert sum(outcomes.values()) >= CASES_PER_SECOND * budget
     assert outcomes["parsed"] and outcomes["refused 422"] and outcomes["refused 413"]
 
@@ -306,8 +363,17 @@ def multipart_body(rng: random.Random, boundary: bytes) -> bytes:
     name = rng.choice([b"file", b"other", b"", b'fi"le'])
     filename = rng.choice([b'; filename="a.txt"', b"; filename=b.json", b"", b'; filename="\xff"'])
     content = rng.choice([b"Der Fuchs.\n", b"", b"--" + boundary, b"a" * 5000])
-    part = (b"--" + boundary + b'\r\nContent-Disposition: form-data; name="' + name + b'"'
-            + filename + b"\r\nContent-Type: text/plain\r\n\r\n" + content + b"\r\n")  # fmt: skip
+    part = (
+        b"--"
+        + boundary
+        + b'\r\nContent-Disposition: form-data; name="'
+        + name
+        + b'"'
+        + filename
+        + b"\r\nContent-Type: text/plain\r\n\r\n"
+        + content
+        + b"\r\n"
+    )
     return part * rng.randint(1, 2) + b"--" + boundary + b"--\r\n"
 
 

@@ -54,9 +54,16 @@ def test_knn_finds_the_nearest_key_and_respects_threshold() -> None:
     sims, found = knn.search(queries, keys, k=2)
     assert found[0, 0] == 0 and sims.shape == (2, 2)
     m = knn.mix(
-        sims, found, torch.tensor([5, 6]), torch.tensor([7, 8, 9]), n_new=7, n_base=10, k=2,
-        temperature=0.01, threshold=0.5,
-    )  # fmt: skip
+        sims,
+        found,
+        torch.tensor([5, 6]),
+        torch.tensor([7, 8, 9]),
+        n_new=7,
+        n_base=10,
+        k=2,
+        temperature=0.01,
+        threshold=0.5,
+    )
     assert m.defined.nonzero().flatten().tolist() == [5]  # query 6 has no key above 0.5
     assert m.cols.tolist() == [7] and m.weights.tolist() == pytest.approx([1.0])
 

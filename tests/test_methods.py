@@ -8,7 +8,7 @@ import torch
 
 from hypernet.errors import InputError
 from hypernet.heuristics.mixture import Mixture
-from hypernet.methods import MethodOptions, RowsPrediction
+from hypernet.methods import METHODS, MethodOptions, RowsPrediction, get_method
 
 
 def test_rows_prediction_blends_only_where_the_global_estimate_exists() -> None:
@@ -58,12 +58,48 @@ def test_options_of_the_wrong_type_or_range_are_input_errors(options: dict, expe
 
 def test_options_in_range_are_taken_and_ints_serve_as_floats() -> None:
     given = {
-        "k": 1024, "temperature": 1, "threshold": -1, "weight": 0, "local_temperature": 0.5,
-        "omp_k": 1, "hypernet_weight": 1, "hypernet_copied": True, "seed": 2**63 - 1,
-    }  # fmt: skip
+        "k": 1024,
+        "temperature": 1,
+        "threshold": -1,
+        "weight": 0,
+        "local_temperature": 0.5,
+        "omp_k": 1,
+        "hypernet_weight": 1,
+        "hypernet_copied": True,
+        "seed": 2**63 - 1,
+    }
     options = MethodOptions.from_dict(given)
     assert asdict(options) == given
     assert isinstance(options.temperature, float) and isinstance(options.k, int)
     assert MethodOptions.from_dict({"hypernet_copied": None}) == MethodOptions()
     with pytest.raises(InputError, match="unknown method option"):
         MethodOptions.from_dict({"kk": 1})
+
+
+def test_each_method_says_what_it_needs() -> None:
+    assert METHODS["hypernet+hybrid"].needs == ["hypernet", "embedder"]
+    assert METHODS["omp"].needs == ["donor"]
+    assert METHODS["subword"].needs == []
+    assert all(spec.summary and "--" not in spec.summary for spec in METHODS.values())
+
+
+@pytest.mark.parametrize(
+    ("method", "hypernet", "donor", "expected"),
+    [
+        ("hypernet", False, False, "'hypernet' needs a hypernetwork"),
+        ("omp", False, False, "'omp' needs a donor model"),
+        ("hybrid", False, True, "only used by method 'omp', not 'hybrid'"),
+    ],
+)
+def test_a_request_lacking_what_a_method_needs_is_refused_by_name(
+    method: str, hypernet: bool, donor: bool, expected: str
+) -> None:
+    with pytest.raises(InputError, match=expected):
+        get_method(method).check(hypernet=hypernet, donor=donor)
+
+
+def test_a_request_with_what_a_method_needs_passes() -> None:
+    get_method("hypernet").check(hypernet=True, donor=False)
+    get_method("omp").check(hypernet=False, donor=True)
+    with pytest.raises(InputError, match="unknown method 'nope'"):
+        get_method("nope")

@@ -35,11 +35,19 @@ def test_jobs_from_before_job_kinds_are_transplants(database_url: str) -> None:
     try:
         with engine.begin() as conn:
             jobs = Table("jobs", MetaData(), autoload_with=conn)
-            conn.execute(jobs.insert().values(
-                id="old", status="succeeded", version=1, request={"model": "m"},
-                request_hash="0" * 64, attempt=1, cancel_requested=False, fraction=1.0,
-                created_at=datetime.now(UTC),
-            ))  # fmt: skip
+            conn.execute(
+                jobs.insert().values(
+                    id="old",
+                    status="succeeded",
+                    version=1,
+                    request={"model": "m"},
+                    request_hash="0" * 64,
+                    attempt=1,
+                    cancel_requested=False,
+                    fraction=1.0,
+                    created_at=datetime.now(UTC),
+                )
+            )
         upgrade(database_url)
         with engine.connect() as conn:
             jobs = Table("jobs", MetaData(), autoload_with=conn)
@@ -69,10 +77,19 @@ def test_file_sizes_over_2_gib_fit_and_rows_are_kept(database_url: str) -> None:
                 Table(name, MetaData(), autoload_with=conn)
                 for name in ("jobs", "artifacts", "uploads")
             )
-            conn.execute(jobs.insert().values(
-                id="j", status="succeeded", version=1, request={}, request_hash="0" * 64,
-                attempt=1, cancel_requested=False, fraction=1.0, created_at=datetime.now(UTC),
-            ))  # fmt: skip
+            conn.execute(
+                jobs.insert().values(
+                    id="j",
+                    status="succeeded",
+                    version=1,
+                    request={},
+                    request_hash="0" * 64,
+                    attempt=1,
+                    cancel_requested=False,
+                    fraction=1.0,
+                    created_at=datetime.now(UTC),
+                )
+            )
             conn.execute(artifacts.insert().values(job_id="j", path="a", size=7, sha256="0"))
         upgrade(database_url)
         with engine.begin() as conn:
@@ -80,10 +97,16 @@ def test_file_sizes_over_2_gib_fit_and_rows_are_kept(database_url: str) -> None:
                 Table(name, MetaData(), autoload_with=conn) for name in ("artifacts", "uploads")
             )
             conn.execute(artifacts.insert().values(job_id="j", path="b", size=big, sha256="0"))
-            conn.execute(uploads.insert().values(
-                id="u", kind="text", filename="t", size=big, sha256="0",
-                created_at=datetime.now(UTC),
-            ))  # fmt: skip
+            conn.execute(
+                uploads.insert().values(
+                    id="u",
+                    kind="text",
+                    filename="t",
+                    size=big,
+                    sha256="0",
+                    created_at=datetime.now(UTC),
+                )
+            )
             rows = conn.execute(select(artifacts.c.path, artifacts.c.size).order_by("path"))
             assert rows.all() == [("a", 7), ("b", big)]
             assert conn.execute(select(uploads.c.size)).scalar() == big

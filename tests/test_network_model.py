@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import json
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
 import torch
 
 from hypernet.errors import InputError
+from hypernet.network.config import TrainConfig
 from hypernet.network.model import (
+    CONFIG,
     PAD,
     Fingerprint,
     HyperConfig,
@@ -86,6 +90,30 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     assert torch.equal(loaded(pieces)["input"], net.eval()(pieces)["input"])
     assert meta.recipe == {"steps": 3} and read_meta(tmp_path).base_model == "tiny"
     assert meta.config == net.config
+
+
+def test_both_configs_round_trip_as_json(tmp_path: Path) -> None:
+    net, inp, _ = _net()
+    train = TrainConfig(lr=1e-3, max_minutes=2.5, corpus_weights={"code": 2.0}, copied_rows=True)
+    save(net, replace(_saved(net, inp), train_config=train), tmp_path)
+    raw = json.loads((tmp_path / CONFIG).read_text())
+    assert raw["train_config"] == asdict(train) and raw["config"] == asdict(net.config)
+    meta = read_meta(tmp_path)
+    assert meta.train_config == train and meta.config == net.config
+
+
+def test_meta_from_before_train_config_reads_it_from_the_recipe(tmp_path: Path) -> None:
+    old = {  # as written before `train_config`: the settings beside the run's counters
+        "config": {"max_pieces": 4, "width": 32, "layers": 1, "heads": 2, "dim": 16, "tied": True},
+        "fingerprint": asdict(Fingerprint("LlamaForCausalLM", 50, 16, True, "0" * 64)),
+        "base_model": "tiny",
+        "recipe": {"lr": 1e-3, "copied_rows": True, "steps_done": 7, "a_dropped_setting": 1},
+        "scores": {"held_out": []},
+    }
+    (tmp_path / CONFIG).write_text(json.dumps(old))
+    meta = read_meta(tmp_path)
+    assert meta.train_config == TrainConfig(lr=1e-3, copied_rows=True)
+    assert meta.recipe["steps_done"] == 7 and meta.config.width == 32
 
 
 def test_foreign_base_is_refused_fine_tune_warned(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -7,20 +8,34 @@ import pytest
 import tiny
 import torch
 
+from hypernet.align import align
 from hypernet.errors import Cancelled, InputError
-from hypernet.network.model import HyperConfig, read_meta
+from hypernet.network.model import CONFIG, HyperConfig, read_meta
 from hypernet.network.predict import Predictor
 from hypernet.network.training import CHECKPOINT, TrainConfig, Trainer, resume_recipe
+from hypernet.predict import assemble
+from hypernet.vocab import load_vocab
 
 HYPER = HyperConfig(max_pieces=6, width=32, layers=1, heads=2)
 
 
 def _config(**changes: object) -> TrainConfig:
     base = dict(
-        steps=40, lr=1e-2, warmup=2, batch=2, seq_len=16, negatives=64, rec_batch=64,
-        tokenizer_every=1000, vocab_min=420, vocab_max=460, slice_chars=6000,
-        heldout_chars=400, eval_every=1000, checkpoint_every=1000,
-    )  # fmt: skip
+        steps=40,
+        lr=1e-2,
+        warmup=2,
+        batch=2,
+        seq_len=16,
+        negatives=64,
+        rec_batch=64,
+        tokenizer_every=1000,
+        vocab_min=420,
+        vocab_max=460,
+        slice_chars=6000,
+        heldout_chars=400,
+        eval_every=1000,
+        checkpoint_every=1000,
+    )
     return TrainConfig(**(base | changes))  # type: ignore[arg-type]
 
 
@@ -76,7 +91,10 @@ def test_fit_exports_resumes_and_predicts(setup: tuple[Path, Path], tmp_path: Pa
     assert (tmp_path / CHECKPOINT / "loop.json").is_file()
     assert not (tmp_path / ".export").exists() and not (tmp_path / "checkpoint.tmp").exists()
 
-    resumed = _trainer(setup, tmp_path, steps=8)
+    with pytest.raises(InputError, match=r"tokenizer_every 1000 \(saved 2\)"):
+        _trainer(setup, tmp_path, steps=8).resume()  # not the saved recipe
+    config, hyper, corpus = resume_recipe(tmp_path, {"steps": 8}, None)
+    resumed = Trainer(setup[0], corpus, tmp_path, config, hyper, log=lambda m: None)
     resumed.resume()
     assert resumed.step == 6 and resumed.tokenizers_drawn == 3
     for a, b in zip(resumed.net.parameters(), trainer.net.parameters(), strict=True):
@@ -133,6 +151,31 @@ def test_copied_rows_start_as_the_copy_then_learn_a_correction(
     plain = _trainer(setup, tmp_path / "plain")
     with torch.no_grad():
         assert torch.equal(plain._rows(sampled, known)["input"], base)
+        specials = sorted(sampled.alignment.specials)  # a transplant keeps their base rows
+        base = trainer.input_rows[[sampled.alignment.specials[i] for i in specials]]
+        assert specials and torch.equal(trainer._rows(sampled, specials)["input"], base)
+
+
+def test_rows_are_aligned_and_filled_as_a_transplant_does(
+    setup: tuple[Path, Path], tmp_path: Path
+) -> None:
+    trainer = _trainer(setup, tmp_path)
+    drawn = trainer._draw_tokenizer(trainer.texts[0][1])
+    new = load_vocab(drawn.tokenizer)
+    assert drawn.alignment == align(trainer.base_vocab, new, trainer.rows)
+    other = trainer._align(tiny.wordpiece())  # [MASK] has no counterpart in the base
+    assert other.alignment.unmatched_specials and other.alignment.specials
+    specials = [i for i in trainer.base_vocab.special_ids() if i < trainer.rows]
+    for sampled in (drawn, other):
+        a, ids = sampled.alignment, list(range(len(sampled.vocab)))
+        with torch.no_grad():
+            rows = trainer._rows(sampled, ids)["input"]
+            expected = torch.zeros_like(rows)
+            expected[a.predict] = trainer.net(trainer._spell(sampled, a.predict))["input"]
+            keep = torch.zeros(len(ids), dtype=torch.bool)
+            keep[a.predict] = True
+            assemble(trainer.input_rows, a, expected, keep, specials)
+        assert torch.allclose(rows, expected, atol=1e-6)
 
 
 def test_corpus_seq_len_and_weights(setup: tuple[Path, Path], tmp_path: Path) -> None:
@@ -151,6 +194,13 @@ def test_resume_restores_the_recipe(setup: tuple[Path, Path], tmp_path: Path) ->
     config, hyper, corpus = resume_recipe(tmp_path, {"steps": 5}, None)
     assert (config.steps, config.lr, hyper.width, hyper.layers) == (5, 3e-3, 32, 1)
     assert corpus == [setup[1].resolve()]
+    assert read_meta(tmp_path).train_config == trainer.config  # the export has it too
+    # a checkpoint from before `train_config` was saved: the recipe holds the same settings
+    meta_file = tmp_path / CHECKPOINT / CONFIG
+    raw = json.loads(meta_file.read_text())
+    assert raw["train_config"]["lr"] == 3e-3 and raw["config"]["width"] == 32
+    meta_file.write_text(json.dumps({k: v for k, v in raw.items() if k != "train_config"}))
+    assert resume_recipe(tmp_path, {"steps": 5}, None) == (config, hyper, corpus)
     with pytest.raises(InputError, match=r"width 64 \(saved 32\)"):
         resume_recipe(tmp_path, {"width": 64, "max_minutes": 1.0}, None)
     with pytest.raises(InputError, match="corpus files differ"):

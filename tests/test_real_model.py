@@ -33,9 +33,23 @@ def _json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> dict:
 @pytest.fixture(scope="module")
 def german_bpe(tmp_path_factory: pytest.TempPathFactory, repo_cache: Path) -> Path:
     out = tmp_path_factory.mktemp("tok") / "de-8k"
-    argv = ["tokenizer", "train", "--corpus", str(CORPORA / "de.train.txt"), "--kind", "bpe",
-            "--vocab-size", "8000", "--like", "smollm2-135m", "--max-bytes", "400000",
-            "--out", str(out), "--quiet"]  # fmt: skip
+    argv = [
+        "tokenizer",
+        "train",
+        "--corpus",
+        str(CORPORA / "de.train.txt"),
+        "--kind",
+        "bpe",
+        "--vocab-size",
+        "8000",
+        "--like",
+        "smollm2-135m",
+        "--max-bytes",
+        "400000",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert main(argv) == 0
     return out
 
@@ -44,10 +58,21 @@ def test_hybrid_transplant_of_smollm2_beats_the_mean_baseline(
     german_bpe: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], repo_cache: Path
 ) -> None:
     text = str(CORPORA / "de.eval.txt")
-    common = ["--model", "smollm2-135m", "--tokenizer", str(german_bpe), "--eval-text", text,
-              "--eval-bytes", "3000", "--json", "--quiet"]  # fmt: skip
-    hybrid = _json(capsys, ["transplant", *common, "--method", "hybrid", "--out",
-                            str(tmp_path / "hybrid")])  # fmt: skip
+    common = [
+        "--model",
+        "smollm2-135m",
+        "--tokenizer",
+        str(german_bpe),
+        "--eval-text",
+        text,
+        "--eval-bytes",
+        "3000",
+        "--json",
+        "--quiet",
+    ]
+    hybrid = _json(
+        capsys, ["transplant", *common, "--method", "hybrid", "--out", str(tmp_path / "hybrid")]
+    )
     mean = _json(capsys, ["transplant", *common, "--method", "mean", "--out", str(tmp_path / "m")])
 
     assert hybrid["method"] == "hybrid" and hybrid["tied"]
@@ -72,9 +97,18 @@ def test_hybrid_transplant_of_smollm2_beats_the_mean_baseline(
 
     score = _json(
         capsys,
-        ["eval", "--model", str(tmp_path / "hybrid"), "--text", str(CORPORA / "de.eval.txt"),
-         "--max-bytes", "3000", "--json", "--quiet"],
-    )  # fmt: skip
+        [
+            "eval",
+            "--model",
+            str(tmp_path / "hybrid"),
+            "--text",
+            str(CORPORA / "de.eval.txt"),
+            "--max-bytes",
+            "3000",
+            "--json",
+            "--quiet",
+        ],
+    )
     assert score["bits_per_byte"] == pytest.approx(e["after"]["bits_per_byte"], rel=1e-4)
     assert set(score) >= {"bits_per_byte", "tokens_per_byte", "bytes"}
 
@@ -93,14 +127,25 @@ def test_a_fresh_install_ships_a_hypernetwork_for_smollm2_and_uses_it(
     assert "shipped/smollm2-135m  base smollm2-135m" in listed
 
     text = str(CORPORA / "de.eval.txt")
-    common = ["--model", "smollm2-135m", "--tokenizer", str(german_bpe), "--eval-text", text,
-              "--eval-bytes", "3000", "--json", "--quiet"]  # fmt: skip
+    common = [
+        "--model",
+        "smollm2-135m",
+        "--tokenizer",
+        str(german_bpe),
+        "--eval-text",
+        text,
+        "--eval-bytes",
+        "3000",
+        "--json",
+        "--quiet",
+    ]
     default = _json(capsys, ["transplant", *common, "--out", str(tmp_path / "default")])
     assert (default["method"], default["hypernet"]) == ("hypernet+hybrid", "smollm2-135m")
     assert "fingerprint matches" in default["method_choice"]
     assert default["options"]["hypernet_copied"] is True  # it was trained with copied rows
-    hybrid = _json(capsys, ["transplant", *common, "--method", "hybrid", "--out",
-                            str(tmp_path / "hybrid")])  # fmt: skip
+    hybrid = _json(
+        capsys, ["transplant", *common, "--method", "hybrid", "--out", str(tmp_path / "hybrid")]
+    )
     assert default["eval"]["ratio"] < hybrid["eval"]["ratio"]
 
 
@@ -109,14 +154,32 @@ def test_cli_bad_input_is_one_line_and_status_2(
 ) -> None:
     bad = tmp_path / "tokenizer.json"
     bad.write_text("{ corrupt")
-    argv = ["transplant", "--model", "smollm2-135m", "--tokenizer", str(bad),
-            "--out", str(tmp_path / "out"), "--quiet"]  # fmt: skip
+    argv = [
+        "transplant",
+        "--model",
+        "smollm2-135m",
+        "--tokenizer",
+        str(bad),
+        "--out",
+        str(tmp_path / "out"),
+        "--quiet",
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("tokengraft: error:") and "\n" not in err
     assert not (tmp_path / "out").exists()
-    unknown = ["transplant", "--model", "smollm2-135m", "--tokenizer", "smollm2-135m",
-               "--method", "nope", "--out", str(tmp_path / "out"), "--quiet"]  # fmt: skip
+    unknown = [
+        "transplant",
+        "--model",
+        "smollm2-135m",
+        "--tokenizer",
+        "smollm2-135m",
+        "--method",
+        "nope",
+        "--out",
+        str(tmp_path / "out"),
+        "--quiet",
+    ]
     assert main(unknown) == 2
     assert "unknown method 'nope'" in capsys.readouterr().err
     assert main(["eval", "--model", str(tmp_path / "missing"), "--text", str(bad)]) == 2
@@ -126,10 +189,27 @@ def test_refine_on_smollm2_lowers_the_distillation_loss_and_keeps_the_body(
     german_bpe: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], repo_cache: Path
 ) -> None:
     out = tmp_path / "refined"
-    argv = ["transplant", "--model", "smollm2-135m", "--tokenizer", str(german_bpe),
-            "--method", "subword", "--out", str(out), "--refine-text",
-            str(CORPORA / "de.train.txt"), "--refine-steps", "12", "--eval-text",
-            str(CORPORA / "de.eval.txt"), "--eval-bytes", "3000", "--json", "--quiet"]  # fmt: skip
+    argv = [
+        "transplant",
+        "--model",
+        "smollm2-135m",
+        "--tokenizer",
+        str(german_bpe),
+        "--method",
+        "subword",
+        "--out",
+        str(out),
+        "--refine-text",
+        str(CORPORA / "de.train.txt"),
+        "--refine-steps",
+        "12",
+        "--eval-text",
+        str(CORPORA / "de.eval.txt"),
+        "--eval-bytes",
+        "3000",
+        "--json",
+        "--quiet",
+    ]
     report = _json(capsys, argv)
     r = report["refine"]
     assert r["steps"] == 12 and r["rows"] == "new" and r["probe"] == "held-out"

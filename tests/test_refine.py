@@ -98,11 +98,17 @@ def test_transplant_with_refine_keeps_the_body_bit_identical(
     ticks: list[tuple] = []
     report = transplant(
         TransplantRequest(
-            str(untied), str(new_tok), out, "subword", eval_text=text, eval_bytes=3000,
-            refine=_config(steps=4), refine_texts=[text],
+            str(untied),
+            str(new_tok),
+            out,
+            "subword",
+            eval_text=text,
+            eval_bytes=3000,
+            refine=_config(steps=4),
+            refine_texts=[text],
         ),
         progress=lambda *a: ticks.append(a),
-    )  # fmt: skip
+    )
     r = report.refine
     assert r is not None and r["steps"] == 4 and r["texts"] == ["train.txt"]
     assert r["text_bytes"] > 0 and r["trained_rows"] > 0
@@ -128,9 +134,25 @@ def test_refine_an_existing_checkpoint(
     zero_shot = tmp_path / "zs"
     transplant(TransplantRequest(str(base), str(new_tok), zero_shot, "subword"))
     out = tmp_path / "refined"
-    argv = ["refine", "--model", str(zero_shot), "--teacher", str(base), "--text", str(text),
-            "--out", str(out), "--steps", "3", "--eval-text", str(text), "--eval-bytes", "2000",
-            "--json", "--quiet"]  # fmt: skip
+    argv = [
+        "refine",
+        "--model",
+        str(zero_shot),
+        "--teacher",
+        str(base),
+        "--text",
+        str(text),
+        "--out",
+        str(out),
+        "--steps",
+        "3",
+        "--eval-text",
+        str(text),
+        "--eval-bytes",
+        "2000",
+        "--json",
+        "--quiet",
+    ]
     assert main(argv) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["refine"]["steps"] == 3 and report["method"] == "subword"
@@ -148,9 +170,10 @@ def test_bad_input_is_refused_before_any_work(
 
     def run(texts: list[Path], config: RefineConfig) -> None:
         transplant(
-            TransplantRequest(str(base), str(new_tok), out, "subword", refine=config,
-                              refine_texts=texts)
-        )  # fmt: skip
+            TransplantRequest(
+                str(base), str(new_tok), out, "subword", refine=config, refine_texts=texts
+            )
+        )
 
     with pytest.raises(InputError, match="at least one text"):
         run([], _config())
@@ -174,10 +197,14 @@ def test_cancel_inside_refine_keeps_nothing(
     with pytest.raises(Cancelled, match="during refine"):
         transplant(
             TransplantRequest(
-                str(base), str(new_tok), tmp_path / "out", "subword",
-                refine=_config(steps=10_000), refine_texts=[text],
+                str(base),
+                str(new_tok),
+                tmp_path / "out",
+                "subword",
+                refine=_config(steps=10_000),
+                refine_texts=[text],
             ),
             progress=lambda *a: ticks.append(a),
             cancelled=lambda: sum(t[0] == "refine" and len(t) == 3 for t in ticks) >= 2,
-        )  # fmt: skip
+        )
     assert list(tmp_path.iterdir()) == []

@@ -44,9 +44,24 @@ def served(request: pytest.FixtureRequest, settings: Settings, tmp_path: Path) -
 
 def schemathesis(location: str, url: str, key: str | None, cwd: Path) -> tuple[int, str]:
     excluded = ["positive_data_acceptance"]
-    command = [ST, "run", location, "--url", url, "--checks", "all", "--max-time", SECONDS,
-               "--seed", SEED, "--workers", "1", "--exclude-path", "/readyz",
-               "--no-color"]  # fmt: skip
+    command = [
+        ST,
+        "run",
+        location,
+        "--url",
+        url,
+        "--checks",
+        "all",
+        "--max-time",
+        SECONDS,
+        "--seed",
+        SEED,
+        "--workers",
+        "1",
+        "--exclude-path",
+        "/readyz",
+        "--no-color",
+    ]
     if key is None:
         excluded += ["ignored_auth", "missing_required_header", "negative_data_rejection"]
     else:

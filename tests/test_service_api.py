@@ -51,9 +51,13 @@ def wait_for(
 
 
 def cancel_while_running(
-    client: TestClient, services: Services, job_id: str, ready: Callable[[], object],
-    what: str, timeout: float = 120,
-) -> None:  # fmt: skip
+    client: TestClient,
+    services: Services,
+    job_id: str,
+    ready: Callable[[], object],
+    what: str,
+    timeout: float = 120,
+) -> None:
     """Start the job in a worker thread; once `ready()`, cancel it through the API while it
     runs; it must end canceled with no result (the thread is stopped whatever happens)."""
     _, thread, outcome = start(services, job_id)
@@ -101,8 +105,10 @@ def test_transplant_job_succeeds_with_report_and_files(
     assert set(report["timings"]) >= {"resolve", "align", "predict", "write", "evaluate"}
     # the report names what the user named, never the server's paths
     assert (report["base_model"], report["tokenizer"], report["eval"]["text"]) == (
-        "tiny", "sp", "fox"
-    )  # fmt: skip
+        "tiny",
+        "sp",
+        "fox",
+    )
     card = client.get(f"/jobs/{job['id']}/artifacts/README.md").text
     assert str(services.settings.data_dir) not in json.dumps(report) + card
     files = client.get(f"/jobs/{job['id']}/artifacts").json()["files"]
@@ -149,8 +155,9 @@ def test_idempotency_key(client: TestClient) -> None:
     first = submit(client, **{"Idempotency-Key": "k1"})
     again = submit(client, **{"Idempotency-Key": "k1"})
     assert again["id"] == first["id"]
-    other = client.post("/transplant", json={**REQUEST, "method": "mean"},
-                        headers={"Idempotency-Key": "k1"})  # fmt: skip
+    other = client.post(
+        "/transplant", json={**REQUEST, "method": "mean"}, headers={"Idempotency-Key": "k1"}
+    )
     assert_problem(other, 422, "Idempotency-Key")
     assert submit(client, **{"Idempotency-Key": "k2"})["id"] != first["id"]
     assert len(client.get("/jobs").json()["jobs"]) == 2
@@ -220,6 +227,11 @@ def test_ranges_if_range_head_and_tar(client: TestClient, services: Services) ->
     head = client.head(url)
     assert head.status_code == 200 and head.headers["content-length"] == str(size)
     assert not head.content
+    head = client.head(url, headers={"Range": "bytes=10-19"})
+    assert head.status_code == 206 and head.headers["content-range"] == f"bytes 10-19/{size}"
+    assert head.headers["content-length"] == "10" and not head.content
+    cached = client.get(url, headers={"If-None-Match": whole.headers["etag"], "Range": "bytes=0-9"})
+    assert cached.status_code == 304 and cached.headers["etag"] == whole.headers["etag"]
     assert_problem(client.get(f"{base}/../../../etc/passwd"), 404)
     assert_problem(client.get(f"{base}/%2e%2e/%2e%2e/secret"), 404)
     tar = client.get(f"/jobs/{job['id']}/checkpoint.tar")
@@ -235,8 +247,9 @@ def test_bad_input_is_a_problem_and_never_a_job(client: TestClient) -> None:
         "/transplant", content=b"{not json", headers={"Content-Type": "application/json"}
     )
     assert_problem(bad, 422)
-    assert_problem(client.post("/transplant", json={**REQUEST, "model": "no-such-model"}), 422,
-                   "not found")  # fmt: skip
+    assert_problem(
+        client.post("/transplant", json={**REQUEST, "model": "no-such-model"}), 422, "not found"
+    )
     assert_problem(client.post("/transplant", json={**REQUEST, "model": "../../etc"}), 422)
     assert_problem(client.post("/transplant", json={**REQUEST, "model": "/root"}), 422)
     assert_problem(client.post("/transplant", json={**REQUEST, "method": "nope"}), 422, "nope")
@@ -244,8 +257,9 @@ def test_bad_input_is_a_problem_and_never_a_job(client: TestClient) -> None:
     assert_problem(client.post("/transplant", json={**REQUEST, "eval_text": "../x"}), 422)
     assert_problem(client.post("/transplant", json={**REQUEST, "surprise": 1}), 422)
     assert_problem(client.post("/transplant", json={"model": "tiny"}), 422, "tokenizer")
-    assert_problem(client.post("/transplant", json={**REQUEST, "method": "hypernet"}), 422,
-                   "hypernet")  # fmt: skip
+    assert_problem(
+        client.post("/transplant", json={**REQUEST, "method": "hypernet"}), 422, "hypernet"
+    )
     assert client.get("/jobs").json()["jobs"] == []
     assert_problem(client.get("/jobs/nope"), 404)
     assert_problem(client.post("/jobs/nope/cancel"), 404)
@@ -271,16 +285,20 @@ def test_uploads_tokenizers_and_texts(client: TestClient, settings, tmp_path) ->
     body = {**REQUEST, "tokenizer": tok_id, "eval_text": text.json()["id"], "dry_run": True}
     assert client.post("/transplant", json=body).status_code == 200
 
-    assert_problem(client.post("/tokenizers", files={"file": ("t.json", b'{"model": 1}')}), 422,
-                   "tokenizer.json")  # fmt: skip
+    assert_problem(
+        client.post("/tokenizers", files={"file": ("t.json", b'{"model": 1}')}),
+        422,
+        "tokenizer.json",
+    )
     assert_problem(client.post("/tokenizers", files={"file": ("t.bin", b"\x00" * 600)}), 422)
     evil = io.BytesIO()
     with tarfile.open(fileobj=evil, mode="w") as archive:
         info = tarfile.TarInfo("../../tokenizer.json")
         info.size = len(tok)
         archive.addfile(info, io.BytesIO(tok))
-    assert_problem(client.post("/tokenizers", files={"file": ("e.tar", evil.getvalue())}), 422,
-                   "outside")  # fmt: skip
+    assert_problem(
+        client.post("/tokenizers", files={"file": ("e.tar", evil.getvalue())}), 422, "outside"
+    )
     assert_problem(client.post("/texts", files={"file": ("x.txt", b"\xff\xfe\x00")}), 422, "UTF-8")
     uploads = settings.uploads_dir
     assert sorted(p.name for p in uploads.iterdir()) == sorted(
@@ -304,8 +322,9 @@ def test_upload_limits(settings, database_url) -> None:  # noqa: ANN001
             info.size = 50_000
             archive.addfile(info, io.BytesIO(b"{" + b" " * 49_998 + b"}"))
         assert len(bomb.getvalue()) < 1000
-        assert_problem(client.post("/tokenizers", files={"file": ("b.tgz", bomb.getvalue())}), 413,
-                       "unpacks")  # fmt: skip
+        assert_problem(
+            client.post("/tokenizers", files={"file": ("b.tgz", bomb.getvalue())}), 413, "unpacks"
+        )
     with TestClient(create_app(roomy)) as client:
         assert_problem(
             client.post("/tokenizers", files={"file": ("t.json", tok)}), 413, "vocabulary"
@@ -338,7 +357,9 @@ def test_catalog_health_and_metrics(client: TestClient, services: Services) -> N
     assert {"name": "smollm2-135m", "source": "bundled"} in models
     shipped = client.get("/hypernets").json()["hypernets"]  # an empty store: the shipped one
     assert [(h["name"], h["base_model"]) for h in shipped] == [("smollm2-135m", "smollm2-135m")]
-    assert "hybrid" in {m["name"] for m in client.get("/methods").json()["methods"]}
+    methods = {m["name"]: m for m in client.get("/methods").json()["methods"]}
+    assert methods["hybrid"]["needs"] == ["embedder"] and methods["omp"]["needs"] == ["donor"]
+    assert methods["hypernet"]["description"] == "The trained hypernetwork."
     assert client.get("/healthz").json() == {"status": "ok"}
     assert_problem(client.get("/readyz"), 503, "no live worker")
     services.queue.register("w1", "host", 1, "cpu")

@@ -47,8 +47,16 @@ def free_port() -> int:
 
 def tokengraft(*args: str, settings: Settings, log: Path) -> subprocess.Popen:
     env = {**os.environ, **FAST}
-    cmd = [sys.executable, "-m", "service.cli", *args, "--data-dir", str(settings.data_dir),
-           "--database-url", settings.url]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "service.cli",
+        *args,
+        "--data-dir",
+        str(settings.data_dir),
+        "--database-url",
+        settings.url,
+    ]
     if settings.corpora_dir is not None:
         cmd += ["--corpora-dir", str(settings.corpora_dir)]
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
@@ -193,8 +201,9 @@ def test_readme_curl_examples(server: Server, settings: Settings, tmp_path: Path
     tiny.corpus(settings.corpora_dir / "train.txt")  # the hypernetwork example's text
     env = {**os.environ, "TG": server.url, "MODEL": "tiny"}
     script = "set -euo pipefail\n" + readme_block()
-    run = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True,
-                         text=True, timeout=300)  # fmt: skip
+    run = subprocess.run(
+        ["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     with tarfile.open(tmp_path / "checkpoint.tar") as archive:
         names = archive.getnames()
@@ -298,5 +307,7 @@ def test_worker_processes_share_postgresql(settings: Settings, tmp_path: Path) -
         assert len(running) == 1  # claimed exactly once
         runners.append(running[0].data["worker"])
     services.engine.dispose()
-    print(f"12 jobs on 3 worker processes in {elapsed:.1f} s; jobs per worker: "
-          f"{sorted(runners.count(w) for w in set(runners))}")  # fmt: skip
+    print(
+        f"12 jobs on 3 worker processes in {elapsed:.1f} s; jobs per worker: "
+        f"{sorted(runners.count(w) for w in set(runners))}"
+    )

@@ -21,7 +21,7 @@ from test_service_api import (
     start,
     submit,
     wait_for,
-)  # fmt: skip
+)
 from test_service_e2e import Server, tokengraft
 
 from hypernet.network.training import latest_checkpoint
@@ -73,9 +73,7 @@ def leftovers(settings: Settings, job_id: str) -> list[str]:
     """What a finished job left behind: its job folder, half-published networks."""
     folder = settings.jobs_dir / job_id
     incoming = settings.hypernets_dir / ".incoming"
-    return [
-        str(p) for root in (folder, incoming) if root.is_dir() for p in root.iterdir()
-    ]  # fmt: skip
+    return [str(p) for root in (folder, incoming) if root.is_dir() for p in root.iterdir()]
 
 
 def test_bad_requests_are_problems_and_never_jobs(
@@ -147,8 +145,10 @@ def test_training_job_publishes_a_network_transplant_can_use(
     result = done["result"]["hypernet"]
     assert (result["name"], result["base_model"], result["steps"]) == ("hn-long", "tiny", 4)
     assert set(result["held_out"]) == {"step", corpus} and result["resumed_from"] is None
-    kinds = {k: [j["id"] for j in client.get("/jobs", params={"kind": k}).json()["jobs"]]
-             for k in ("hypernet", "transplant")}  # fmt: skip
+    kinds = {
+        k: [j["id"] for j in client.get("/jobs", params={"kind": k}).json()["jobs"]]
+        for k in ("hypernet", "transplant")
+    }
     assert kinds == {"hypernet": [job["id"]], "transplant": []}
 
     progress = events(services, job["id"])
@@ -166,8 +166,10 @@ def test_training_job_publishes_a_network_transplant_can_use(
 
     network = settings.hypernets_dir / "hn-long"
     assert sorted(p.name for p in network.iterdir()) == [
-        "hypernet.json", "hypernet.safetensors", "origin.json"
-    ]  # fmt: skip
+        "hypernet.json",
+        "hypernet.safetensors",
+        "origin.json",
+    ]
     saved = (network / "hypernet.json").read_text()
     assert str(settings.data_dir) not in saved and str(settings.corpora_dir) not in saved
     assert leftovers(settings, job["id"]) == []

@@ -105,8 +105,9 @@ def test_last_event_id_replays_what_came_after(client: TestClient, services: Ser
     services.queue.cancel(job["id"])
     first, second = (e.id for e in services.queue.events(job["id"], 0))
     assert events(client, job["id"], "2147483647")[-2:] == [
-        "event: end", 'data: {"status": "canceled"}'
-    ]  # fmt: skip
+        "event: end",
+        'data: {"status": "canceled"}',
+    ]
     replay = events(client, job["id"], f"00{first}")
     assert [ln for ln in replay if ln.startswith("id: ")] == [f"id: {second}"]
 
@@ -121,9 +122,13 @@ def test_ranges_with_huge_or_odd_numbers_never_fail(client: TestClient, services
         part = client.get(url, headers={"Range": header})
         assert part.status_code == 206 and part.content == data[: len(part.content)]
     assert client.get(url, headers={"Range": f"bytes=0-{'0' * 5000}"}).content == data[:1]
-    for ignored in (f"bytes={'9' * 5000}-5", "bytes=5-2", "bytes=x-", "bytes=1-2,4-5"):
+    for ignored in (f"bytes={'9' * 5000}-5", "bytes=5-2", "bytes=x-", "bytes=1-2,4-5", "items=0-1"):
         whole = client.get(url, headers={"Range": ignored})
-        assert whole.status_code == 200 and whole.content == data
+        assert whole.status_code == 200 and whole.content == data, ignored
+    upper = client.get(url, headers={"Range": "BYTES=2-3"})  # units are case-insensitive
+    assert upper.status_code == 206 and upper.content == data[2:4]
+    stale = client.get(url, headers={"Range": f"bytes={len(data)}-", "If-Range": '"old"'})
+    assert stale.status_code == 200 and stale.content == data  # If-Range comes before 416
 
 
 def test_if_none_match_star_and_weak_comparison(client: TestClient, services: Services) -> None:
@@ -268,8 +273,9 @@ def test_artifacts_over_2_gib(client: TestClient, services: Services) -> None:
     part = client.get(f"/jobs/{job.id}/artifacts/big.bin", headers={"Range": f"bytes={start}-"})
     assert part.status_code == 206 and part.headers["content-range"] == (
         f"bytes {start}-{size - 1}/{size}"
-    )  # fmt: skip
+    )
     assert part.content == b"\0" * (size - start - len(tail)) + tail
+    assert client.head(f"/jobs/{job.id}/artifacts/big.bin").headers["content-length"] == str(size)
 
 
 def test_failed_jobs_leave_no_folder(services: Services) -> None:

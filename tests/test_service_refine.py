@@ -77,8 +77,11 @@ def test_refine_job_reports_steps_and_streams_losses(
     client.post(f"/jobs/{plain['id']}/cancel")
     job = submit(client, refine_request(texts=[long_text], steps=3))
     assert job["request"]["refine"] == {
-        "texts": [long_text], "minutes": None, "steps": 3, "rows": "new"
-    }  # fmt: skip
+        "texts": [long_text],
+        "minutes": None,
+        "steps": 3,
+        "rows": "new",
+    }
     assert run_next(services) == JobStatus.succeeded
     done = client.get(f"/jobs/{job['id']}").json()
     assert done["status"] == "succeeded", done
@@ -128,10 +131,16 @@ def test_throttle_keeps_each_stage_s_first_detailed_and_last_tick() -> None:
     kept = [
         ticks.keep(stage, fraction, detail)
         for stage, fraction, detail in [
-            ("predict", 0.0, None), ("predict", 0.5, None), ("predict", 1.0, None),
-            ("refine", 0.0, None), ("refine", 0.1, {"step": 1, "loss": 0.5}),
-            ("refine", 0.2, {"step": 2, "loss": 0.4}), ("refine", 1.0, {"step": 10, "loss": 0.1}),
-            ("refine", 1.0, None), ("write", 0.0, None), ("write", 0.7, None),
+            ("predict", 0.0, None),
+            ("predict", 0.5, None),
+            ("predict", 1.0, None),
+            ("refine", 0.0, None),
+            ("refine", 0.1, {"step": 1, "loss": 0.5}),
+            ("refine", 0.2, {"step": 2, "loss": 0.4}),
+            ("refine", 1.0, {"step": 10, "loss": 0.1}),
+            ("refine", 1.0, None),
+            ("write", 0.0, None),
+            ("write", 0.7, None),
         ]
-    ]  # fmt: skip
+    ]
     assert kept == [True, False, True, True, True, False, True, True, True, False]

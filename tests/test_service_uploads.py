@@ -87,12 +87,22 @@ def post_streamed(app: FastAPI, path: str, chunks: Iterator[bytes]) -> tuple[int
     pulled = 0
     status = 0
     scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
-        "root_path": "", "client": ("127.0.0.1", 1), "server": ("test", 80),
-        "headers": [(b"host", b"test"),
-                    (b"content-type", b"multipart/form-data; boundary=" + BOUNDARY)],
-    }  # fmt: skip
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "client": ("127.0.0.1", 1),
+        "server": ("test", 80),
+        "headers": [
+            (b"host", b"test"),
+            (b"content-type", b"multipart/form-data; boundary=" + BOUNDARY),
+        ],
+    }
 
     async def receive() -> dict:
         nonlocal pulled
@@ -128,8 +138,11 @@ def test_streamed_uploads_keep_their_multipart_shape(client: TestClient) -> None
     assert text.status_code == 201, text.text
     assert text.json()["filename"] == "a b.txt" and text.json()["size"] == 11
     assert_problem(client.post("/texts", files={"other": ("o.txt", b"x")}), 422, "file")
-    assert_problem(client.post("/texts", content=b"plain", headers={"content-type": "text/plain"}),
-                   422, "multipart")  # fmt: skip
+    assert_problem(
+        client.post("/texts", content=b"plain", headers={"content-type": "text/plain"}),
+        422,
+        "multipart",
+    )
     body = client.get("/openapi.json").json()["paths"]["/tokenizers"]["post"]["requestBody"]
     assert "file" in body["content"]["multipart/form-data"]["schema"]["properties"]
 
@@ -145,8 +158,18 @@ class Unparsed:
 
 def unigram(pieces: list[str], added: list[str]) -> bytes:
     model = {"type": "Unigram", "unk_id": 0, "vocab": [[p, -1.0] for p in pieces]}
-    tokens = [{"id": 0, "content": a, "single_word": False, "lstrip": False, "rstrip": False,
-               "normalized": False, "special": True} for a in added]  # fmt: skip
+    tokens = [
+        {
+            "id": 0,
+            "content": a,
+            "single_word": False,
+            "lstrip": False,
+            "rstrip": False,
+            "normalized": False,
+            "special": True,
+        }
+        for a in added
+    ]
     return json.dumps({"model": model, "added_tokens": tokens}).encode()
 
 
@@ -165,8 +188,15 @@ def test_a_large_vocabulary_is_refused_before_it_is_parsed(
 
 # --- broken tokenizers are a 422, never a crash --------------------------------------------------
 def added(content: str) -> dict:
-    return {"id": 0, "content": content, "single_word": False, "lstrip": False,
-            "rstrip": False, "normalized": False, "special": True}  # fmt: skip
+    return {
+        "id": 0,
+        "content": content,
+        "single_word": False,
+        "lstrip": False,
+        "rstrip": False,
+        "normalized": False,
+        "special": True,
+    }
 
 
 CLS = {"SpecialToken": {"id": "<cls>", "type_id": 0}}
@@ -174,15 +204,24 @@ TEMPLATE = {"type": "TemplateProcessing", "single": [CLS], "pair": [], "special_
 BROKEN = {
     "merge into a missing token (panics)": bpe({"a": 0, "b": 1}, [["a", "b"]]),
     "template naming a missing token (panics on encode)": bpe({"a": 0}, post_processor=TEMPLATE),
-    "WordPiece without its unk token": json.dumps({"model": {
-        "type": "WordPiece", "vocab": {"a": 0}, "unk_token": "[UNK]",
-        "continuing_subword_prefix": "##", "max_input_chars_per_word": 100}}).encode(),
-    "WordLevel without its unk token": json.dumps({"model": {
-        "type": "WordLevel", "vocab": {"a": 0}, "unk_token": "[UNK]"}}).encode(),
+    "WordPiece without its unk token": json.dumps(
+        {
+            "model": {
+                "type": "WordPiece",
+                "vocab": {"a": 0},
+                "unk_token": "[UNK]",
+                "continuing_subword_prefix": "##",
+                "max_input_chars_per_word": 100,
+            }
+        }
+    ).encode(),
+    "WordLevel without its unk token": json.dumps(
+        {"model": {"type": "WordLevel", "vocab": {"a": 0}, "unk_token": "[UNK]"}}
+    ).encode(),
     "an id that is not an int": bpe({"a": "zero"}),
     "an unknown model type": json.dumps({"model": {"type": "Magic", "vocab": {}}}).encode(),
     "an empty vocabulary": bpe({}),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("data", BROKEN.values(), ids=BROKEN.keys())
@@ -351,8 +390,9 @@ def test_uploaded_folders_hold_only_what_was_checked(client: TestClient) -> None
     bad_config = tar_of({"t/tokenizer.json": tok, "t/tokenizer_config.json": b"[1]"})
     assert_problem(post_tokenizer(client, bad_config, "t.tar"), 422, "tokenizer_config.json")
     for config in ({"added_tokens_decoder": []}, {"added_tokens_decoder": {"x": {}}}):
-        malformed = tar_of({"t/tokenizer.json": tok,
-                            "t/tokenizer_config.json": json.dumps(config).encode()})  # fmt: skip
+        malformed = tar_of(
+            {"t/tokenizer.json": tok, "t/tokenizer_config.json": json.dumps(config).encode()}
+        )
         assert_problem(post_tokenizer(client, malformed, "t.tar"), 422, "added_tokens_decoder")
     twice = tar_of({"a/tokenizer.json": tok, "b/tokenizer.json": tok})
     assert_problem(post_tokenizer(client, twice, "t.tar"), 422, "two")

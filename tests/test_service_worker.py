@@ -21,7 +21,7 @@ from test_service_api import REQUEST, assert_problem, run_next, submit, wait_for
 from test_service_uploads import tar_of
 from tokenizers import Tokenizer
 
-import hypernet.transplant
+import hypernet.write
 from hypernet.errors import Cancelled
 from hypernet.transplant import TransplantRequest, transplant
 from service.catalog import redact
@@ -49,10 +49,12 @@ def job_of(client: TestClient, job_id: str) -> dict:
 
 def upload_folder(client: TestClient, settings: Settings, config: dict) -> str:
     """The "sp" tokenizer uploaded as a folder whose tokenizer_config.json is `config`."""
-    folder = tar_of({
-        "sp/tokenizer.json": (settings.tokenizers_dir / "sp" / "tokenizer.json").read_bytes(),
-        "sp/tokenizer_config.json": json.dumps(config).encode(),
-    })  # fmt: skip
+    folder = tar_of(
+        {
+            "sp/tokenizer.json": (settings.tokenizers_dir / "sp" / "tokenizer.json").read_bytes(),
+            "sp/tokenizer_config.json": json.dumps(config).encode(),
+        }
+    )
     response = client.post("/tokenizers", files={"file": ("sp.tar", folder)})
     assert response.status_code == 201, response.text
     return response.json()["id"]
@@ -79,8 +81,17 @@ def cli_transplant(tmp_path: Path, *more: str) -> list[str]:
     """`tokengraft transplant` of a tiny model to the "sp" tokenizer, both under `tmp_path`."""
     model = tiny.model_dir(tmp_path / "base", tiny.byte_level())
     tiny.sentencepiece().save_pretrained(tmp_path / "sp")
-    return ["transplant", "--model", str(model), "--tokenizer", str(tmp_path / "sp"),
-            "--out", str(tmp_path / "o"), "--quiet", *more]  # fmt: skip
+    return [
+        "transplant",
+        "--model",
+        str(model),
+        "--tokenizer",
+        str(tmp_path / "sp"),
+        "--out",
+        str(tmp_path / "o"),
+        "--quiet",
+        *more,
+    ]
 
 
 def test_the_cli_refuses_a_bad_option_with_status_2(
@@ -157,9 +168,12 @@ def slow_beats(services: Services) -> Worker:
 
 
 def cancel_within(
-    client: TestClient, services: Services, job_id: str, ready: Callable[[], object],
+    client: TestClient,
+    services: Services,
+    job_id: str,
+    ready: Callable[[], object],
     seconds: float = 2.0,
-) -> None:  # fmt: skip
+) -> None:
     """Run the job in a thread; once `ready()`, cancel it: it must end canceled within
     `seconds`, with nothing left in its folder."""
     worker = slow_beats(services)
@@ -213,8 +227,9 @@ def test_a_transplant_stops_mid_evaluation_when_cancelled(tmp_path: Path) -> Non
     text.write_text("\n".join(tiny.TEXT))
     seen: list[tuple[str, float]] = []
     flip = lambda: any(s == "evaluate" and 0 < f < 1 for s, f in seen)  # noqa: E731
-    request = TransplantRequest(str(model), str(tmp_path / "sp"), tmp_path / "o", "subword",
-                                eval_text=text)  # fmt: skip
+    request = TransplantRequest(
+        str(model), str(tmp_path / "sp"), tmp_path / "o", "subword", eval_text=text
+    )
     with pytest.raises(Cancelled, match="evaluate"):
         transplant(request, lambda stage, f, *_: seen.append((stage, f)), flip)
     assert not (tmp_path / "o").exists()
@@ -228,7 +243,7 @@ def test_a_full_disk_fails_once_as_no_space(
     def full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device", "/srv/x/model.safetensors")
 
-    monkeypatch.setattr(hypernet.transplant, "write_weights", full)
+    monkeypatch.setattr(hypernet.write, "write_weights", full)
     job = submit(client)
     assert run_next(services) == JobStatus.failed
     done = job_of(client, job["id"])

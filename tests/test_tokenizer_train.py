@@ -34,16 +34,19 @@ LLAMA3_SPLIT = (
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 BERT_TEMPLATE = processors.TemplateProcessing(
-    single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+    single="[CLS] $A [SEP]",
+    pair="[CLS] $A [SEP] $B:1 [SEP]:1",
     special_tokens=[("[CLS]", 2), ("[SEP]", 3)],
-)  # fmt: skip
+)
 
 
 def _pseudo_german(n_lines: int) -> list[str]:
     rng = random.Random(0)
     words = ["".join(rng.choices(SYLLABLES, k=rng.randint(1, 4))) for _ in range(600)]
-    return [" ".join(rng.choices(words, k=rng.randint(4, 12))).capitalize() + ".\n" for _ in
-            range(n_lines)]  # fmt: skip
+    return [
+        " ".join(rng.choices(words, k=rng.randint(4, 12))).capitalize() + ".\n"
+        for _ in range(n_lines)
+    ]
 
 
 def _split_byte_level() -> PreTrainedTokenizerFast:
@@ -112,8 +115,11 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def bases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = {}
-    for name, make in [("byte_level", _split_byte_level), ("sentencepiece", _llama_style),
-                       ("wordpiece", _bert_style)]:  # fmt: skip
+    for name, make in [
+        ("byte_level", _split_byte_level),
+        ("sentencepiece", _llama_style),
+        ("wordpiece", _bert_style),
+    ]:
         folder = tmp_path_factory.mktemp(name)
         make().save_pretrained(folder)
         out[name] = folder
@@ -133,15 +139,21 @@ def test_bpe_like_a_byte_level_model_is_drop_in(
 ) -> None:
     out = train_tokenizer([corpus], "bpe", 600, tmp_path / "t", like=bases["byte_level"])
     assert sorted(p.name for p in out.iterdir()) == [
-        "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json"
-    ]  # fmt: skip
+        "special_tokens_map.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
     tok = AutoTokenizer.from_pretrained(out)
     base = AutoTokenizer.from_pretrained(bases["byte_level"])
     assert len(tok) == 600
     _specials_first(tok, BYTE_LEVEL_SPECIALS)
     roles = ("bos_token", "eos_token", "pad_token", "unk_token")
-    assert [getattr(tok, r) for r in roles] == ["<|im_start|>", "<|im_end|>", "<|im_end|>",
-                                                "<|endoftext|>"]  # fmt: skip
+    assert [getattr(tok, r) for r in roles] == [
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|im_end|>",
+        "<|endoftext|>",
+    ]
     assert tok.all_special_tokens == base.all_special_tokens
     config = _config(out)
     assert config["chat_template"] == tiny.CHAT_TEMPLATE == tok.chat_template
@@ -286,8 +298,12 @@ def test_unigram_like_a_byte_level_base_at_the_smallest_sizes(
 
 def _wide_byte_level(extra: list[str]) -> PreTrainedTokenizerFast:
     """A byte-level BPE vocabulary of real size (4,000 letter tokens plus `extra`)."""
-    letters = ["".join((a, b, c)) for a in "abcdefghijklmnop" for b in "abcdefghijklmnop"
-               for c in "abcdefghijklmnop"][:4000]  # fmt: skip
+    letters = [
+        "".join((a, b, c))
+        for a in "abcdefghijklmnop"
+        for b in "abcdefghijklmnop"
+        for c in "abcdefghijklmnop"
+    ][:4000]
     tokens = ["<|endoftext|>", *pre_tokenizers.ByteLevel.alphabet(), *letters, *extra]
     tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -300,8 +316,9 @@ def test_numbers_are_split_like_the_base_splits_them(kind: str, tmp_path: Path) 
     corpus = tmp_path / "numbers.txt"
     rng = random.Random(0)
     lines = _pseudo_german(400)
-    corpus.write_text("".join(f"In {rng.randint(0, 3000)} we had {rng.randint(0, 99)} {line}"
-                              for line in lines))  # fmt: skip
+    corpus.write_text(
+        "".join(f"In {rng.randint(0, 3000)} we had {rng.randint(0, 99)} {line}" for line in lines)
+    )
     for extra, split in (([], True), (["19", "Ġ1"], False)):
         base = tmp_path / f"base-{split}"
         _wide_byte_level(extra).save_pretrained(base)

@@ -274,18 +274,23 @@ def test_default_method_takes_a_hypernetwork_made_for_the_base(
     base_tied: Path, base_untied: Path, sp_tokenizer: Path, tied_hypernet: Path, tmp_path: Path
 ) -> None:
     roots = [tmp_path / "empty", tied_hypernet.parent]
-    found = transplant(TransplantRequest(str(base_tied), str(sp_tokenizer), tmp_path / "a",
-                                         hypernets=roots))  # fmt: skip
+    found = transplant(
+        TransplantRequest(str(base_tied), str(sp_tokenizer), tmp_path / "a", hypernets=roots)
+    )
     assert (found.method, found.hypernet) == ("hypernet+hybrid", tied_hypernet.name)
     assert "fingerprint matches" in found.method_choice
     card = (tmp_path / "a" / "README.md").read_text()
     assert "fingerprint matches" in card and f"hypernetwork `{tied_hypernet.name}`" in card
-    other = transplant(TransplantRequest(str(base_untied), str(sp_tokenizer), tmp_path / "b",
-                                         hypernets=roots))  # fmt: skip
+    other = transplant(
+        TransplantRequest(str(base_untied), str(sp_tokenizer), tmp_path / "b", hypernets=roots)
+    )
     assert (other.method, other.hypernet) == ("hybrid", None)
     assert "no hypernetwork was trained for this base model" in other.method_choice
-    asked = transplant(TransplantRequest(str(base_tied), str(sp_tokenizer), tmp_path / "c",
-                                         "subword", hypernets=roots))  # fmt: skip
+    asked = transplant(
+        TransplantRequest(
+            str(base_tied), str(sp_tokenizer), tmp_path / "c", "subword", hypernets=roots
+        )
+    )
     assert (asked.method, asked.hypernet, asked.method_choice) == ("subword", None, "asked for")
 
 
@@ -300,8 +305,11 @@ def test_copied_rows_come_from_a_network_trained_for_them(
     for option, same in ((None, False), (False, True)):
         out = tmp_path / f"o{option}"
         options = {} if option is None else {"hypernet_copied": option}
-        report = transplant(TransplantRequest(str(base_tied), str(sp_tokenizer), out, "hypernet",
-                                              options, hypernet=str(net)))  # fmt: skip
+        report = transplant(
+            TransplantRequest(
+                str(base_tied), str(sp_tokenizer), out, "hypernet", options, hypernet=str(net)
+            )
+        )
         assert report.options["hypernet_copied"] is (not same)
         w = _embeddings(out)["model.embed_tokens.weight"]
         assert torch.equal(w[new_ids], base_w[base_ids]) is same

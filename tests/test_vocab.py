@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import json
 import unicodedata
 
 import pytest
 import tiny
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from hypernet.align import align
-from hypernet.vocab import Decomposer, Vocab, gpt2_byte_decoder, load_vocab, surface
+from hypernet.vocab import Decomposer, Vocab, components, gpt2_byte_decoder, load_vocab, surface
 
 
 def test_gpt2_byte_map_is_a_bijection_over_bytes() -> None:
@@ -33,6 +35,30 @@ def test_families_and_normalizers_are_detected() -> None:
     assert any("lowercases" in n for n in wp.notes())
 
 
+def test_components_open_nested_sequences_of_every_kind() -> None:
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.Sequence(
+        [normalizers.NFC(), normalizers.Sequence([normalizers.Lowercase()])]
+    )
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    tok.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
+    tok.post_processor = processors.Sequence([processors.ByteLevel()])
+    spec = json.loads(tok.to_str())
+    kinds = {
+        key: [c["type"] for c in components(spec[key])]
+        for key in ("normalizer", "pre_tokenizer", "decoder", "post_processor")
+    }
+    assert kinds == {
+        "normalizer": ["NFC", "Lowercase"],
+        "pre_tokenizer": ["Digits", "ByteLevel"],
+        "decoder": ["ByteFallback", "Fuse"],
+        "post_processor": ["ByteLevel"],
+    }
+    assert components(None) == [] and components({"type": "Sequence"}) == []
+
+
 def test_special_tokens_have_roles_and_no_surface() -> None:
     v = load_vocab(tiny.byte_level())
     roles = {v.tokens[i]: r for i, r in v.special_roles.items()}
@@ -40,8 +66,12 @@ def test_special_tokens_have_roles_and_no_surface() -> None:
     assert all(v.surfaces[i] is None for i in v.special_roles)
     w = load_vocab(tiny.wordpiece())
     assert {w.tokens[i]: r for i, r in w.special_roles.items()} == {
-        "[PAD]": "pad", "[UNK]": "unk", "[CLS]": "cls", "[SEP]": "sep", "[MASK]": "mask",
-    }  # fmt: skip
+        "[PAD]": "pad",
+        "[UNK]": "unk",
+        "[CLS]": "cls",
+        "[SEP]": "sep",
+        "[MASK]": "mask",
+    }
 
 
 def test_exact_matches_are_by_surface_across_families() -> None:

@@ -103,15 +103,18 @@ QWEN3_SPLIT = LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}")
 def _split_byte_level(pattern: str, vocab_size: int, text: list[str]) -> Tokenizer:
     """Byte-level BPE behind a regex split, as Llama-3 and Qwen3 build theirs."""
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])  # fmt: skip
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        vocab_size=vocab_size,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
-    )  # fmt: skip
+    )
     tok.train_from_iterator(text, trainer)
     return tok
 
@@ -119,10 +122,17 @@ def _split_byte_level(pattern: str, vocab_size: int, text: list[str]) -> Tokeniz
 def llama3_like(vocab_size: int = 400, text: list[str] = TEXT) -> PreTrainedTokenizerFast:
     """Llama-3's structure: specials after the vocabulary, reserved placeholders among them."""
     tok = _split_byte_level(LLAMA3_SPLIT, vocab_size, text)
-    tok.add_special_tokens([
-        "<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>",
-        "<|reserved_special_token_1|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
-    ])  # fmt: skip
+    tok.add_special_tokens(
+        [
+            "<|begin_of_text|>",
+            "<|end_of_text|>",
+            "<|reserved_special_token_0|>",
+            "<|reserved_special_token_1|>",
+            "<|start_header_id|>",
+            "<|end_header_id|>",
+            "<|eot_id|>",
+        ]
+    )
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>"
     )
@@ -144,9 +154,10 @@ def gemma3_like(vocab_size: int = 300, text: list[str] = TEXT) -> PreTrainedToke
     pieces in the model's vocabulary, runs of `▁` and newlines as added (not special)
     tokens, and reserved <unusedN> placeholders."""
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=["<pad>", "<eos>", "<bos>", "<unk>"],
+        vocab_size=vocab_size,
+        special_tokens=["<pad>", "<eos>", "<bos>", "<unk>"],
         show_progress=False,
-    )  # fmt: skip
+    )
     tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
     tok.normalizer = normalizers.Replace(" ", "▁")
     tok.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="never")  # words, for training
@@ -168,9 +179,12 @@ def gemma3_like(vocab_size: int = 300, text: list[str] = TEXT) -> PreTrainedToke
     tok.add_tokens([AddedToken(t, normalized=False) for t in plain])
     tok.add_special_tokens(["<start_of_turn>", "<end_of_turn>"])
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<bos>", eos_token="<end_of_turn>", pad_token="<pad>",
+        tokenizer_object=tok,
+        bos_token="<bos>",
+        eos_token="<end_of_turn>",
+        pad_token="<pad>",
         unk_token="<unk>",
-    )  # fmt: skip
+    )
 
 
 def model_dir(
@@ -213,9 +227,17 @@ def hypernet(model: Path, out: Path, steps: int = 2, **changes: object) -> Path:
     from hypernet.network.training import TrainConfig, Trainer
 
     config = TrainConfig(
-        steps=steps, batch=2, seq_len=16, negatives=64, rec_batch=64, vocab_min=300,
-        vocab_max=400, slice_chars=6000, heldout_chars=400, **changes,
-    )  # fmt: skip
+        steps=steps,
+        batch=2,
+        seq_len=16,
+        negatives=64,
+        rec_batch=64,
+        vocab_min=300,
+        vocab_max=400,
+        slice_chars=6000,
+        heldout_chars=400,
+        **changes,
+    )
     hyper = HyperConfig(max_pieces=6, width=32, layers=1, heads=2)
     out.mkdir(parents=True)
     text = corpus(out.parent / f"{out.name}.txt")

@@ -7,9 +7,10 @@ embedding matrix predicts a correction that is added to the mean of the pieces' 
 the base rows' per-dimension std. The heads start at zero, so an untrained hypernetwork *is* the
 subword-mean heuristic and training can only move away from it where that helps.
 
-Saved as `hypernet.safetensors` + `hypernet.json` (config, recipe, the base model's
-fingerprint, held-out scores). The base rows themselves are not saved: they come from the base
-model at load time, and the fingerprint makes sure it is the right one.
+Saved as `hypernet.safetensors` + `hypernet.json` (the network's and the training run's
+configs, the run's counters, the base model's fingerprint, held-out scores). The base rows
+themselves are not saved: they come from the base model at load time, and the fingerprint
+makes sure it is the right one.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -26,20 +27,11 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from ..errors import InputError
+from .config import HyperConfig, TrainConfig
 
 N_BYTES = 256
 PAD = -1  # piece id of an empty slot
 WEIGHTS, CONFIG = "hypernet.safetensors", "hypernet.json"
-
-
-@dataclass
-class HyperConfig:
-    max_pieces: int = 8  # longer spellings are cut: 8 base pieces cover >99% of 32k BPE tokens
-    width: int = 256  # a CPU-sized encoder; the base rows are 576-d for SmolLM2
-    layers: int = 2  # two layers let pieces attend to each other (a prefix changes a suffix)
-    heads: int = 4
-    dim: int = 0  # the base model's hidden size (set from the base)
-    tied: bool = True  # untied bases get a second head for the LM head rows
 
 
 @dataclass
@@ -152,13 +144,16 @@ def pad_pieces(spellings: list[list[int]], max_pieces: int) -> Tensor:
 
 @dataclass
 class Saved:
-    """The JSON half of a saved hypernetwork."""
+    """The JSON half of a saved hypernetwork. `train_config` is what a resumed run goes on
+    with; `recipe` repeats its fields beside the run's counters, as files before it did (and
+    as readers of `recipe["copied_rows"]` expect)."""
 
     config: HyperConfig
     fingerprint: Fingerprint
     base_model: str  # the name it was trained from, for people reading `hypernet show`
-    recipe: dict = field(default_factory=dict)
+    recipe: dict = field(default_factory=dict)  # training settings and the run's counters
     scores: dict = field(default_factory=dict)  # held-out evaluations during training
+    train_config: TrainConfig = field(default_factory=TrainConfig)
 
 
 def save(net: HyperNet, meta: Saved, folder: Path) -> None:
@@ -187,9 +182,17 @@ def read_meta(folder: Path) -> Saved:
             base_model=raw["base_model"],
             recipe=raw.get("recipe", {}),
             scores=raw.get("scores", {}),
+            train_config=_train_config(raw.get("train_config") or raw.get("recipe", {})),
         )
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise InputError(f"{file} is not a valid hypernetwork config: {e}") from None
+
+
+def _train_config(saved: dict) -> TrainConfig:
+    """A TrainConfig from its saved fields. Files from before `train_config` keep them in the
+    recipe, beside the run's counters; fields this version does not know are left out."""
+    known = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in saved.items() if k in known})
 
 
 def load(

@@ -5,11 +5,11 @@ base tokenizer, trained on a random slice of a random corpus file with a random 
 Three weighted objectives, each switched off by a zero weight:
 
 - lm: the base model's own next-token loss on the batch tokenized with the sampled tokenizer.
-  Tokens the base vocabulary has keep their true rows (as in a transplant); the others get
-  rows predicted now. The output softmax is sampled: the batch's tokens plus `negatives` drawn
-  uniformly from the rest of the vocabulary, with a log(V_rest / n_drawn) correction on the
-  drawn ones. All rows are computed fresh every step: a stale cache of rows outside the batch
-  makes the loss diverge within tens of steps.
+  Tokens the base vocabulary has keep their true rows, aligned and filled as in a transplant
+  (`hypernet.align.align`); the others get rows predicted now. The output softmax is sampled:
+  the batch's tokens plus `negatives` drawn uniformly from the rest of the vocabulary, with a
+  log(V_rest / n_drawn) correction on the drawn ones. All rows are computed fresh every step:
+  a stale cache of rows outside the batch makes the loss diverge within tens of steps.
 - aux: predictions for the batch's tokens that the base vocabulary has, pulled to their rows.
 - rec: base tokens split at a random byte and re-spelled from the two halves (BPE-dropout
   style) must give back their own rows. No forward pass of the base model: cheap on a CPU.
@@ -34,6 +34,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -42,12 +43,14 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
+from ..align import Alignment, align
 from ..errors import Cancelled, InputError
 from ..files import atomic_write
 from ..io import open_checkpoint
 from ..sources import load_tokenizer
 from ..tokenizer_train import train_in_memory
 from ..vocab import Decomposer, Vocab, load_vocab
+from .config import TrainConfig
 from .model import (
     CONFIG,
     WEIGHTS,
@@ -68,52 +71,18 @@ LOOP = "loop.json"
 
 
 @dataclass
-class TrainConfig:
-    steps: int = 5000  # an upper bound: a time budget usually ends training first
-    max_minutes: float | None = None
-    lr: float = 5e-4
-    warmup: int = 30
-    weight_decay: float = 0.01
-    batch: int = 2  # sequences per LM step: 2 x 128 tokens is ~1.5 s forward+backward on 2 cores
-    seq_len: int = 128  # tokens of the sampled tokenizer per sequence
-    negatives: int = 2048  # sampled-softmax negatives per LM step
-    lm_weight: float = 1.0  # the objective that matters; 0 gives a cheap rec-only recipe
-    aux_weight: float = 0.1
-    rec_weight: float = 0.5
-    rec_batch: int = 512  # base tokens re-spelled per step
-    tokenizer_every: int = 2  # a fresh tokenizer every n steps (training one takes ~0.7 s)
-    vocab_min: int = 4000
-    vocab_max: int = 48000  # small slices cap what BPE can learn anyway
-    slice_chars: int = 200_000  # text a sampled tokenizer is trained on
-    heldout_chars: int = 3000  # the end of each corpus file: never trained on, evaluated on
-    eval_every: int = 100
-    checkpoint_every: int = 50
-    seed: int = 0
-    copied_rows: bool = False  # predict rows for copied tokens too (see the module docstring)
-    corpus_weights: dict[str, float] = field(default_factory=dict)  # by file stem; default 1
-    corpus_seq_len: dict[str, int] = field(default_factory=dict)  # by file stem; else seq_len
-
-    def check(self, names: list[str]) -> None:
-        """Per-corpus settings must name given corpora and be positive."""
-        for option, values in (("weight", self.corpus_weights), ("seq_len", self.corpus_seq_len)):
-            for name, value in values.items():
-                if name not in names:
-                    raise InputError(f"corpus {option} for {name!r}: no corpus named so ({names})")
-                if not value > 0:
-                    raise InputError(f"corpus {option} for {name!r} must be positive, not {value}")
-
-    # A resumed run may change its budget; everything else is the recipe it was started with.
-    BUDGET = ("steps", "max_minutes")
-
-
-@dataclass
 class Sampled:
-    """A sampled tokenizer, aligned with the base model."""
+    """A sampled tokenizer, aligned with the base model as a transplant aligns it."""
 
     tokenizer: PreTrainedTokenizerFast
     vocab: Vocab
-    base_id: dict[int, int]  # new id -> base id, for tokens the base has (specials by role too)
+    alignment: Alignment
     spellings: dict[int, list[int]] = field(default_factory=dict)  # filled on demand
+
+    @cached_property
+    def base_id(self) -> dict[int, int]:
+        """New id -> the base row a transplant keeps for it: copies and matched specials."""
+        return self.alignment.copies | self.alignment.specials
 
 
 def latest_checkpoint(out: Path) -> Path:
@@ -129,10 +98,8 @@ def saved_recipe(out: Path) -> tuple[TrainConfig, HyperConfig, list[Path]]:
     """The configs and corpus files a checkpointed run in `out` was started with."""
     folder = latest_checkpoint(out)
     meta = read_meta(folder)
-    known = {f.name for f in fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in meta.recipe.items() if k in known})
     corpus = json.loads((folder / LOOP).read_text()).get("corpus_files", [])
-    return config, meta.config, [Path(c) for c in corpus]
+    return meta.train_config, meta.config, [Path(c) for c in corpus]
 
 
 def resume_recipe(
@@ -184,6 +151,7 @@ class Trainer:
         out_rows = None if ckpt.tied else model.get_output_embeddings().weight.detach()
         self.input_rows = inp[: self.rows]
         self.output_rows = None if out_rows is None else out_rows[: self.rows]
+        self.special_mean = self._special_mean()
         self.decomposer = Decomposer(self.base_tok, self.base_vocab, self.rows)
         hyper = hyper or HyperConfig()
         hyper.dim, hyper.tied = self.input_rows.shape[1], ckpt.tied
@@ -198,9 +166,10 @@ class Trainer:
         self.tokenizers_drawn = 0
         self.sampled: Sampled | None = None
         self._rec_pool = [
-            i for i in range(self.rows)
+            i
+            for i in range(self.rows)
             if (s := self.base_vocab.surfaces[i]) is not None and len(s) >= 2
-        ]  # fmt: skip
+        ]
         self._heldout: Sampled | None = None
         self.cancelled: Callable[[], bool] = lambda: False  # set by `fit`
 
@@ -225,15 +194,9 @@ class Trainer:
         return out
 
     def _align(self, tok: PreTrainedTokenizerFast) -> Sampled:
+        """Aligned by `align`, as a transplant does: training sees the rows it will keep."""
         vocab = load_vocab(tok)
-        by_surface = {s: i for s, i in self.base_vocab.by_surface().items() if i < self.rows}
-        base_special = {r: i for i, r in self.base_vocab.special_roles.items() if i < self.rows}
-        base_id = {}
-        for i, s in enumerate(vocab.surfaces):
-            j = by_surface.get(s) if s is not None else base_special.get(vocab.special_roles.get(i))
-            if j is not None:
-                base_id[i] = j
-        return Sampled(tok, vocab, base_id)
+        return Sampled(tok, vocab, align(self.base_vocab, vocab, self.rows))
 
     def _draw_tokenizer(self, text: str) -> Sampled:
         c = self.config
@@ -244,33 +207,47 @@ class Trainer:
         return self._align(train_in_memory(lines, "bpe", size, like=self.model_dir))
 
     def _spell(self, sampled: Sampled, ids: list[int]) -> Tensor:
+        """Pieces as `Predictor` spells them: a copy is the one base token it is, any other
+        token its surface in base pieces."""
+        copies = sampled.alignment.copies
         for i in ids:
             if i not in sampled.spellings:
                 s = sampled.vocab.surfaces[i]
-                if i in sampled.base_id:  # the one base token it is
-                    sampled.spellings[i] = [sampled.base_id[i]]
-                else:
-                    sampled.spellings[i] = self.decomposer.spell(s) if s else [0]
+                assert s is not None, "only tokens with a surface form are predicted"
+                sampled.spellings[i] = [copies[i]] if i in copies else self.decomposer.spell(s)
         pieces = [sampled.spellings[i] for i in ids]
         return pad_pieces(pieces, self.net.config.max_pieces).to(self.device)
 
     def _rows(self, sampled: Sampled, ids: list[int]) -> dict[str, Tensor]:
-        """Rows for new ids: true rows where the base has the token, predictions elsewhere
-        (with `copied_rows`, predictions everywhere)."""
-        if self.config.copied_rows:
-            return self.net(self._spell(sampled, ids))
-        known = torch.tensor([i in sampled.base_id for i in ids], device=self.device)
-        base = torch.tensor([sampled.base_id.get(i, 0) for i in ids], device=self.device)
-        todo = [i for i in ids if i not in sampled.base_id]
+        """Rows for new ids as a transplant fills them (`hypernet.predict.assemble`): base rows
+        for copies and matched specials, the mean base special row for other specials and
+        placeholders, predictions for the rest (with `copied_rows`, for the copies too)."""
+        kept = sampled.alignment.specials if self.config.copied_rows else sampled.base_id
+        out = self._base_rows([kept.get(i, 0) for i in ids])
+        free = [k for k, i in enumerate(ids) if i not in kept]
+        todo = [k for k in free if sampled.vocab.surfaces[ids[k]] is not None]
+        no_surface = [k for k in free if sampled.vocab.surfaces[ids[k]] is None]
+        for name, row in self.special_mean.items():
+            out[name][no_surface] = row
+        if todo:
+            predicted = self.net(self._spell(sampled, [ids[k] for k in todo]))
+            where = torch.tensor(todo, device=self.device)
+            out = {name: rows.index_put((where,), predicted[name]) for name, rows in out.items()}
+        return out
+
+    def _base_rows(self, base_ids: list[int]) -> dict[str, Tensor]:
+        base = torch.tensor(base_ids, dtype=torch.long, device=self.device)
         out = {"input": self.input_rows[base]}
         if self.output_rows is not None:
             out["output"] = self.output_rows[base]
-        if todo:
-            predicted = self.net(self._spell(sampled, todo))
-            where = torch.nonzero(~known).flatten()
-            for name in out:
-                out[name] = out[name].index_put((where,), predicted[name])
         return out
+
+    def _special_mean(self) -> dict[str, Tensor]:
+        """The row a transplant gives specials without a counterpart and placeholders: the mean
+        of the base special rows (of all rows, where the base has no specials)."""
+        specials = [i for i in self.base_vocab.special_ids() if i < self.rows]
+        rows = self._base_rows(specials or list(range(self.rows)))
+        return {name: matrix.mean(0) for name, matrix in rows.items()}
 
     def _batch(self, sampled: Sampled, text: str, seq_len: int) -> Tensor:
         """[batch, seq_len + 1] ids of the sampled tokenizer, BOS first when it has one."""
@@ -321,11 +298,13 @@ class Trainer:
         return lm, self._aux(sampled, unique.tolist())
 
     def _aux(self, sampled: Sampled, ids: list[int]) -> Tensor:
-        known = [i for i in ids if i in sampled.base_id and sampled.vocab.surfaces[i]]
+        """Predictions for the copies among `ids`, pulled to the rows they copy."""
+        copies = sampled.alignment.copies
+        known = [i for i in ids if i in copies]
         if not known:
             return torch.zeros((), device=self.device)
         predicted = self.net(self._spell(sampled, known))
-        base = torch.tensor([sampled.base_id[i] for i in known], device=self.device)
+        base = torch.tensor([copies[i] for i in known], device=self.device)
         return self._distance(predicted, base)
 
     def rec_loss(self) -> Tensor:
@@ -402,9 +381,10 @@ class Trainer:
         first `slice_chars` of every file at once)."""
         if self._heldout is None:
             lines = [
-                line for _, text, _ in self.texts
+                line
+                for _, text, _ in self.texts
                 for line in text[: self.config.slice_chars].splitlines(keepends=True)
-            ]  # fmt: skip
+            ]
             self._heldout = self._align(train_in_memory(lines, "bpe", 16000, like=self.model_dir))
         sampled = self._heldout
         self.net.eval()
@@ -487,9 +467,8 @@ class Trainer:
             "tokenizers_drawn": self.tokenizers_drawn,
             "device": self.device.type,
         }
-        return Saved(
-            self.net.config, fingerprint, self.base_name, recipe, {"held_out": self.scores}
-        )
+        scores = {"held_out": self.scores}
+        return Saved(self.net.config, fingerprint, self.base_name, recipe, scores, self.config)
 
     def export(self) -> None:
         """hypernet.safetensors + hypernet.json in `out`, each renamed into place."""
@@ -508,11 +487,15 @@ class Trainer:
         tensors["torch_rng"] = torch.get_rng_state()
         save_file(tensors, str(tmp / "optimizer.safetensors"))
         loop = {
-            "step": self.step, "elapsed": self.elapsed, "seen_tokens": self.seen_tokens,
-            "tokenizers_drawn": self.tokenizers_drawn, "scores": self.scores,
-            "rng": _jsonable(self.rng.getstate()), "optimizer": state,
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "seen_tokens": self.seen_tokens,
+            "tokenizers_drawn": self.tokenizers_drawn,
+            "scores": self.scores,
+            "rng": _jsonable(self.rng.getstate()),
+            "optimizer": state,
             "corpus_files": [str(p) for p in self.corpus_files],
-        }  # fmt: skip
+        }
         (tmp / LOOP).write_text(json.dumps(loop))
         old = self.out / (CHECKPOINT + ".old")  # a complete checkpoint exists at every instant
         shutil.rmtree(old, ignore_errors=True)
@@ -522,6 +505,9 @@ class Trainer:
         shutil.rmtree(old, ignore_errors=True)
 
     def resume(self) -> None:
+        """Go on from the latest checkpoint. The trainer must have been built with its recipe
+        (`resume_recipe` gives it; the budget may differ): the checkpoint is the one source."""
+        resume_recipe(self.out, asdict(self.config) | asdict(self.net.config), None)
         folder = latest_checkpoint(self.out)
         loop = json.loads((folder / LOOP).read_text())
         self.net.load_state_dict(load_file(str(folder / "hypernet.safetensors")))

@@ -39,8 +39,12 @@ def refusal(gate: Gate, method: str, authorization: str | None) -> ProblemError 
         return None
     scheme, _, key = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
-        return ProblemError(401, "an API key is required: Authorization: Bearer <key>",
-                            "/problems/unauthorized", CHALLENGE)  # fmt: skip
+        return ProblemError(
+            401,
+            "an API key is required: Authorization: Bearer <key>",
+            "/problems/unauthorized",
+            CHALLENGE,
+        )
     scope = gate.scope(key.strip())
     if scope is None:
         return ProblemError(401, "invalid or revoked API key", "/problems/unauthorized", CHALLENGE)

@@ -48,14 +48,19 @@ async def enqueue(
     hours = services.settings.idempotency_hours
     try:
         job, _ = await run_in_threadpool(
-            services.queue.enqueue, request, digest(request, kind), idempotency_key,
-            timedelta(hours=hours), kind,
-        )  # fmt: skip
+            services.queue.enqueue,
+            request,
+            digest(request, kind),
+            idempotency_key,
+            timedelta(hours=hours),
+            kind,
+        )
     except Conflict:
         raise ProblemError(
-            422, "this Idempotency-Key was already used with a different request body",
+            422,
+            "this Idempotency-Key was already used with a different request body",
             "/problems/idempotency-key-reused",
-        ) from None  # fmt: skip
+        ) from None
     response.headers["Location"] = f"/jobs/{job.id}"
     response.headers["Retry-After"] = RETRY_AFTER
     return job_out(job)

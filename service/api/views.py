@@ -31,7 +31,7 @@ def job_out(job: Job) -> JobOut:
             events=f"{base}/events",
             artifacts=f"{base}/artifacts",
             checkpoint=f"{base}/checkpoint.tar",
-        ),  # fmt: skip
+        ),
     )
 
 
@@ -108,6 +108,11 @@ class Polls:
 
 def upload_out(row: Upload) -> UploadOut:
     return UploadOut(
-        id=row.id, kind=row.kind, filename=row.filename, size=row.size, sha256=row.sha256,
-        vocab_size=row.vocab_size, created_at=row.created_at,
-    )  # fmt: skip
+        id=row.id,
+        kind=row.kind,
+        filename=row.filename,
+        size=row.size,
+        sha256=row.sha256,
+        vocab_size=row.vocab_size,
+        created_at=row.created_at,
+    )

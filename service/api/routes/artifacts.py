@@ -1,5 +1,6 @@
-"""A succeeded job's files: the manifest, each file with Range / If-Range / HEAD and a strong
-sha256 ETag, and the whole checkpoint as a tar streamed file by file (never built first).
+"""A succeeded job's files: the manifest, each file (a FileResponse: Range, If-Range, HEAD) with
+its sha256 as a strong ETag, and the whole checkpoint as a tar streamed file by file (never
+built first).
 
 A file is served only as it was recorded: a regular file inside the job's folder (no symlink
 on the way) of the recorded size, checked before the response starts, since a body that breaks
@@ -9,15 +10,17 @@ after its headers went out looks like a network fault to the client.
 from __future__ import annotations
 
 import logging
-import mimetypes
+import os
 import re
 import tarfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Header, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
+from fastapi.responses import FileResponse, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from ...models import Artifact, Job, JobKind, JobStatus
 from ...problems import ProblemError
@@ -30,19 +33,27 @@ from .jobs import NOT_FOUND, find
 
 router = APIRouter(dependencies=[Authorized], tags=["artifacts"])
 log = logging.getLogger("tokengraft.api")
-RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")  # ASCII digits only: int() takes "²" too
+RANGE = re.compile(r"(?i:bytes)=([0-9]*)-([0-9]*)")  # a range unit is case-insensitive
 BLOCK = 512
+Span = tuple[int, int]  # [start, end) of a file
 
 
 def _succeeded(services: Services, job_id: str) -> Job:
     job = find(services, job_id)
     if job.kind == JobKind.hypernet:
-        raise ProblemError(409, f"job {job_id} trains a hypernetwork into the store "
-                           f"({job.request.get('name')!r}, see GET /hypernets): it has no "
-                           "artifacts", "/problems/no-artifacts")  # fmt: skip
+        raise ProblemError(
+            409,
+            f"job {job_id} trains a hypernetwork into the store "
+            f"({job.request.get('name')!r}, see GET /hypernets): it has no "
+            "artifacts",
+            "/problems/no-artifacts",
+        )
     if job.status != JobStatus.succeeded or job.output_dir is None:
-        raise ProblemError(409, f"job {job_id} is {job.status}: artifacts exist once it succeeds",
-                           "/problems/no-artifacts")  # fmt: skip
+        raise ProblemError(
+            409,
+            f"job {job_id} is {job.status}: artifacts exist once it succeeds",
+            "/problems/no-artifacts",
+        )
     return job
 
 
@@ -51,23 +62,36 @@ def _files(services: Services, job_id: str) -> tuple[Job, list[Artifact]]:
     return job, services.queue.artifacts(job_id)
 
 
-def _available(services: Services, job: Job, files: list[Artifact]) -> None:
-    """Each file as recorded, or a problem before any byte is sent (and a warning: someone or
-    something changed the store behind the service)."""
+def _checked(services: Services, job: Job, f: Artifact) -> tuple[Path, os.stat_result]:
+    """The file as recorded and its stat, or a problem before any byte is sent (and a warning:
+    someone or something changed the store behind the service)."""
     assert job.output_dir is not None
+    try:
+        return services.storage.local(job.id, job.output_dir, f.path, f.size)
+    except Changed:
+        log.warning(
+            "job %s: file %r refused: its size is not the recorded %d bytes", job.id, f.path, f.size
+        )
+        raise ProblemError(
+            409,
+            f"file {f.path!r} of job {job.id} changed after it was recorded",
+            "/problems/artifact-changed",
+        ) from None
+    except OSError as e:
+        log.warning(
+            "job %s: file %r refused: not a regular file inside the job's folder (%s)",
+            job.id,
+            f.path,
+            e,
+        )
+        raise ProblemError(
+            404, f"file {f.path!r} of job {job.id} is not available", "/problems/not-found"
+        ) from None
+
+
+def _available(services: Services, job: Job, files: list[Artifact]) -> None:
     for f in files:
-        try:
-            services.storage.check(job.id, job.output_dir, f.path, f.size)
-        except Changed:
-            log.warning("job %s: file %r refused: its size is not the recorded %d bytes",
-                        job.id, f.path, f.size)  # fmt: skip
-            raise ProblemError(409, f"file {f.path!r} of job {job.id} changed after it was "
-                               "recorded", "/problems/artifact-changed") from None  # fmt: skip
-        except OSError as e:
-            log.warning("job %s: file %r refused: not a regular file inside the job's folder "
-                        "(%s)", job.id, f.path, e)  # fmt: skip
-            raise ProblemError(404, f"file {f.path!r} of job {job.id} is not available",
-                               "/problems/not-found") from None  # fmt: skip
+        _checked(services, job, f)
 
 
 @router.get("/jobs/{job_id}/artifacts", response_model=Manifest, responses={409: {}, **NOT_FOUND})
@@ -88,7 +112,7 @@ def _order(digits: str) -> tuple[int, str]:
     return len(digits), digits
 
 
-def _range(header: str, size: int) -> tuple[int, int] | None:
+def _range(header: str, size: int) -> Span | None:
     """[start, end) of a single-range header; None to send the whole file (RFC 9110 lets a
     server ignore multi-range requests). Raises 416 when unsatisfiable."""
     match = RANGE.fullmatch(header.strip())
@@ -105,10 +129,30 @@ def _range(header: str, size: int) -> tuple[int, int] | None:
     else:
         return None
     if start >= size or end <= start:
-        raise ProblemError(416, f"range {header} is outside the file's {size} bytes",
-                           "/problems/range-not-satisfiable",
-                           {"Content-Range": f"bytes */{size}"})  # fmt: skip
+        raise ProblemError(
+            416,
+            f"range {header} is outside the file's {size} bytes",
+            "/problems/range-not-satisfiable",
+            {"Content-Range": f"bytes */{size}"},
+        )
     return start, end
+
+
+class _File(FileResponse):
+    """A FileResponse with the recorded sha256 as its ETag (its own is of mtime and size) that
+    sends the span `_range` chose (None: the whole file) as if the request's Range named it.
+    Starlette's parser answers 400 where RFC 9110 wants 206 or 416 (a number longer than int()
+    takes) or has a server ignore the header (an unknown unit, last < first, multi-range here)."""
+
+    def __init__(self, path: Path, info: os.stat_result, tag: str, span: Span | None) -> None:
+        super().__init__(path, headers={"ETag": tag}, stat_result=info)
+        self.span = span
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(k, v) for k, v in scope["headers"] if k not in (b"range", b"if-range")]
+        if self.span is not None:
+            headers.append((b"range", b"bytes=%d-%d" % (self.span[0], self.span[1] - 1)))
+        await super().__call__({**scope, "headers": headers}, receive, send)
 
 
 FILE_RESPONSES: dict = {
@@ -121,15 +165,14 @@ FILE_RESPONSES: dict = {
 }
 
 
-@router.get("/jobs/{job_id}/artifacts/{path:path}", response_class=StreamingResponse,
+@router.get("/jobs/{job_id}/artifacts/{path:path}", response_class=FileResponse,
             responses=FILE_RESPONSES, operation_id="get_artifact")  # fmt: skip
-@router.head("/jobs/{job_id}/artifacts/{path:path}", response_class=StreamingResponse,
+@router.head("/jobs/{job_id}/artifacts/{path:path}", response_class=FileResponse,
              responses=FILE_RESPONSES, operation_id="head_artifact")  # fmt: skip
 async def artifact(
     job_id: str,
     path: str,
     services: ServicesDep,
-    request: Request,
     range: Annotated[str | None, Header()] = None,
     if_range: Annotated[str | None, Header()] = None,
     if_none_match: Annotated[str | None, Header()] = None,
@@ -138,27 +181,14 @@ async def artifact(
     entry = next((f for f in files if f.path == path), None)  # only manifest paths exist
     if entry is None:
         raise ProblemError(404, f"job {job_id} has no file {path!r}", "/problems/not-found")
-    await run_in_threadpool(_available, services, job, [entry])
+    file, info = await run_in_threadpool(_checked, services, job, entry)
     tag = f'"{entry.sha256}"'
-    headers = {"ETag": tag, "Accept-Ranges": "bytes"}
     if not_modified(if_none_match, tag):
-        return Response(status_code=304, headers=headers)
+        return Response(status_code=304, headers={"ETag": tag, "Accept-Ranges": "bytes"})
     span = None
     if range is not None and (if_range is None or if_range.strip() == tag):
         span = _range(range, entry.size)
-    start, end = span or (0, entry.size)
-    headers["Content-Length"] = str(end - start)
-    status = 200
-    if span is not None:
-        status = 206
-        headers["Content-Range"] = f"bytes {start}-{end - 1}/{entry.size}"
-    media = mimetypes.guess_type(path)[0] or "application/octet-stream"
-    if request.method == "HEAD":
-        return Response(status_code=status, headers=headers, media_type=media)
-    output = job.output_dir
-    assert output is not None
-    body = services.storage.read(job_id, output, entry.path, start, end)
-    return StreamingResponse(body, status_code=status, headers=headers, media_type=media)
+    return _File(file, info, tag, span)
 
 
 def _tar(job: Job, files: list[Artifact]) -> tuple[list[tuple[bytes, Artifact]], int]:

@@ -37,7 +37,7 @@ def _hypernets(services: Services) -> list[HypernetOut]:
                 rows=meta.fingerprint.rows,
                 steps=meta.recipe.get("steps_done"),
                 held_out=held_out[-1],
-            )  # fmt: skip
+            )
         )
     return found
 

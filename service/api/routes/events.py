@@ -82,8 +82,11 @@ def _last_event_id(header: str | None) -> int:
     digits = (header or "").strip().lstrip("0") or "0"
     fits = digits.isascii() and digits.isdigit() and len(digits) <= len(str(MAX_EVENT_ID))
     if not fits or int(digits) > MAX_EVENT_ID:
-        raise ProblemError(400, "Last-Event-ID must be the id of an event of this stream",
-                           "/problems/invalid-last-event-id")  # fmt: skip
+        raise ProblemError(
+            400,
+            "Last-Event-ID must be the id of an event of this stream",
+            "/problems/invalid-last-event-id",
+        )
     return int(digits)
 
 

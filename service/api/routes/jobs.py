@@ -106,8 +106,9 @@ async def cancel_job(job_id: str, services: ServicesDep, polls: PollsDep) -> Job
 async def delete_job(job_id: str, services: ServicesDep, polls: PollsDep) -> Response:
     job = await run_in_threadpool(find, services, job_id)
     if not JobStatus(job.status).terminal:
-        raise ProblemError(409, f"job {job_id} is {job.status}: cancel it first",
-                           "/problems/job-not-terminal")  # fmt: skip
+        raise ProblemError(
+            409, f"job {job_id} is {job.status}: cancel it first", "/problems/job-not-terminal"
+        )
     if await run_in_threadpool(services.queue.delete, job_id):
         await run_in_threadpool(services.storage.remove, job_id)
     polls.forget(job_id)

@@ -72,5 +72,4 @@ async def submit(
     await run_in_threadpool(validate, services, body)
     if body.dry_run:
         return JSONResponse(DryRunOut(valid=True, request=body).model_dump(mode="json"))
-    return await enqueue(services, response, job_request(body), JobKind.transplant,
-                         idempotency_key)  # fmt: skip
+    return await enqueue(services, response, job_request(body), JobKind.transplant, idempotency_key)

@@ -57,11 +57,14 @@ class FileField:
 
     def callbacks(self) -> dict:
         return {
-            "on_part_begin": self._begin, "on_header_field": self._header_field,
-            "on_header_value": self._header_value, "on_header_end": self._header_end,
-            "on_headers_finished": self._headers_finished, "on_part_data": self._part_data,
+            "on_part_begin": self._begin,
+            "on_header_field": self._header_field,
+            "on_header_value": self._header_value,
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._part_data,
             "on_end": self._end,
-        }  # fmt: skip
+        }
 
     def _begin(self) -> None:
         self._disposition, self._in_file = b"", False
@@ -128,8 +131,13 @@ def _uploads(services: Services, kind: str) -> list[UploadOut]:
         return [upload_out(r) for r in rows]
 
 
-@router.post("/tokenizers", status_code=201, response_model=UploadOut, responses=ERRORS,
-             openapi_extra=FILE_BODY)  # fmt: skip
+@router.post(
+    "/tokenizers",
+    status_code=201,
+    response_model=UploadOut,
+    responses=ERRORS,
+    openapi_extra=FILE_BODY,
+)
 async def upload_tokenizer(request: Request, services: ServicesDep) -> UploadOut:
     """A tokenizer.json, or a tar (plain, gzip, bzip2 or xz) of a tokenizer folder."""
     filename, data = await receive_file(request, services.settings.max_upload_bytes)
@@ -150,8 +158,9 @@ async def delete_tokenizer(upload_id: str, services: ServicesDep) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/texts", status_code=201, response_model=UploadOut, responses=ERRORS,
-             openapi_extra=FILE_BODY)  # fmt: skip
+@router.post(
+    "/texts", status_code=201, response_model=UploadOut, responses=ERRORS, openapi_extra=FILE_BODY
+)
 async def upload_text(request: Request, services: ServicesDep) -> UploadOut:
     """A UTF-8 text, for evaluation, refine or hypernetwork training."""
     filename, data = await receive_file(request, services.settings.max_text_bytes)
