@@ -32,6 +32,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from hypernet import evaluate as ev
 from hypernet.align import Alignment, align
 from hypernet.sources import cache_root, load_tokenizer, resolve_model
+from hypernet.texts import read_eval_text
 from hypernet.vocab import load_vocab
 
 TARGETS = ("de-32k", "llama3", "qwen3", "gemma3")
@@ -177,7 +178,7 @@ def main() -> None:
     p.add_argument("--targets", nargs="+", default=list(TARGETS))
     args = p.parse_args()
     base = resolve_model("smollm2-135m")
-    texts = {lang: ev.read_eval_text(corpus_file(lang, "eval"), args.eval_bytes) for lang in LANGS}
+    texts = {lang: read_eval_text(corpus_file(lang, "eval"), args.eval_bytes) for lang in LANGS}
     before = {lang: ev.evaluate_folder(base, t).to_dict() for lang, t in texts.items()}
     rows = [bench_target(t, base, texts, before) for t in args.targets]
     write_json(OUT / "real_tokenizers.json", {"eval_bytes": args.eval_bytes, "rows": rows})

@@ -28,11 +28,11 @@ from hypernet.refine import (
     Refiner,
     Tick,
     load_frozen,
-    read_texts,
     trainable_rows,
     with_rows,
 )
 from hypernet.sources import load_tokenizer, resolve_model
+from hypernet.texts import read_eval_text, read_texts
 
 
 def body_digest(model: torch.nn.Module) -> str:
@@ -46,7 +46,7 @@ def body_digest(model: torch.nn.Module) -> str:
 def run_one(args: argparse.Namespace, lang: str, start_method: str, model, base_tok) -> dict:
     tokenizers = target_tokenizers(resolve_model("smollm2-135m"))
     new_tok = load_tokenizer(tokenizers[lang])
-    text = ev.read_eval_text(CORPORA / f"{lang}.eval.txt", args.eval_bytes)
+    text = read_eval_text(CORPORA / f"{lang}.eval.txt", args.eval_bytes)
     setup = Setup.load(resolve_model("smollm2-135m"), new_tok, hypernet=args.hypernet)
     start, _ = predict(setup, get_method(start_method), MethodOptions())
     digest = body_digest(model)
