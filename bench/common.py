@@ -39,21 +39,23 @@ class Run:
 
 
 def run(args: list[str], env: dict[str, str] | None = None) -> Run:
-    """Run `tokengraft ARGS` in a fresh process; peak RSS from wait4, so it is this child's."""
+    """Run `tokengraft ARGS` (the library's commands) in a fresh process."""
+    return run_command([sys.executable, "-m", "hypernet.cli", *args], env)
+
+
+def run_command(argv: list[str], env: dict[str, str] | None = None) -> Run:
+    """Run ARGV in a fresh process; peak RSS from wait4, so it is this child's (and its
+    reaped children's), whatever else runs on the machine."""
     start = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hypernet.cli", *args],
-        stdout=subprocess.PIPE,
-        cwd=REPO,
-        env={**os.environ, **(env or {})},
-        text=True,
+        argv, stdout=subprocess.PIPE, cwd=REPO, env={**os.environ, **(env or {})}, text=True
     )
     assert proc.stdout is not None
     stdout = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        raise RuntimeError(f"tokengraft {' '.join(args)} failed with {proc.returncode}")
+        raise RuntimeError(f"{' '.join(argv)} failed with {proc.returncode}")
     return Run(stdout, time.perf_counter() - start, usage.ru_maxrss / 1024)
 
 
