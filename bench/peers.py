@@ -30,7 +30,17 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from common import OUT, REPO, Run, corpus_file, run, run_command, target_tokenizers, write_json
+from common import (
+    OUT,
+    REPO,
+    Run,
+    corpus_file,
+    empty_embedding_cache,
+    run,
+    run_command,
+    target_tokenizers,
+    write_json,
+)
 
 PEERS = OUT / "peers"
 LOG = OUT / "peers.jsonl"  # every result as it comes: the table is built from the last of each
@@ -169,19 +179,6 @@ def focus(base: Path, case: Case, out: Path) -> Run:
 
 
 # --- measuring ----------------------------------------------------------------------------------
-def embedding_cache() -> Path:
-    from hypernet.sources import cache_root
-
-    return cache_root() / "embeddings"
-
-
-def forget_target_embeddings(keep: set[Path]) -> None:
-    """tokengraft cold for one target: only the base vocabulary's embeddings cached."""
-    for file in embedding_cache().glob("*.safetensors"):
-        if file not in keep:
-            file.unlink()
-
-
 def loads(folder: Path) -> str:
     """'yes' when transformers loads model and tokenizer as is and they agree; else why not."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -215,11 +212,21 @@ def scored(result: Result, folder: Path, case: Case, eval_bytes: int, base_bpb: 
     return result
 
 
+def output(case: Case, tool: str) -> Path:
+    return PEERS / "out" / f"{case.name}-{tool}"
+
+
+def cold_then_warm(transplant: Callable[[], Run], out: Path) -> tuple[Run, Run]:
+    """The same transplant twice into `out`: the first fills the tool's cache."""
+    cold = transplant()
+    shutil.rmtree(out)
+    return cold, transplant()
+
+
 # --- one case -----------------------------------------------------------------------------------
 class Bench:
     def __init__(self, base: Path, eval_bytes: int, tools: list[str]) -> None:
         self.base, self.eval_bytes, self.tools = base, eval_bytes, tools
-        self.base_embeddings: set[Path] = set()
 
     def case(self, case: Case) -> list[Result]:
         base_bpb = bits_per_byte(self.base, case, self.eval_bytes)
@@ -231,13 +238,12 @@ class Bench:
             except RuntimeError as e:  # a peer that fails on a case is a result too
                 result = Result(case.name, tool, 0.0, 0.0, loads=f"failed: {e}"[:200])
             if result is not None:
-                folder = PEERS / "out" / f"{case.name}-{tool}"
-                results.append(scored(result, folder, case, self.eval_bytes, base_bpb))
+                results.append(scored(result, output(case, tool), case, self.eval_bytes, base_bpb))
         return results
 
     def tool(self, tool: str, case: Case) -> Result | None:
         """Run one tool on one case into PEERS/out/CASE-TOOL; None where it does not apply."""
-        out = PEERS / "out" / f"{case.name}-{tool}"
+        out = output(case, tool)
         shutil.rmtree(out, ignore_errors=True)
         name, _, method = tool.partition(":")
         if name == "tokengraft":
@@ -250,9 +256,7 @@ class Bench:
             return Result(case.name, tool, r.seconds, r.peak_mb)
         if name == "focus" and case.train_text is not None:
             shutil.rmtree(PEERS / "focus-cache", ignore_errors=True)
-            cold = focus(self.base, case, out)
-            shutil.rmtree(out)
-            warm = focus(self.base, case, out)
+            cold, warm = cold_then_warm(lambda: focus(self.base, case, out), out)
             return Result(
                 case.name, tool, warm.seconds, max(cold.peak_mb, warm.peak_mb), cold.seconds
             )
@@ -262,22 +266,18 @@ class Bench:
         """tokengraft with nothing cached at all (both vocabularies embedded); afterwards the
         base vocabulary's embeddings stay cached and each target's are forgotten before its
         cold run."""
-        shutil.rmtree(embedding_cache(), ignore_errors=True)
+        empty_embedding_cache(keep_oldest=False)
         out = PEERS / "out" / "prime"
         shutil.rmtree(out, ignore_errors=True)
         r = tokengraft(self.base, case, "hybrid", out)
         shutil.rmtree(out)
-        files = sorted(embedding_cache().glob("*.safetensors"), key=lambda f: f.stat().st_mtime)
-        self.base_embeddings = set(files[:1])  # the base vocabulary is embedded first
         return r
 
     def tokengraft(self, case: Case, method: str | None, out: Path) -> Result | None:
         if method == "omp" and case.donor is None:
             return None
-        forget_target_embeddings(self.base_embeddings)
-        cold = tokengraft(self.base, case, method, out)
-        shutil.rmtree(out)
-        warm = tokengraft(self.base, case, method, out)
+        empty_embedding_cache(keep_oldest=True)  # the base vocabulary's stay: embedded first
+        cold, warm = cold_then_warm(lambda: tokengraft(self.base, case, method, out), out)
         report = json.loads(warm.stdout)
         notes = {"method": report["method"], "copied": report["vocab"]["copied"]}
         tool = f"tokengraft:{method or 'default'}"

@@ -26,12 +26,21 @@ import shutil
 from pathlib import Path
 
 import torch
-from common import LANGS, OUT, corpus_file, npm_tokenizer, run, target_tokenizers, write_json
+from common import (
+    LANGS,
+    OUT,
+    corpus_file,
+    empty_embedding_cache,
+    npm_tokenizer,
+    run,
+    target_tokenizers,
+    write_json,
+)
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
 from hypernet import evaluate as ev
 from hypernet.align import Alignment, align
-from hypernet.sources import cache_root, load_tokenizer, resolve_model
+from hypernet.sources import load_tokenizer, resolve_model
 from hypernet.texts import read_eval_text
 from hypernet.vocab import load_vocab
 
@@ -67,15 +76,6 @@ def transplant(base: Path, tokenizer: Path, method: str, out: Path) -> tuple[dic
         ]
     )
     return json.loads(r.stdout), r.seconds, r.peak_mb
-
-
-def empty_embedding_cache(keep_oldest: bool) -> None:
-    """Remove cached token embeddings; with keep_oldest, all but the first file written since
-    the cache was last emptied, which is the base vocabulary's (it is embedded first)."""
-    folder = cache_root() / "embeddings"
-    files = sorted(folder.glob("*.safetensors"), key=lambda f: f.stat().st_mtime_ns)
-    for file in files[1:] if keep_oldest else files:
-        file.unlink()
 
 
 def alignment_of(base_dir: Path, tokenizer: Path) -> tuple[PreTrainedTokenizerFast, Alignment]:

@@ -19,7 +19,7 @@ from .files import require_absent
 from .io import Checkpoint, open_checkpoint
 from .methods import Donor, MethodOptions, get_method
 from .network.store import resolve_hypernet
-from .refine import check_teacher
+from .refine import RefineConfig, check_teacher
 from .sources import load_tokenizer, resolve_model, resolve_tokenizer
 from .texts import read_eval_text, read_texts, require_window
 from .vocab import load_vocab
@@ -54,7 +54,10 @@ def resolve(request: TransplantRequest) -> Inputs:
     require_absent(request.out)
     _check_method(request)
     options = MethodOptions.from_dict(request.options)
-    eval_text, refine_texts = _eval_text(request), _refine_texts(request)
+    eval_text = _eval_text(request)
+    refine_texts = (
+        [] if request.refine is None else _refine_texts(request.refine, request.refine_texts)
+    )
     model_dir = resolve_model(request.model)
     donor = load_donor(request.donor) if request.donor is not None else None
     new_tok = load_tokenizer(resolve_tokenizer(request.tokenizer))
@@ -80,21 +83,18 @@ def _eval_text(request: TransplantRequest) -> str | None:
     return text
 
 
-def _refine_texts(request: TransplantRequest) -> list[str]:
-    if request.refine is None:
-        return []
-    request.refine.check()
-    texts = read_texts(request.refine_texts)
-    require_window(texts, request.refine.window_chars)
+def _refine_texts(config: RefineConfig, paths: list[Path]) -> list[str]:
+    """The budget checked, then the texts read, long enough for one training window."""
+    config.check()
+    texts = read_texts(paths)
+    require_window(texts, config.window_chars)
     return texts
 
 
 def resolve_refine(request: RefineRequest) -> tuple[Inputs, Checkpoint]:
     """A refine request checked, then the teacher (the base model) opened as the inputs'
     model with the student's tokenizer; returns them and the student's checkpoint."""
-    request.config.check()
-    texts = read_texts(request.texts)
-    require_window(texts, request.config.window_chars)
+    texts = _refine_texts(request.config, request.texts)
     text = None
     if request.eval_text is not None:
         text = read_eval_text(request.eval_text, request.eval_bytes)

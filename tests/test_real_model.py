@@ -30,6 +30,12 @@ def _json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
+def _german_transplant(german_bpe: Path) -> list[str]:
+    """SmolLM2 onto the German BPE, scored on 3,000 bytes of German eval text."""
+    args = ["--model", "smollm2-135m", "--tokenizer", str(german_bpe), "--json", "--quiet"]
+    return [*args, "--eval-text", str(CORPORA / "de.eval.txt"), "--eval-bytes", "3000"]
+
+
 @pytest.fixture(scope="module")
 def german_bpe(tmp_path_factory: pytest.TempPathFactory, repo_cache: Path) -> Path:
     out = tmp_path_factory.mktemp("tok") / "de-8k"
@@ -57,19 +63,7 @@ def german_bpe(tmp_path_factory: pytest.TempPathFactory, repo_cache: Path) -> Pa
 def test_hybrid_transplant_of_smollm2_beats_the_mean_baseline(
     german_bpe: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], repo_cache: Path
 ) -> None:
-    text = str(CORPORA / "de.eval.txt")
-    common = [
-        "--model",
-        "smollm2-135m",
-        "--tokenizer",
-        str(german_bpe),
-        "--eval-text",
-        text,
-        "--eval-bytes",
-        "3000",
-        "--json",
-        "--quiet",
-    ]
+    common = _german_transplant(german_bpe)
     hybrid = _json(
         capsys, ["transplant", *common, "--method", "hybrid", "--out", str(tmp_path / "hybrid")]
     )
@@ -126,19 +120,7 @@ def test_a_fresh_install_ships_a_hypernetwork_for_smollm2_and_uses_it(
     listed = capsys.readouterr().out
     assert "shipped/smollm2-135m  base smollm2-135m" in listed
 
-    text = str(CORPORA / "de.eval.txt")
-    common = [
-        "--model",
-        "smollm2-135m",
-        "--tokenizer",
-        str(german_bpe),
-        "--eval-text",
-        text,
-        "--eval-bytes",
-        "3000",
-        "--json",
-        "--quiet",
-    ]
+    common = _german_transplant(german_bpe)
     default = _json(capsys, ["transplant", *common, "--out", str(tmp_path / "default")])
     assert (default["method"], default["hypernet"]) == ("hypernet+hybrid", "smollm2-135m")
     assert "fingerprint matches" in default["method_choice"]
