@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from hypernet import cli as library
 from hypernet.errors import InputError
+from service import remote
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -44,6 +45,7 @@ def add_parsers(sub: library.Subparsers) -> None:
         add_migrate_parser,
         add_keys_parser,
         add_openapi_parser,
+        remote.add_remote_parser,
     ):
         add(sub)
 

@@ -237,6 +237,15 @@ class MethodList(BaseModel):
     methods: list[MethodOut]
 
 
+class AccessOut(BaseModel):
+    keys_required: bool = Field(
+        description="false: no key was ever created (the server then listens on loopback only)"
+    )
+    scope: Literal["write", "read"] = Field(
+        description="write: everything; read: GET and HEAD only (watch, download, no changes)"
+    )
+
+
 class Health(BaseModel):
     status: Literal["ok"]
 

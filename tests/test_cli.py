@@ -286,7 +286,14 @@ assert status == 0 and not {"torch", "transformers"} & set(sys.modules), sys.arg
 
 
 @pytest.mark.parametrize(
-    "argv", [["--help"], ["hypernet", "train", "--help"], ["keys", "list"], ["migrate"]]
+    "argv",
+    [
+        ["--help"],
+        ["hypernet", "train", "--help"],
+        ["remote", "submit", "--help"],
+        ["keys", "list"],
+        ["migrate"],
+    ],
 )
 def test_parsing_and_service_commands_load_no_model_library(
     argv: list[str], tmp_path: Path

@@ -3,8 +3,8 @@ runs: a client without a valid key cannot make the server read a byte of its bod
 is read past its limit (`Content-Length` first, then while it streams in).
 
 Open while no API key was ever created (the server then only listens on loopback); from the
-first key on, every request but the probes and the API's own description needs an active key,
-and read-only keys may only GET and HEAD.
+first key on, every request but the probes, the API's own description and the dashboard's
+static files needs an active key, and read-only keys may only GET and HEAD.
 """
 
 from __future__ import annotations
@@ -17,11 +17,16 @@ from ..keys import Gate
 from ..problems import ProblemError
 
 OPEN = frozenset(
-    {"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+    {"/", "/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 )
+PAGE = "/ui"  # the dashboard's files hold no data: the page asks for a key, then calls the API
 READ = frozenset({"GET", "HEAD"})
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
 MULTIPART_SLACK = 64 * 1024  # form boundaries and part headers around an uploaded file
+
+
+def is_open(path: str) -> bool:
+    return path in OPEN or path == PAGE or path.startswith(PAGE + "/")
 
 
 def body_limit(settings: Settings, method: str, path: str) -> int:
@@ -103,7 +108,7 @@ class Guard:
         headers = dict(scope["headers"])
         limit = body_limit(services.settings, method, path)
         refused = None
-        if path not in OPEN:
+        if not is_open(path):
             authorization = headers.get(b"authorization", b"").decode("latin-1")
             refused = await _refusal(services.gate, method, authorization)
         refused = refused or declared_length(headers, limit)

@@ -16,7 +16,18 @@ from ..embedded import WorkerProcess
 from ..services import Services
 from . import spec
 from .guard import Guard
-from .routes import artifacts, catalog, events, health, jobs, train, transplant, uploads
+from .routes import (
+    access,
+    artifacts,
+    catalog,
+    events,
+    health,
+    jobs,
+    train,
+    transplant,
+    ui,
+    uploads,
+)
 from .views import Polls
 
 DESCRIPTION = """Give a pretrained language model a new tokenizer, zero-shot.
@@ -26,6 +37,7 @@ Submit a transplant with `POST /transplant`, follow it with `GET /jobs/{id}` (ET
 `GET /jobs/{id}/artifacts/{path}` or `GET /jobs/{id}/checkpoint.tar`. `POST /hypernets` trains a
 hypernetwork into the store (a job too, resumed from its checkpoint if a worker dies). Errors
 are RFC 9457 `application/problem+json`. Once API keys exist, send `Authorization: Bearer <key>`.
+The dashboard at `/ui/` is a client of this API.
 """
 
 
@@ -52,7 +64,8 @@ def create_app(settings: Settings | None = None, worker: bool = False) -> FastAP
     app.add_middleware(Guard)
     problems.install(app)
     spec.document(app)
-    for module in (transplant, train, jobs, events, artifacts, uploads, catalog, health):
+    for module in (transplant, train, jobs, events, artifacts, uploads, catalog, access, health):
         app.include_router(module.router)
+    ui.mount(app)
     logging.getLogger("tokengraft").setLevel(logging.INFO)
     return app

@@ -10,7 +10,7 @@ from fastapi.openapi.utils import get_openapi
 
 from ..problems import MEDIA_TYPE
 from ..schemas import Problem
-from .guard import OPEN, READ
+from .guard import READ, is_open
 
 PROBLEM = {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
 
@@ -21,7 +21,7 @@ def answers(path: str, method: str, operation: dict) -> list[int]:
     codes = [400]
     if "requestBody" in operation:
         codes.append(413)
-    if path not in OPEN:
+    if not is_open(path):
         codes.append(401)
         if method.upper() not in READ:
             codes.append(403)

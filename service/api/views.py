@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -38,6 +39,13 @@ def job_out(job: Job) -> JobOut:
 def etag(job: Job) -> str:
     """Weak: it names a version of the job's row, not a byte-exact body."""
     return f'W/"{job.id}-{job.version}"'
+
+
+def page_etag(jobs: list[Job], more: bool) -> str:
+    """Weak, from the versions of the jobs a page holds: any change to one of them, a new
+    job, or one deleted changes it."""
+    versions = ",".join(f"{j.id}-{j.version}" for j in jobs) + f",{more}"
+    return f'W/"{hashlib.sha256(versions.encode()).hexdigest()[:32]}"'
 
 
 def not_modified(if_none_match: str | None, tag: str) -> bool:

@@ -15,7 +15,7 @@ from ...problems import ProblemError
 from ...schemas import JobOut, JobPage, Problem
 from ...services import Services
 from ..deps import Authorized, PollsDep, ServicesDep
-from ..views import Polls, Seen, job_out, not_modified
+from ..views import Polls, Seen, job_out, not_modified, page_etag
 
 router = APIRouter(dependencies=[Authorized], tags=["jobs"])
 NOT_FOUND = {404: {"model": Problem, "content": {"application/problem+json": {}}}}
@@ -46,19 +46,27 @@ def find(services: Services, job_id: str) -> Job:
     return job
 
 
-@router.get("/jobs", response_model=JobPage)
+@router.get("/jobs", response_model=JobPage, responses={304: {}})
 async def list_jobs(
     services: ServicesDep,
     status: JobStatus | None = None,
     kind: JobKind | None = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-) -> JobPage:
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Newest first. Poll a page with `If-None-Match`: 304 while none of its jobs changed
+    and none arrived, so a dashboard that watches it costs one query and no body."""
     after = _after(cursor) if cursor else None
     jobs = await run_in_threadpool(services.queue.page, status, after, limit + 1, kind)
     more = len(jobs) > limit
     jobs = jobs[:limit]
-    return JobPage(jobs=[job_out(j) for j in jobs], next_cursor=_cursor(jobs[-1]) if more else None)
+    page = JobPage(jobs=[job_out(j) for j in jobs], next_cursor=_cursor(jobs[-1]) if more else None)
+    tag = page_etag(jobs, more)
+    headers = {"ETag": tag, "Retry-After": "2"}
+    if not_modified(if_none_match, tag):
+        return Response(status_code=304, headers=headers)
+    return Response(page.model_dump_json(), media_type="application/json", headers=headers)
 
 
 def _seen(services: Services, polls: Polls, job_id: str) -> Seen:
