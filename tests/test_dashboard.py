@@ -9,6 +9,7 @@ locator's (Playwright's string predicates would need `eval`), and a page that lo
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -17,8 +18,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+import tiny
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
-from test_service_e2e import Server, tokengraft
+from test_service_e2e import Server, sse, tokengraft
+from test_service_hypernets import TRAIN
 
 from service import keys
 from service.config import Settings
@@ -84,7 +87,10 @@ class Tab:
 
 
 @pytest.fixture
-def api(settings: Settings, tmp_path: Path) -> Iterator[Server]:
+def api(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
+    """`tokengraft serve` without a worker; hypernetworks (its and the workers') are published
+    into the test's store, not the user's."""
+    monkeypatch.setenv("TOKENGRAFT_HYPERNETS_DIR", str(settings.hypernets_dir))
     server = Server(settings, tmp_path, worker=False)
     yield server
     server.stop()
@@ -259,3 +265,35 @@ def test_the_page_ships_with_the_package() -> None:
             if line.startswith("import "):
                 assert (ui / line.rsplit('"./', 1)[1].rstrip('";')).is_file(), line
     assert "http" not in html.replace("http-equiv", "")
+
+
+def test_a_hypernetwork_job_shows_its_training_curve(
+    api: Server, worker: callable, settings: Settings, browser: Browser
+) -> None:
+    tiny.corpus(settings.corpora_dir / "long.txt", lines=60)
+    response = api.http.post("/hypernets", json=TRAIN | {"steps": 8})
+    assert response.status_code == 202, response.text
+    job_id = response.json()["id"]
+    tab = Tab(browser, api)
+    tab.page.goto(f"{api.url}/ui/#/jobs/{job_id}")
+    worker()
+    badge = tab.page.locator("dl.facts .badge")
+    expect(badge).to_have_attribute("data-status", "succeeded", timeout=LONG)
+    curve = tab.page.locator("[data-chart=training]")
+    expect(curve).to_contain_text("held-out bits per byte")
+    heldout = [e for e in sse_events(api, job_id) if "held_out" in e]
+    assert len(heldout) >= 2  # evaluated at steps 0, 2, 4, 6, 8: a line, not a point
+    expect(curve.locator("svg").last.locator("circle")).to_have_count(len(heldout))
+    expect(tab.page.locator("table.artifacts")).to_have_count(0)  # it went to the store
+    expect(tab.page.locator("main")).to_contain_text("hn-long")
+    assert tab.errors == []
+    tab.close()
+
+
+def sse_events(server: Server, job_id: str) -> list[dict]:
+    """The data of the job's progress events, as the page read them."""
+    return [
+        json.loads(e["data"])
+        for e in sse(server.http, f"/jobs/{job_id}/events")
+        if e.get("event") == "progress"
+    ]

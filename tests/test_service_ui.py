@@ -65,3 +65,15 @@ def test_a_page_of_jobs_is_304_until_one_changes(client: TestClient, services: S
     assert done.headers["retry-after"] == "2"
     other = client.get("/jobs?status=queued", headers={"If-None-Match": done.headers["etag"]})
     assert other.status_code == 200  # another page (here: empty) has another tag
+
+
+def test_a_page_of_jobs_is_gzipped_for_clients_that_take_it(client: TestClient) -> None:
+    for _ in range(3):
+        client.post("/transplant", json=REQUEST)
+    packed = client.get("/jobs", headers={"Accept-Encoding": "gzip, br"})
+    assert packed.headers["content-encoding"] == "gzip" and len(packed.json()["jobs"]) == 3
+    assert int(packed.headers["content-length"]) < len(packed.content)  # httpx decoded it
+    for refused in ("identity", "gzip;q=0, identity", "br"):
+        plain = client.get("/jobs", headers={"Accept-Encoding": refused})
+        assert "content-encoding" not in plain.headers and plain.json() == packed.json()
+        assert plain.headers["vary"] == "Accept-Encoding"

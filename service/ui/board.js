@@ -2,7 +2,7 @@
 // unchanged board costs a 304; filters by status; cursor pagination.
 
 import { get, poll } from "./api.js";
-import { ago, badge, h, span, terminal } from "./dom.js";
+import { ago, badge, h, span, terminal, uploadNames } from "./dom.js";
 
 const STATUSES = ["", "queued", "running", "succeeded", "failed", "canceled"];
 
@@ -35,12 +35,12 @@ function row(job, names, now) {
     "tr",
     { "data-job-id": job.id, "data-status": job.status },
     h("td", {}, h("a", { href: `#/jobs/${job.id}`, class: "mono" }, job.id.slice(0, 12))),
-    h("td", {}, badge(job.status), progress(job)),
+    h("td", {}, badge(job.status, job.error?.detail), progress(job)),
     h("td", {}, method(job)),
     h("td", {}, job.request.model || ""),
     h("td", { title: tokenizer }, names.get(tokenizer) || tokenizer || job.request.name || ""),
-    h("td", { title: job.created_at }, ago(job.created_at, now)),
-    h("td", {}, duration(job, now)),
+    h("td", { title: job.created_at, class: "nowrap" }, ago(job.created_at, now)),
+    h("td", { class: "nowrap" }, duration(job, now)),
   );
 }
 
@@ -52,7 +52,7 @@ export function board(root, params) {
   const query = new URLSearchParams({ limit: "50" });
   if (status) query.set("status", status);
   if (cursor) query.set("cursor", cursor);
-  const names = new Map();
+  let names = new Map();
   const body = h("tbody", {}, h("tr", {}, h("td", { colspan: 7, class: "muted" }, "Loading…")));
   const pager = h("nav", { class: "pager" });
   const filters = STATUSES.map((s) =>
@@ -60,7 +60,7 @@ export function board(root, params) {
   );
   root.replaceChildren(
     h("div", { class: "bar" }, h("h1", {}, "Jobs"), h("nav", { class: "filters" }, filters)),
-    h("table", { class: "jobs" }, h("thead", {}, h("tr", {}, HEAD.map((t) => h("th", {}, t)))), body),
+    h("div", { class: "scroll" }, h("table", { class: "jobs" }, h("thead", {}, h("tr", {}, HEAD.map((t) => h("th", {}, t)))), body)),
     pager,
   );
   let page = null;
@@ -79,8 +79,8 @@ export function board(root, params) {
   const failed = (error) => body.replaceChildren(h("tr", {}, h("td", { colspan: 7, class: "error" }, error.message)));
   const stop = poll(`/jobs?${query}`, (data) => ((page = data), render()), failed);
   // uploaded tokenizers are listed by their file names rather than their ids
-  get("/tokenizers")
-    .then((list) => list.uploads.forEach((u) => names.set(u.id, `${u.filename} (${u.id.slice(0, 8)})`)))
+  Promise.all([get("/tokenizers"), get("/texts")])
+    .then(([tokenizers, texts]) => (names = uploadNames(tokenizers, texts)))
     .then(() => page && render())
     .catch(() => {});
   const clock = setInterval(() => page && page.jobs.some((j) => !terminal(j.status)) && render(), 5000);

@@ -31,9 +31,9 @@ export function span(seconds) {
   if (!Number.isFinite(seconds)) return "";
   const t = Math.max(0, seconds);
   if (t < 60) return `${t.toFixed(t < 10 ? 1 : 0)} s`;
-  if (t < 3600) return `${Math.floor(t / 60)} min ${Math.round(t % 60)} s`;
-  if (t < 86400) return `${Math.floor(t / 3600)} h ${Math.round((t % 3600) / 60)} min`;
-  return `${Math.floor(t / 86400)} d ${Math.round((t % 86400) / 3600)} h`;
+  if (t < 3600) return `${Math.floor(t / 60)} min ${Math.floor(t % 60)} s`;
+  if (t < 86400) return `${Math.floor(t / 3600)} h ${Math.floor((t % 3600) / 60)} min`;
+  return `${Math.floor(t / 86400)} d ${Math.floor((t % 86400) / 3600)} h`;
 }
 
 export function bytes(n) {
@@ -47,6 +47,14 @@ export function terminal(status) {
   return status === "succeeded" || status === "failed" || status === "canceled";
 }
 
-export function badge(status) {
-  return h("span", { class: `badge ${status}`, "data-status": status }, status);
+export function badge(status, why = null) {
+  return h("span", { class: `badge ${status}`, "data-status": status, title: why }, status);
+}
+
+// Upload ids as people know them: "tokenizer.json, 8000 tokens (ea63f8c9)".
+export function uploadNames(tokenizers, texts) {
+  const names = new Map();
+  for (const u of tokenizers.uploads) names.set(u.id, `${u.filename}, ${u.vocab_size} tokens (${u.id.slice(0, 8)})`);
+  for (const u of texts.uploads) names.set(u.id, `${u.filename}, ${bytes(u.size)} (${u.id.slice(0, 8)})`);
+  return names;
 }

@@ -76,7 +76,7 @@ function showErrors(form, error) {
     const box = name && form.querySelector(`[data-field="${name}"]`);
     if (!box) continue;
     box.classList.add("invalid");
-    box.querySelector(".error").textContent = e.msg;
+    box.querySelector(".error").textContent = e.type === "string_too_short" ? "required" : e.msg;
     placed += 1;
   }
   general.className = "outcome error";
@@ -99,7 +99,8 @@ async function submit(form, dryRun) {
   }
 }
 
-function describe(methods, select, help) {
+function describe(methods, select) {
+  const help = select.parentElement.querySelector("small.muted");
   const chosen = methods.find((m) => m.name === select.value);
   help.textContent = chosen ? chosen.description + (chosen.needs.length ? ` Needs: ${chosen.needs.join(", ")}.` : "") : "hypernet+hybrid where a hypernetwork was trained for the model, else hybrid";
 }
@@ -113,9 +114,7 @@ export async function newJob(root) {
   const tokList = choices("tokenizers", [...tokenizers.uploads.map((u) => [u.id, `${u.filename}, ${u.vocab_size} tokens`]), ...tokenizers.store.map((t) => [t.name, t.source])]);
   const textList = choices("texts", [...texts.corpora.map((c) => [c, "corpus"]), ...texts.uploads.map((u) => [u.id, `${u.filename}, ${bytes(u.size)}`])]);
   const method = h("select", { id: "f-method", name: "method" }, h("option", { value: "" }, "default"), methods.methods.map((m) => h("option", { value: m.name }, m.name)));
-  const methodHelp = h("small", { class: "muted" });
-  method.addEventListener("change", () => describe(methods.methods, method, methodHelp));
-  describe(methods.methods, method, methodHelp);
+  method.addEventListener("change", () => describe(methods.methods, method));
   const addTokenizer = (row) => tokList.prepend(h("option", { value: row.id }, `${row.filename}, ${row.vocab_size} tokens`));
   const addText = (row) => textList.prepend(h("option", { value: row.id }, row.filename));
   const form = h(
@@ -125,8 +124,7 @@ export async function newJob(root) {
     choices("models", models.models.map((m) => [m.name, m.source])),
     field("tokenizer", "Target tokenizer", tokenizer, "or upload a tokenizer.json: "),
     tokList,
-    field("method", "Method", method),
-    methodHelp,
+    field("method", "Method", method, " "),
     field("options", "Options", h("textarea", { id: "f-options", name: "options", rows: 3, placeholder: "k=8\ntemperature=0.1" }), "one key=value per line"),
     field("eval_text", "Eval text", evalText, "or upload a text file: "),
     textList,
@@ -138,6 +136,7 @@ export async function newJob(root) {
   );
   form.querySelector('[data-field="tokenizer"] small.muted').append(uploader("tokenizers", ".json,application/json", tokenizer, addTokenizer));
   form.querySelector('[data-field="eval_text"] small.muted').append(uploader("texts", ".txt,text/plain", evalText, addText));
+  describe(methods.methods, method);
   form.addEventListener("submit", (event) => (event.preventDefault(), submit(form, false)));
   root.replaceChildren(h("h1", {}, "New transplant"), form);
 }

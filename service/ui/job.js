@@ -4,7 +4,7 @@
 
 import { auth, call, get, save, stream } from "./api.js";
 import { bars, lines } from "./chart.js";
-import { badge, bytes, h, span, terminal } from "./dom.js";
+import { badge, bytes, h, span, terminal, uploadNames } from "./dom.js";
 
 function facts(rows) {
   const items = rows.filter(([, value]) => value !== null && value !== undefined && value !== "");
@@ -25,9 +25,10 @@ function given(value) {
   return value !== null && value !== undefined && !(typeof value === "object" && !Object.keys(value).length);
 }
 
-function requestFacts(request) {
+function requestFacts(request, names) {
   const shown = Object.entries(request).filter(([k, v]) => k !== "dry_run" && given(v));
-  return shown.map(([k, v]) => [k.replaceAll("_", " "), typeof v === "object" ? JSON.stringify(v) : v]);
+  const text = (v) => (typeof v === "object" ? JSON.stringify(v) : names.get(v) || v);
+  return shown.map(([k, v]) => [k.replaceAll("_", " "), text(v)]);
 }
 
 const armed = new Set(); // jobs whose Delete was pressed once: a re-render keeps the question
@@ -48,7 +49,7 @@ function actions(job, refresh) {
   return h("button", { class: "danger", onclick: remove }, armed.has(job.id) ? "Delete: sure?" : "Delete");
 }
 
-function header(job, refresh) {
+function header(job, refresh, names) {
   const title = h("h1", {}, job.kind === "hypernet" ? "Hypernetwork training " : "Transplant ", h("span", { class: "mono" }, job.id));
   const meta = facts([
     ["status", badge(job.status)],
@@ -61,7 +62,7 @@ function header(job, refresh) {
   ]);
   const error = job.error ? h("p", { class: "error" }, `${job.error.type}: ${job.error.detail || ""}`) : null;
   const parts = [h("div", { class: "bar" }, title, actions(job, refresh)), meta, error];
-  return [...parts, h("h2", {}, "Request"), facts(requestFacts(job.request))].filter(Boolean);
+  return [...parts, h("h2", {}, "Request"), facts(requestFacts(job.request, names))].filter(Boolean);
 }
 
 // Each stage's bar: a stage is done once a later one started.
@@ -107,7 +108,7 @@ function evalCharts(ev, refine) {
 
 const round = (x) => Number(x.toFixed(4));
 
-function report(r) {
+function report(r, names) {
   const ev = r.eval;
   const timings = Object.entries(r.timings || {}).map(([label, value]) => ({ label, value }));
   const charts = [ev ? evalCharts(ev, r.refine) : null, timings.length ? bars("stage timings", timings, " s") : null];
@@ -115,7 +116,7 @@ function report(r) {
     ["method", r.method],
     ["why", r.method_choice],
     ["hypernetwork", r.hypernet],
-    ["eval text", ev ? `${ev.text} (${bytes(ev.bytes)})` : "none given: no quality figures"],
+    ["eval text", ev ? `${names.get(ev.text) || ev.text}: ${bytes(ev.bytes)} scored` : "none given: no quality figures"],
     ["bits per byte", ev ? `${round(ev.before.bits_per_byte)} → ${round(ev.after.bits_per_byte)} (× ${ev.ratio} the original)` : null],
     ["tokens per byte", ev ? `${round(ev.before.tokens_per_byte)} → ${round(ev.after.tokens_per_byte)}` : null],
     ["vocabulary", `${r.vocab.new_vocab_size} tokens: ${r.vocab.copied} copied, ${r.vocab.predicted} predicted`],
@@ -138,7 +139,7 @@ function artifacts(job, manifest) {
   tar.href = `/jobs/${job.id}/checkpoint.tar`;
   return [
     h("h2", {}, "Artifacts"),
-    h("table", { class: "artifacts" }, h("thead", {}, h("tr", {}, h("th", {}, "file"), h("th", {}, "size"), h("th", {}, "sha256"))), h("tbody", {}, rows)),
+    h("div", { class: "scroll" }, h("table", { class: "artifacts" }, h("thead", {}, h("tr", {}, h("th", {}, "file"), h("th", { class: "num" }, "size"), h("th", {}, "sha256"))), h("tbody", {}, rows))),
     h("p", {}, "All of it as one file: ", tar),
   ];
 }
@@ -173,7 +174,7 @@ function logRow(event) {
   const d = event.data;
   const text = event.event === "state" ? d.status + (d.reason ? ` (${d.reason})` : "") : d.message || "";
   const stage = d.stage ? `${d.stage} ${Math.round((d.fraction || 0) * 100)} %` : "";
-  return h("tr", {}, h("td", { class: "num" }, event.id || ""), h("td", {}, event.event), h("td", {}, stage), h("td", {}, text));
+  return h("tr", {}, h("td", { class: "num" }, event.id || "–"), h("td", {}, event.event), h("td", {}, stage), h("td", {}, text));
 }
 
 // fn, run once on the next frame however often it is asked for (a replay brings many events)
@@ -192,35 +193,41 @@ export function jobPage(root, id) {
   const results = h("section");
   const curveBox = h("section");
   const log = h("tbody");
-  root.replaceChildren(h("p", {}, h("a", { href: "#/" }, "← all jobs")), top, h("h2", {}, "Progress"), stagesBox, results, curveBox, h("h2", {}, "Events"), h("table", { class: "log" }, log));
+  const logHead = h("thead", {}, h("tr", {}, ["#", "event", "stage", "detail"].map((t) => h("th", {}, t))));
+  root.replaceChildren(h("p", {}, h("a", { href: "#/" }, "← all jobs")), top, h("h2", {}, "Progress"), stagesBox, results, curveBox, h("h2", {}, "Events"), h("table", { class: "log" }, logHead, log));
   const stages = new Stages();
   const curve = new Curve();
   let job = null;
   let shown = false;
+  let names = new Map();
   const failed = (error) => top.replaceChildren(h("p", { class: "error" }, error.message));
   const showResults = async () => {
     shown = true;
-    const parts = job.kind === "transplant" ? report(job.result.report) : [h("h2", {}, "Result"), facts(Object.entries(job.result.hypernet || {}).map(([k, v]) => [k, typeof v === "object" ? JSON.stringify(v) : v]))];
+    const parts = job.kind === "transplant" ? report(job.result.report, names) : [h("h2", {}, "Result"), facts(Object.entries(job.result.hypernet || {}).map(([k, v]) => [k, typeof v === "object" ? JSON.stringify(v) : v]))];
     const more = job.kind === "transplant" ? artifacts(job, await get(`/jobs/${id}/artifacts`)) : [];
     results.replaceChildren(...parts, ...more);
   };
   const render = () => {
-    top.replaceChildren(...header(job, refresh));
+    top.replaceChildren(...header(job, refresh, names));
     if (job.status === "succeeded") stages.done();
     stagesBox.replaceChildren(...stages.render());
     if (job.status === "succeeded" && !shown) showResults().catch(failed);
   };
   const later = coalesced(render);
   const drawCurve = coalesced(() => curveBox.replaceChildren(...curve.render()));
-  const refresh = () => get(`/jobs/${id}`).then((j) => ((job = j), render())).catch(failed);
+  let told = null; // the newest status the stream told: GET /jobs/{id} may lag it by a poll cache
+  const settle = () => told && job.status !== told && setTimeout(refreshSoon, 300);
+  const refresh = () => get(`/jobs/${id}`).then((j) => ((job = j), render(), settle())).catch(failed);
   const onEvent = (event) => {
     if (event.event === "end" && event.data.status === "deleted") return failed(new Error("This job was deleted."));
     if (event.id || event.event === "end") log.prepend(logRow(event));
     if (event.event === "progress" && event.data.stage) stages.tick(event.data.stage, event.data.fraction || 0);
     if (event.event === "progress" && curve.add(event.data)) drawCurve();
-    if (event.event === "state" || event.event === "end") return refresh();
+    if (event.event === "state" || event.event === "end") return (told = event.data.status), refreshSoon();
     if (job) later();
   };
-  refresh();
+  const refreshSoon = coalesced(refresh);
+  const named = Promise.all([get("/tokenizers"), get("/texts")]).then(([t, x]) => (names = uploadNames(t, x)));
+  named.catch(() => {}).finally(refresh);
   return stream(`/jobs/${id}/events`, onEvent, failed);
 }

@@ -15,7 +15,7 @@ from ...problems import ProblemError
 from ...schemas import JobOut, JobPage, Problem
 from ...services import Services
 from ..deps import Authorized, PollsDep, ServicesDep
-from ..views import Polls, Seen, job_out, not_modified, page_etag
+from ..views import Polls, Seen, compressed, job_out, not_modified, page_etag
 
 router = APIRouter(dependencies=[Authorized], tags=["jobs"])
 NOT_FOUND = {404: {"model": Problem, "content": {"application/problem+json": {}}}}
@@ -54,6 +54,7 @@ async def list_jobs(
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     if_none_match: Annotated[str | None, Header()] = None,
+    accept_encoding: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Newest first. Poll a page with `If-None-Match`: 304 while none of its jobs changed
     and none arrived, so a dashboard that watches it costs one query and no body."""
@@ -63,10 +64,11 @@ async def list_jobs(
     jobs = jobs[:limit]
     page = JobPage(jobs=[job_out(j) for j in jobs], next_cursor=_cursor(jobs[-1]) if more else None)
     tag = page_etag(jobs, more)
-    headers = {"ETag": tag, "Retry-After": "2"}
+    body, encoding = compressed(page.model_dump_json().encode(), accept_encoding)
+    headers = {"ETag": tag, "Retry-After": "2"} | encoding
     if not_modified(if_none_match, tag):
         return Response(status_code=304, headers=headers)
-    return Response(page.model_dump_json(), media_type="application/json", headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
 
 
 def _seen(services: Services, polls: Polls, job_id: str) -> Seen:
