@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -53,12 +54,16 @@ def fresh_pg(url: str, name: str) -> str:
 
 
 class Server:
-    def __init__(self, data: Path, database_url: str | None, worker: bool) -> None:
+    def __init__(
+        self, data: Path, database_url: str | None, worker: bool, extra: Sequence[str] = ()
+    ) -> None:
+        """`extra`: more flags for `tokengraft serve` (bench/load.py: --processes, --storage)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [*TOKENGRAFT, "serve", "--port", str(self.port), "--data-dir", str(data)]
         cmd += ["--database-url", database_url] if database_url else []
         cmd += [] if worker else ["--no-worker"]
+        cmd += list(extra)
         env = {**os.environ, "TOKENGRAFT_CORPORA_DIR": str(CORPORA)}
         self.proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
@@ -90,7 +95,8 @@ def submit(server: Server, refine_minutes: float | None) -> str:
 def wrk(
     url: str, seconds: int, connections: int, etag: str | None, script: Path | None = None
 ) -> dict:
-    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+    threads = min(2, connections)  # wrk refuses more threads than connections
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url]
     if etag:
         cmd[1:1] = ["-H", f"If-None-Match: {etag}"]
     if script:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hypernet.errors import InputError
 from hypernet.io import open_checkpoint
@@ -16,6 +17,9 @@ from hypernet.network.store import store as default_hypernet_store
 from hypernet.sources import BUNDLED, bundled_gguf, hub_model, hub_tokenizer, resolve_tokenizer
 
 from .config import Settings
+
+if TYPE_CHECKING:
+    from .storage import Storage
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
@@ -37,8 +41,17 @@ def _safe(name: str) -> bool:
 
 
 class Catalog:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, storage: Storage | None = None) -> None:
+        """`storage`: where uploads missing from this machine's uploads folder are fetched."""
+        self.settings, self.storage = settings, storage
+
+    def _upload(self, name: str) -> Path:
+        """An upload's folder on this machine, fetched from the store first if it is not
+        here yet (a worker or API process that did not receive the upload itself)."""
+        folder = self.settings.uploads_dir / name
+        if not folder.is_dir() and self.storage is not None:
+            self.storage.fetch_upload(name, folder)
+        return folder
 
     @property
     def hypernets_dir(self) -> Path:
@@ -70,10 +83,7 @@ class Catalog:
     def tokenizer(self, name: str) -> str:
         """A tokenizer folder or file whose tokenizer.json parses, or a bundled model's name
         (its tokenizer comes with the model, converted by the job)."""
-        if (
-            UPLOAD_ID.match(name)
-            and (self.settings.uploads_dir / name / "tokenizer.json").is_file()
-        ):
+        if UPLOAD_ID.match(name) and (self._upload(name) / "tokenizer.json").is_file():
             return str(resolve_tokenizer(str(self.settings.uploads_dir / name)))
         if not _safe(name):
             raise InputError(f"tokenizer {name!r} is not an upload id, store name or hub id")
@@ -91,7 +101,7 @@ class Catalog:
 
     def text(self, name: str, what: str = "eval text") -> Path:
         """An uploaded text or a corpus file; `what` names its use in the error."""
-        if UPLOAD_ID.match(name) and (self.settings.uploads_dir / name / "text.txt").is_file():
+        if UPLOAD_ID.match(name) and (self._upload(name) / "text.txt").is_file():
             return self.settings.uploads_dir / name / "text.txt"
         corpora = self.settings.corpora_dir
         if corpora is not None and NAME.match(name) and ".." not in name:

@@ -8,6 +8,7 @@ input ends with a one-line message and exit status 2.
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -62,6 +63,21 @@ def _add_database_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_storage_flags(p: argparse.ArgumentParser) -> None:
+    """Where artifacts and uploads are kept: the same for the API and every worker."""
+    p.add_argument(
+        "--storage",
+        help="file://DIR (default: the data dir's jobs folder) or s3://BUCKET/PREFIX, whose "
+        "endpoint, region and credentials come from the AWS environment (AWS_ENDPOINT_URL, ...)",
+    )
+    p.add_argument(
+        "--storage-redirect",
+        action="store_true",
+        default=None,
+        help="answer artifact downloads with a 307 to a presigned URL of the object store",
+    )
+
+
 def _migrated(args: argparse.Namespace) -> Settings:
     """The settings the flags give, with the database brought to the current schema first."""
     from service.config import Settings
@@ -69,6 +85,7 @@ def _migrated(args: argparse.Namespace) -> Settings:
 
     given = {"data_dir": args.data_dir, "database_url": args.database_url}
     given |= {"corpora_dir": getattr(args, "corpora_dir", None)}
+    given |= {k: getattr(args, k, None) for k in ("storage", "storage_redirect")}
     settings = Settings(**{k: v for k, v in given.items() if v is not None})
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.url)
@@ -88,7 +105,14 @@ def add_serve_parser(sub: library.Subparsers) -> None:
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--corpora-dir", help="folder of NAME.txt eval texts requests may name")
     sv.add_argument("--no-worker", action="store_true", help="API only; run `tokengraft worker`")
+    sv.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="API processes sharing the listening socket (over 1 needs --no-worker)",
+    )
     _add_database_flags(sv)
+    _add_storage_flags(sv)
     sv.set_defaults(func=cmd_serve)
 
 
@@ -100,17 +124,64 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from service.api.main import create_app
 
+    if args.processes < 1:
+        raise InputError(f"--processes must be at least 1, not {args.processes}")
+    if args.processes > 1 and not args.no_worker:
+        raise InputError(
+            "--processes over 1 needs --no-worker: run the workers as `tokengraft worker`"
+        )
     settings = _public_settings(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    app = create_app(settings, worker=not args.no_worker)
     where = f"http://{args.host}:{args.port} (data in {settings.data_dir})"
-    print(f"tokengraft serving on {where}", file=sys.stderr)
+    print(
+        f"tokengraft serving on {where}; dashboard at http://{args.host}:{args.port}/ui/",
+        file=sys.stderr,
+    )
     # httptools parses HTTP fast; the asyncio loop, unlike uvloop, served 16 pollers without
     # 100-300 ms stragglers (bench/polling.py)
-    uvicorn.run(
-        app, host=args.host, port=args.port, log_level="warning", loop="asyncio", http="httptools"
-    )
+    server = {"host": args.host, "port": args.port, "log_level": "warning"}
+    server |= {"loop": "asyncio", "http": "httptools"}
+    if args.processes == 1:
+        uvicorn.run(create_app(settings, worker=not args.no_worker), **server)
+    else:
+        _serve_processes(settings, args.processes, server)
     return 0
+
+
+def _serve_processes(settings: Settings, processes: int, server: dict) -> None:
+    """uvicorn's supervisor: `processes` children share one listening socket. Each child
+    builds its own app from an import string, so the settings reach it as TOKENGRAFT_*
+    variables, as they reach the embedded worker; SIGTERM to this process stops them all."""
+    import os
+
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    from service.embedded import environment
+
+    sock = listening(server["host"], server["port"])
+    os.environ.update(environment(settings))
+    app = "service.api.main:app_from_environment"
+    config = uvicorn.Config(app, factory=True, workers=processes, **server)
+    Multiprocess(config, sockets=[sock]).run()
+
+
+def listening(host: str, port: int) -> socket.socket:
+    """The socket the API processes share, bound as uvicorn's `workers` binds it but with
+    IPPROTO_TCP: uvicorn leaves proto 0 (its issue #3149), accepted connections inherit it,
+    and asyncio then never sets TCP_NODELAY on them, so a response written in two parts
+    (headers, body) waited ~40 ms for the client's delayed ACK: 330 polls/s instead of
+    thousands (bench/load.py)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise InputError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def _public_settings(args: argparse.Namespace) -> Settings:
@@ -133,6 +204,7 @@ def add_worker_parser(sub: library.Subparsers) -> None:
     w = sub.add_parser("worker", help="run transplant jobs from the database")
     w.add_argument("--corpora-dir", help="folder of NAME.txt eval texts requests may name")
     _add_database_flags(w)
+    _add_storage_flags(w)
     w.set_defaults(func=cmd_worker)
 
 

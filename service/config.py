@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -22,6 +22,7 @@ class Settings(BaseSettings):
     stale_seconds: float = 60.0  # no heartbeat for this long: the job is requeued
     max_attempts: int = 3  # transient failures and lost workers are retried up to this
     poll_seconds: float = 1.0  # idle workers look for jobs this often; SSE polls the events
+    notify: bool = True  # PostgreSQL: idle workers LISTEN and wake when a job is queued
     keepalive_seconds: float = 15.0  # SSE comment lines so proxies keep the stream open
     idempotency_hours: float = 24.0  # an Idempotency-Key is remembered this long
     max_upload_bytes: int = 64 * 2**20  # a tokenizer.json of a 256k vocabulary is ~20 MB
@@ -32,6 +33,9 @@ class Settings(BaseSettings):
     max_request_bytes: int = 2**20  # any other body (a JSON request is a few hundred bytes)
     poll_cache_seconds: float = 0.25  # GET /jobs/{id} reads a job at most this often
     key_cache_seconds: float = 1.0  # a new or revoked API key takes effect within this
+    storage: str | None = None  # artifacts and uploads: file://DIR (default: jobs_dir), s3://B/P
+    storage_redirect: bool = False  # artifact downloads answer 307 to a presigned store URL
+    s3_part_bytes: int = Field(8 * 2**20, ge=5 * 2**20)  # multipart part size (S3: >= 5 MiB)
 
     @field_validator("data_dir", "corpora_dir", "hypernets_dir")
     @classmethod

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .models import Artifact, Job, JobEvent, JobKind, JobStatus, Worker, utcnow
+from .storage import attempt_dir
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class Claim:
     kind: str = JobKind.transplant
 
 
+CHANNEL = "tokengraft_jobs"  # NOTIFY'd when a job is queued; idle workers LISTEN (wakeup.py)
 TERMINAL = [JobStatus.succeeded, JobStatus.failed, JobStatus.canceled]
 
 
@@ -43,6 +45,15 @@ def _event(session: Session, job: Job, kind: str, data: dict) -> None:
 
 def _state(session: Session, job_id: str, status: JobStatus, **data: object) -> None:
     session.add(JobEvent(job_id=job_id, **state(status, **data)))
+    if status == JobStatus.queued:
+        _wake(session, job_id)
+
+
+def _wake(session: Session, job_id: str) -> None:
+    """Tell idle workers a job is queued (`service.wakeup`): PostgreSQL delivers the
+    notification when this transaction commits, and never if it rolls back."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_notify(CHANNEL, job_id)))
 
 
 def state(status: JobStatus, **data: object) -> dict:
@@ -313,6 +324,8 @@ class Queue:
                 return False
             s.add_all(rows)
             s.add(JobEvent(job_id=claim.job_id, **event))
+            if values.get("status") == JobStatus.queued:
+                _wake(s, claim.job_id)
             return True
 
     def cancel_requested(self, claim: Claim) -> tuple[bool, bool]:
@@ -433,3 +446,16 @@ class Queue:
             worker_id=None,
             attempt=Job.attempt - 1,
         )
+
+    # --- storage sweep ------------------------------------------------------------------------
+    def is_live(self, job_id: str, output_dir: str) -> bool:
+        """Whether the storage must keep a job's output folder: the recorded output of a
+        succeeded job, or the folder of a running job's current attempt."""
+        query = select(Job.status, Job.output_dir, Job.attempt).where(Job.id == job_id)
+        with self.reads() as s:
+            row = s.execute(query).first()
+        if row is None:
+            return False
+        if row.status == JobStatus.succeeded:
+            return row.output_dir == output_dir
+        return row.status == JobStatus.running and output_dir == attempt_dir(row.attempt)

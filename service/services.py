@@ -13,7 +13,7 @@ from .config import Settings
 from .db import make_engine, make_read_sessions, make_sessions
 from .keys import Gate
 from .queue import Queue
-from .storage import LocalStorage
+from .storage import Storage, open_storage
 
 
 @dataclass
@@ -22,13 +22,14 @@ class Services:
     engine: Engine
     sessions: sessionmaker[Session]
     queue: Queue
-    storage: LocalStorage
+    storage: Storage
     catalog: Catalog
     gate: Gate
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        storage = open_storage(settings)  # first: a bad --storage fails before any connection
         engine = make_engine(settings.url)
         sessions, reads = make_sessions(engine), make_read_sessions(engine)
         return cls(
@@ -36,7 +37,7 @@ class Services:
             engine,
             sessions,
             Queue(sessions, settings.max_attempts, reads),
-            LocalStorage(settings.jobs_dir),
-            Catalog(settings),
+            storage,
+            Catalog(settings, storage),
             Gate(reads, settings.key_cache_seconds),
         )

@@ -1,9 +1,12 @@
-"""Artifact storage: a folder per job, written by the worker into an attempt folder that only
-appears when complete, and read back by the API in byte ranges.
+"""Artifact storage: a folder per job, written by the worker into an attempt folder that is
+published once complete, and read back by the API in byte ranges.
 
-`Storage` is the interface; `LocalStorage` keeps files on a (possibly shared) filesystem. An
-object store would implement the same methods; `scratch` (a training job's checkpoints, kept
-across attempts) needs a filesystem every worker shares.
+`Storage` is the interface, `open_storage` picks an implementation from the settings:
+`LocalStorage` keeps files on a (possibly shared) filesystem, `S3Storage` (service/s3.py) in an
+S3-compatible object store. Either way an attempt writes into a local folder (`workspace`) and
+`publish` makes it the job's output; nothing lists it until the worker's fenced commit records
+its manifest, and `sweep` removes what no commit will ever list. The uploaded tokenizers and
+texts live in the same store, so that a worker on another machine can fetch them.
 """
 
 from __future__ import annotations
@@ -11,13 +14,24 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import stat
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from hypernet.errors import InputError
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 CHUNK = 1 << 20
+Manifest = list[tuple[str, int, str]]  # (relative path, size, sha256) of each file
+Live = Callable[[str, str], bool]  # (job id, output folder): does a job record or run it?
+ATTEMPT = re.compile(r"\.?(attempt-[0-9]+)(?:\..*\.tmp)?")  # an output, or its temp folder
+BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # S3's rule for bucket names
 
 
 class Changed(OSError):
@@ -32,17 +46,44 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def attempt_dir(attempt: int) -> str:
+    """The output folder of a job's attempt (`workspace` writes it)."""
+    return f"attempt-{attempt}"
+
+
+def job_name(job_id: str) -> str:
+    if not job_id.isalnum():
+        raise ValueError(f"bad job id {job_id!r}")
+    return job_id
+
+
+def output_name(output_dir: str) -> str:
+    if not output_dir.replace("-", "").isalnum():
+        raise ValueError(f"bad output folder {output_dir!r}")
+    return output_dir
+
+
+def file_parts(path: str) -> list[str]:
+    """A file's path inside an output, refused (FileNotFoundError) if any part could leave it."""
+    parts = path.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise FileNotFoundError(path)
+    return parts
+
+
 class Storage(Protocol):
     def workspace(self, job_id: str, attempt: int) -> Path:
-        """Where this attempt writes its checkpoint (must not exist yet); earlier attempts'
-        leftovers, complete or not, are removed first."""
+        """A local folder (must not exist yet) this attempt writes its checkpoint into and
+        evaluates it from; earlier attempts' leftovers, complete or not, are removed first."""
+
+    def publish(self, job_id: str, folder: Path) -> tuple[str, Manifest]:
+        """Make the attempt's finished `folder` its output: the output's name and manifest.
+        Nothing lists it until the worker's fenced commit records that manifest; an attempt
+        that does not commit removes it, and `sweep` what a killed worker left."""
 
     def scratch(self, job_id: str, name: str) -> Path:
-        """A folder of the job's that outlives its attempts (created if absent), so that the
-        next attempt can resume from what a dead worker checkpointed there."""
-
-    def manifest(self, job_id: str, output_dir: str) -> list[tuple[str, int, str]]:
-        """(relative path, size, sha256) of every file of a finished output."""
+        """A local folder of the job's that outlives its attempts (created if absent), so that
+        the next attempt can resume from what a dead worker checkpointed there."""
 
     def check(self, job_id: str, output_dir: str, path: str, size: int) -> None:
         """Raise FileNotFoundError unless the file is there as it was written (a regular file
@@ -58,6 +99,41 @@ class Storage(Protocol):
         """One output (or, without `output_dir`, everything the job has); the job's folder
         goes with its last output."""
 
+    def sweep(self, is_live: Live, older_than: float) -> int:
+        """Remove the attempts' outputs, whole or partial, older than `older_than` seconds
+        that `is_live(job_id, output_dir)` disowns (a killed worker's, a lost commit's, a
+        deleted job's): how many folders, objects and unfinished uploads went."""
+
+    def presign(self, job_id: str, output_dir: str, path: str, seconds: int) -> str | None:
+        """A URL that serves the file without credentials for `seconds`; None where the
+        store cannot make one."""
+
+    def put_upload(self, upload_id: str, files: dict[str, bytes]) -> None:
+        """Keep an upload's files (name -> bytes) where every machine finds them."""
+
+    def fetch_upload(self, upload_id: str, folder: Path) -> None:
+        """Write the upload's files into `folder` (absent), if the store holds them."""
+
+    def remove_upload(self, upload_id: str) -> None:
+        """The upload's files in the store, if any."""
+
+
+def open_storage(settings: Settings) -> Storage:
+    """The store `settings.storage` names: file://DIR (the default: the data dir's jobs folder)
+    or s3://bucket/prefix, whose endpoint, region and credentials boto3 finds itself (AWS_*
+    variables, ~/.aws). InputError for anything else."""
+    url = settings.storage or f"file://{settings.jobs_dir}"
+    scheme, sep, rest = url.partition("://")
+    bucket, _, prefix = rest.partition("/")
+    if sep and scheme == "file" and rest:
+        return LocalStorage(Path(rest).absolute())
+    if sep and scheme == "s3" and BUCKET.fullmatch(bucket):
+        from .s3 import S3Storage  # boto3 is imported where it is used only
+
+        work = settings.data_dir / "work"
+        return S3Storage(bucket, prefix.strip("/"), work, settings.s3_part_bytes)
+    raise InputError(f"storage {url!r} is neither file://DIR nor s3://BUCKET/PREFIX")
+
 
 def _is(path: Path, kind: Callable[[int], bool]) -> None:
     """Raise FileNotFoundError unless `path` itself, not what a symlink there names, is of
@@ -66,33 +142,44 @@ def _is(path: Path, kind: Callable[[int], bool]) -> None:
         raise FileNotFoundError(path.name)
 
 
+def _folders(root: Path) -> list[Path]:
+    """The folders directly in `root` (none if it is absent, or went while being listed)."""
+    try:
+        return [p for p in root.iterdir() if p.is_dir()]
+    except FileNotFoundError:
+        return []
+
+
 class LocalStorage:
+    """Outputs are folders `<root>/<job_id>/attempt-<n>`; uploads stay in the data dir's
+    uploads folder, the store of every process that shares this filesystem."""
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
     def _job(self, job_id: str) -> Path:
-        if not job_id.isalnum():
-            raise ValueError(f"bad job id {job_id!r}")
-        return self.root / job_id
+        return self.root / job_name(job_id)
 
     def _output(self, job_id: str, output_dir: str) -> Path:
-        if not output_dir.replace("-", "").isalnum():
-            raise ValueError(f"bad output folder {output_dir!r}")
-        return self._job(job_id) / output_dir
+        return self._job(job_id) / output_name(output_dir)
 
     def workspace(self, job_id: str, attempt: int) -> Path:
         folder = self._job(job_id)
         if folder.exists():
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
-        return folder / f"attempt-{attempt}"
+        return folder / attempt_dir(attempt)
+
+    def publish(self, job_id: str, folder: Path) -> tuple[str, Manifest]:
+        """The folder is in place already: its name and manifest."""
+        return folder.name, self.manifest(job_id, folder.name)
 
     def scratch(self, job_id: str, name: str) -> Path:
         folder = self._output(job_id, name)
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
-    def manifest(self, job_id: str, output_dir: str) -> list[tuple[str, int, str]]:
+    def manifest(self, job_id: str, output_dir: str) -> Manifest:
         out = self._output(job_id, output_dir)
         files = sorted(p for p in out.rglob("*") if p.is_file())
         return [(p.relative_to(out).as_posix(), p.stat().st_size, sha256_file(p)) for p in files]
@@ -100,9 +187,7 @@ class LocalStorage:
     def file(self, job_id: str, output_dir: str, path: str) -> Path:
         """The file, if it is a regular file inside the output and no part of its path below
         the job's folder is a symlink (which could name anything on the server)."""
-        parts = path.split("/")
-        if any(part in ("", ".", "..") for part in parts):
-            raise FileNotFoundError(path)
+        parts = file_parts(path)
         folder = self._output(job_id, output_dir)
         _is(folder, stat.S_ISDIR)
         for part in parts[:-1]:
@@ -143,3 +228,39 @@ class LocalStorage:
         shutil.rmtree(self._output(job_id, output_dir), ignore_errors=True)
         with contextlib.suppress(OSError):  # other outputs remain, or it is gone already
             self._job(job_id).rmdir()
+
+    def sweep(self, is_live: Live, older_than: float) -> int:
+        """Attempt folders (and the temp folders of unfinished ones) by their age on disk; a
+        job's folder goes once empty. Scratch folders are the job's own to remove."""
+        cutoff, removed = time.time() - older_than, 0
+        for job in _folders(self.root):
+            old = _older(job, cutoff)  # before removing inside it touches it
+            for entry in _folders(job):
+                match = ATTEMPT.fullmatch(entry.name)
+                if match and _older(entry, cutoff) and not is_live(job.name, match[1]):
+                    shutil.rmtree(entry, ignore_errors=True)
+                    removed += 1
+            if old:
+                with contextlib.suppress(OSError):  # not empty: outputs or scratch remain
+                    job.rmdir()
+        return removed
+
+    def presign(self, job_id: str, output_dir: str, path: str, seconds: int) -> None:
+        """None: the API sends local files itself."""
+
+    def put_upload(self, upload_id: str, files: dict[str, bytes]) -> None:
+        """Nothing: the uploads folder that `uploads.save` wrote is this store's."""
+
+    def fetch_upload(self, upload_id: str, folder: Path) -> None:
+        """Nothing: an upload that is not in the uploads folder does not exist."""
+
+    def remove_upload(self, upload_id: str) -> None:
+        """Nothing: `uploads.remove` removes the folder."""
+
+
+def _older(path: Path, cutoff: float) -> bool:
+    """Whether `path` was last modified before `cutoff` (a time.time()); False once gone."""
+    try:
+        return path.lstat().st_mtime < cutoff
+    except FileNotFoundError:
+        return False

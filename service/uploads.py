@@ -1,6 +1,7 @@
 """Uploaded tokenizers and evaluation texts: checked before they are kept, written to a temp
-folder renamed into place and only then recorded; removed only while no unfinished job names
-them.
+folder renamed into place (and to the object store, where the storage is one) and only then
+recorded; removed only while no unfinished job names them. A machine that lacks an upload's
+folder fetches it from the store (`Catalog`).
 
 A tokenizer is a bare tokenizer.json or a tar of a tokenizer folder (`archive` bounds what it
 unpacks to). Its vocabulary is counted from the JSON before the tokenizers library builds it (a
@@ -10,6 +11,7 @@ panics are a 422, and so is a tokenizer whose ids are not 0..N-1 once each.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -203,9 +205,12 @@ def save(
         vocab_size=vocab,
     )
     try:
+        services.storage.put_upload(upload_id, files)  # before the row: no row without files
         with services.sessions.begin() as s:
             s.add(row)
     except BaseException:
+        with contextlib.suppress(Exception):  # the error that matters is the one raised
+            services.storage.remove_upload(upload_id)
         shutil.rmtree(root / upload_id, ignore_errors=True)
         raise
     return row
@@ -231,6 +236,7 @@ def remove(services: Services, kind: str, upload_id: str) -> None:
     if folder.is_dir():
         folder.rename(doomed)
     shutil.rmtree(doomed, ignore_errors=True)
+    services.storage.remove_upload(upload_id)
 
 
 def _kind(services: Services, upload_id: str) -> str | None:

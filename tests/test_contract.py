@@ -42,16 +42,32 @@ def test_every_error_response_is_documented_as_problem_json() -> None:
 def test_compose_file_has_the_deployment() -> None:
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"postgres", "migrate", "api", "worker"}
-    assert services["postgres"]["healthcheck"]["test"]
+    assert set(services) == {"postgres", "seaweedfs", "migrate", "bucket", "api", "worker"}
+    for store in ("postgres", "seaweedfs"):
+        assert services[store]["healthcheck"]["test"]
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert services["bucket"]["depends_on"]["seaweedfs"]["condition"] == "service_healthy"
     for name in ("api", "worker"):
-        assert services[name]["depends_on"]["migrate"]["condition"] == (
-            "service_completed_successfully"
-        )
-        assert "artifacts:/data" in services[name]["volumes"]
+        for one_shot in ("migrate", "bucket"):
+            assert services[name]["depends_on"][one_shot]["condition"] == (
+                "service_completed_successfully"
+            )
+        command = services[name]["command"]
+        assert command[command.index("--storage") + 1] == "s3://tokengraft/artifacts"
+        assert services[name]["environment"]["AWS_ENDPOINT_URL"] == "http://seaweedfs:8333"
     gpu = services["worker"]["deploy"]["resources"]["reservations"]["devices"][0]
     assert gpu["capabilities"] == ["gpu"]
+
+
+def test_compose_workers_mount_no_shared_volume() -> None:
+    """Workers on other machines share nothing but the database and the store."""
+    services = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
+
+    def volumes(name: str) -> set[str]:
+        return {v.split(":")[0] for v in services[name].get("volumes", [])}
+
+    others = set().union(*(volumes(name) for name in services if name != "worker"))
+    assert volumes("worker") and not volumes("worker") & others
 
 
 def test_compose_config_passes() -> None:

@@ -63,11 +63,14 @@ def tokengraft(*args: str, settings: Settings, log: Path) -> subprocess.Popen:
 
 
 class Server:
-    def __init__(self, settings: Settings, tmp: Path, worker: bool) -> None:
+    def __init__(
+        self, settings: Settings, tmp: Path, worker: bool, extra: tuple[str, ...] = ()
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp / "serve.log"
         args = ["serve", "--port", str(self.port)] + ([] if worker else ["--no-worker"])
+        args += list(extra)
         self.process = tokengraft(*args, settings=settings, log=self.log)
         self.http = httpx.Client(base_url=self.url, timeout=30)
         deadline = time.monotonic() + 60
@@ -311,3 +314,79 @@ def test_worker_processes_share_postgresql(settings: Settings, tmp_path: Path) -
         f"12 jobs on 3 worker processes in {elapsed:.1f} s; jobs per worker: "
         f"{sorted(runners.count(w) for w in set(runners))}"
     )
+
+
+def children(pid: int) -> set[int]:
+    """The direct children of a process, from /proc (every thread's list)."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found |= {int(c) for c in (task / "children").read_text().split()}
+    return found
+
+
+def served_connections(pid: int, port: int) -> int:
+    """Established TCP connections to `port` that process `pid` holds: requests it accepted."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port, state, inode = int(fields[1].rsplit(":", 1)[1], 16), fields[3], fields[9]
+            count += local_port == port and state == "01" and inode in inodes  # 01: ESTABLISHED
+    return count
+
+
+def test_serve_processes_share_the_socket_and_stop_together(
+    settings: Settings, tmp_path: Path
+) -> None:
+    api = Server(settings, tmp_path, worker=False, extra=("--processes", "2"))
+    try:
+        body = {"model": "tiny", "tokenizer": "sp", "method": "subword"}
+        job_id = api.http.post("/transplant", json=body).json()["id"]
+        processes = children(api.process.pid)
+        # Keep-alive connections stay with the process that accepted them: open rounds of them
+        # until two processes hold some (the kernel wakes both on the shared socket; the
+        # second may still be starting when the first answers).
+        serving: set[int] = set()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            clients = [httpx.Client(base_url=api.url) for _ in range(8)]
+            try:
+                for client in clients:
+                    assert client.get(f"/jobs/{job_id}").json()["status"] == "queued"
+                serving |= {p for p in processes if served_connections(p, api.port)}
+            finally:
+                for client in clients:
+                    client.close()
+            if len(serving) >= 2:
+                break
+        assert len(serving) == 2, (processes, serving, api.log.read_text())
+    finally:
+        api.stop()
+    assert api.process.returncode == 0, api.log.read_text()
+    # the API processes are joined before the parent exits; multiprocessing's resource
+    # tracker (a child too) ends when it sees the parent's end of its pipe close
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in processes - serving):
+        assert time.monotonic() < deadline, f"outlived SIGTERM: {processes - serving}"
+        time.sleep(0.1)
+    for pid in serving:
+        assert not Path(f"/proc/{pid}").exists(), f"API process {pid} outlived SIGTERM"
+
+
+def test_serve_processes_need_no_worker(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.cli import main
+
+    data = ["--data-dir", str(settings.data_dir), "--database-url", settings.url]
+    assert main(["serve", "--processes", "2", *data]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "--no-worker" in error, error

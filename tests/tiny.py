@@ -188,15 +188,20 @@ def gemma3_like(vocab_size: int = 300, text: list[str] = TEXT) -> PreTrainedToke
 
 
 def model_dir(
-    path: Path, tokenizer: PreTrainedTokenizerFast, tied: bool = True, extra_rows: int = 0
+    path: Path,
+    tokenizer: PreTrainedTokenizerFast,
+    tied: bool = True,
+    extra_rows: int = 0,
+    intermediate_size: int = 64,
 ) -> Path:
     """A tiny Llama saved as safetensors with its tokenizer; `extra_rows` pads the embeddings
-    beyond the tokenizer, as many real checkpoints do."""
+    beyond the tokenizer, as many real checkpoints do; a large `intermediate_size` makes a
+    checkpoint of many MB that is still fast to transplant (768 bytes per unit)."""
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=len(tokenizer) + extra_rows,
         hidden_size=32,
-        intermediate_size=64,
+        intermediate_size=intermediate_size,
         num_hidden_layers=2,
         num_attention_heads=2,
         num_key_value_heads=2,

@@ -1,5 +1,6 @@
 """The FastAPI application: `create_app(settings)`; with `worker=True` (the embedded default)
-a worker process runs beside the API."""
+a worker process runs beside the API. `app_from_environment` is the factory each of several
+API processes (`tokengraft serve --processes N`) imports."""
 
 from __future__ import annotations
 
@@ -69,3 +70,9 @@ def create_app(settings: Settings | None = None, worker: bool = False) -> FastAP
     ui.mount(app)
     logging.getLogger("tokengraft").setLevel(logging.INFO)
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The API alone, its settings read from the TOKENGRAFT_* environment: what uvicorn's
+    worker processes build, since a child of its supervisor can only import an app by name."""
+    return create_app(Settings(), worker=False)

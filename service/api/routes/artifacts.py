@@ -1,15 +1,19 @@
-"""A succeeded job's files: the manifest, each file (a FileResponse: Range, If-Range, HEAD) with
-its sha256 as a strong ETag, and the whole checkpoint as a tar streamed file by file (never
-built first).
+"""A succeeded job's files: the manifest, each file (Range, If-Range, HEAD) with its sha256 as a
+strong ETag, and the whole checkpoint as a tar streamed file by file (never built first).
+
+A local file goes out as a FileResponse; a file in an object store is streamed through with
+the same status codes and headers, or, with `storage_redirect` on, answered by a 307 to a
+presigned URL of the store's, which serves Range itself.
 
 A file is served only as it was recorded: a regular file inside the job's folder (no symlink
-on the way) of the recorded size, checked before the response starts, since a body that breaks
-after its headers went out looks like a network fault to the client.
+on the way) or an object of the recorded size, checked before the response starts, since a
+body that breaks after its headers went out looks like a network fault to the client.
 """
 
 from __future__ import annotations
 
 import logging
+import mimetypes
 import os
 import re
 import tarfile
@@ -17,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Header, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -26,7 +30,7 @@ from ...models import Artifact, Job, JobKind, JobStatus
 from ...problems import ProblemError
 from ...schemas import FileOut, Manifest
 from ...services import Services
-from ...storage import Changed
+from ...storage import Changed, LocalStorage
 from ..deps import Authorized, ServicesDep
 from ..views import not_modified
 from .jobs import NOT_FOUND, find
@@ -35,6 +39,7 @@ router = APIRouter(dependencies=[Authorized], tags=["artifacts"])
 log = logging.getLogger("tokengraft.api")
 RANGE = re.compile(r"(?i:bytes)=([0-9]*)-([0-9]*)")  # a range unit is case-insensitive
 BLOCK = 512
+PRESIGNED_SECONDS = 15 * 60  # a redirect's URL works this long: enough to start a download
 Span = tuple[int, int]  # [start, end) of a file
 
 
@@ -62,12 +67,17 @@ def _files(services: Services, job_id: str) -> tuple[Job, list[Artifact]]:
     return job, services.queue.artifacts(job_id)
 
 
-def _checked(services: Services, job: Job, f: Artifact) -> tuple[Path, os.stat_result]:
-    """The file as recorded and its stat, or a problem before any byte is sent (and a warning:
-    someone or something changed the store behind the service)."""
+def _checked(services: Services, job: Job, f: Artifact) -> tuple[Path, os.stat_result] | None:
+    """The file as recorded and its stat (None: it is in an object store, and there), or a
+    problem before any byte is sent (and a warning: someone or something changed the store
+    behind the service)."""
     assert job.output_dir is not None
+    storage = services.storage
     try:
-        return services.storage.local(job.id, job.output_dir, f.path, f.size)
+        if isinstance(storage, LocalStorage):  # the one place a local file matters
+            return storage.local(job.id, job.output_dir, f.path, f.size)
+        storage.check(job.id, job.output_dir, f.path, f.size)
+        return None
     except Changed:
         log.warning(
             "job %s: file %r refused: its size is not the recorded %d bytes", job.id, f.path, f.size
@@ -155,10 +165,43 @@ class _File(FileResponse):
         await super().__call__({**scope, "headers": headers}, receive, send)
 
 
+def _streamed(services: Services, job: Job, f: Artifact, tag: str, span: Span | None) -> Response:
+    """A file of an object store, read through: what `_File` would send for it."""
+    assert job.output_dir is not None
+    start, end = span or (0, f.size)
+    headers = {"ETag": tag, "Accept-Ranges": "bytes", "Content-Length": str(end - start)}
+    if span is not None:
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{f.size}"
+    status = 206 if span is not None else 200
+    media = mimetypes.guess_type(f.path)[0] or "application/octet-stream"
+    body = services.storage.read(job.id, job.output_dir, f.path, start, end)
+    return StreamingResponse(body, status, headers, media)
+
+
+class _Head(Response):
+    """A HEAD's answer: the headers a GET would get, with no body (and no read of one)."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(status_code=response.status_code)
+        self.raw_headers = response.raw_headers
+
+
+def _redirect(services: Services, job: Job, f: Artifact, tag: str) -> Response | None:
+    """A 307 to the store's presigned URL, where that is opted into and the store makes one."""
+    if not services.settings.storage_redirect:
+        return None
+    assert job.output_dir is not None
+    url = services.storage.presign(job.id, job.output_dir, f.path, PRESIGNED_SECONDS)
+    if url is None:
+        return None
+    return Response(status_code=307, headers={"Location": url, "ETag": tag})
+
+
 FILE_RESPONSES: dict = {
     200: {"content": {"application/octet-stream": {}}},
     206: {},
     304: {},
+    307: {"description": "Redirect to a presigned URL of the object store (storage_redirect)"},
     409: {},
     416: {},
     **NOT_FOUND,
@@ -170,6 +213,7 @@ FILE_RESPONSES: dict = {
 @router.head("/jobs/{job_id}/artifacts/{path:path}", response_class=FileResponse,
              responses=FILE_RESPONSES, operation_id="head_artifact")  # fmt: skip
 async def artifact(
+    request: Request,
     job_id: str,
     path: str,
     services: ServicesDep,
@@ -181,14 +225,20 @@ async def artifact(
     entry = next((f for f in files if f.path == path), None)  # only manifest paths exist
     if entry is None:
         raise ProblemError(404, f"job {job_id} has no file {path!r}", "/problems/not-found")
-    file, info = await run_in_threadpool(_checked, services, job, entry)
     tag = f'"{entry.sha256}"'
+    redirect = await run_in_threadpool(_redirect, services, job, entry, tag)
+    local = None if redirect else await run_in_threadpool(_checked, services, job, entry)
     if not_modified(if_none_match, tag):
         return Response(status_code=304, headers={"ETag": tag, "Accept-Ranges": "bytes"})
+    if redirect is not None:
+        return redirect
     span = None
     if range is not None and (if_range is None or if_range.strip() == tag):
         span = _range(range, entry.size)
-    return _File(file, info, tag, span)
+    if local is not None:
+        return _File(*local, tag, span)
+    response = _streamed(services, job, entry, tag, span)
+    return _Head(response) if request.method == "HEAD" else response
 
 
 def _tar(job: Job, files: list[Artifact]) -> tuple[list[tuple[bytes, Artifact]], int]:

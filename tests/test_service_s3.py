@@ -1,0 +1,436 @@
+"""Artifacts and uploads in an S3-compatible object store, against a real S3 server (SeaweedFS,
+the `s3_endpoint` and `bucket` fixtures): S3Storage itself (publish, ranged reads, removal,
+sweep, presigned URLs), then the API and the worker over it, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+import types
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from test_service_api import REQUEST, assert_problem, run_next, submit
+
+from hypernet.errors import InputError
+from service import cli, worker
+from service.api.main import create_app
+from service.catalog import Catalog
+from service.config import Settings
+from service.embedded import environment
+from service.models import JobStatus
+from service.s3 import S3Storage
+from service.services import Services
+from service.storage import Changed, LocalStorage, open_storage
+
+MiB = 2**20
+
+
+def s3():  # noqa: ANN201 (a boto3 S3 client)
+    """A client on the AWS environment as it is now (boto3's default session caches it)."""
+    return boto3.session.Session().client("s3")
+
+
+PREFIX = "tg"
+JOB, OTHER = "a" * 32, "b" * 32
+
+
+@pytest.fixture
+def store(bucket: str, tmp_path: Path) -> S3Storage:
+    """S3Storage on a fresh bucket, with the smallest part size S3 allows."""
+    return S3Storage(bucket, PREFIX, tmp_path / "work", part_bytes=5 * MiB)
+
+
+def keys(bucket: str, prefix: str = "") -> list[str]:
+    found = s3().list_objects_v2(Bucket=bucket, Prefix=prefix)
+    return sorted(o["Key"] for o in found.get("Contents", []))
+
+
+def body(bucket: str, key: str, span: str | None = None) -> bytes:
+    extra = {"Range": span} if span else {}
+    return s3().get_object(Bucket=bucket, Key=key, **extra)["Body"].read()
+
+
+def unfinished(bucket: str) -> list[str]:
+    return [u["Key"] for u in s3().list_multipart_uploads(Bucket=bucket).get(
+        "Uploads", []
+    )]  # fmt: skip
+
+
+def write(folder: Path, files: dict[str, bytes]) -> Path:
+    for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    return folder
+
+
+def published(store: S3Storage, job_id: str, attempt: int, files: dict[str, bytes]) -> str:
+    out = store.work.workspace(job_id, attempt)  # as `workspace`, without clearing the bucket
+    return store.publish(job_id, write(out, files))[0]
+
+
+BIG = os.urandom(12 * MiB + 7)  # three parts of 5 MiB at most
+FILES = {"model.safetensors": BIG, "sub/config.json": b'{"a": 1}', "empty.txt": b""}
+
+
+# --- S3Storage -------------------------------------------------------------------------------
+def test_publish_streams_each_file_to_its_attempt_prefix_with_its_sha256(
+    store: S3Storage, bucket: str
+) -> None:
+    out = write(store.workspace(JOB, 2), FILES)
+    assert out.parent.parent == store.work.root  # a local folder, under the work folder
+    output_dir, manifest = store.publish(JOB, out)
+    assert output_dir == "attempt-2"
+    expected = [(p, len(d), hashlib.sha256(d).hexdigest()) for p, d in sorted(FILES.items())]
+    assert manifest == expected
+    prefix = f"{PREFIX}/jobs/{JOB}/attempt-2/"
+    assert keys(bucket) == sorted(prefix + p for p in FILES)
+    for path, _, sha in manifest:
+        head = s3().head_object(Bucket=bucket, Key=prefix + path)
+        assert head["Metadata"]["sha256"] == sha
+        assert hashlib.sha256(body(bucket, prefix + path)).hexdigest() == sha
+    big = s3().head_object(Bucket=bucket, Key=prefix + "model.safetensors")
+    assert big["ETag"].endswith('-3"')  # a multipart upload of three parts
+    config = s3().head_object(Bucket=bucket, Key=prefix + "sub/config.json")
+    assert config["ContentType"] == "application/json"  # as the API would serve it
+    assert not out.exists() and not (store.work.root / JOB).exists()  # no local copy stays
+
+
+def test_a_file_that_changes_while_it_is_uploaded_is_refused(
+    store: S3Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = write(store.workspace(JOB, 1), {"model.safetensors": BIG})
+    hashed = []
+
+    def hash_then_change(path: Path) -> str:
+        hashed.append(path)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        path.write_bytes(b"changed" + BIG[7:])
+        return digest
+
+    monkeypatch.setattr("service.s3.sha256_file", hash_then_change)
+    with pytest.raises(Changed, match="changed while it was uploaded"):
+        store.publish(JOB, out)
+    assert hashed == [out / "model.safetensors"]
+
+
+def test_read_gives_byte_ranges_and_check_the_recorded_size(store: S3Storage) -> None:
+    out = published(store, JOB, 1, FILES)
+    read = b"".join(store.read(JOB, out, "model.safetensors", 0, len(BIG)))
+    assert read == BIG
+    for start, end in ((0, 1), (5 * MiB - 3, 5 * MiB + 3), (len(BIG) - 10, len(BIG))):
+        assert b"".join(store.read(JOB, out, "model.safetensors", start, end)) == BIG[start:end]
+    assert b"".join(store.read(JOB, out, "empty.txt", 0, 0)) == b""
+    store.check(JOB, out, "sub/config.json", 8)
+    with pytest.raises(Changed):
+        store.check(JOB, out, "sub/config.json", 9)
+    for missing in ("nope.txt", "sub/../sub/config.json", "../attempt-1/empty.txt"):
+        with pytest.raises(FileNotFoundError):
+            store.check(JOB, out, missing, 8)
+
+
+def test_remove_takes_an_output_or_the_whole_job_and_its_unfinished_uploads(
+    store: S3Storage, bucket: str
+) -> None:
+    first = published(store, JOB, 1, {"a.txt": b"one"})
+    published(store, JOB, 2, {"a.txt": b"two"})
+    published(store, OTHER, 1, {"a.txt": b"other"})
+    client = s3()
+    client.create_multipart_upload(Bucket=bucket, Key=f"{PREFIX}/jobs/{JOB}/attempt-3/big")
+    store.remove(JOB, first)
+    assert keys(bucket, f"{PREFIX}/jobs/{JOB}/") == [f"{PREFIX}/jobs/{JOB}/attempt-2/a.txt"]
+    assert unfinished(bucket) == [f"{PREFIX}/jobs/{JOB}/attempt-3/big"]
+    store.remove(JOB)
+    assert keys(bucket) == [f"{PREFIX}/jobs/{OTHER}/attempt-1/a.txt"] and unfinished(bucket) == []
+    store.remove(JOB)  # again: nothing left to remove
+
+
+def test_a_new_attempt_clears_what_earlier_ones_left(store: S3Storage, bucket: str) -> None:
+    published(store, JOB, 1, {"a.txt": b"one"})
+    s3().create_multipart_upload(Bucket=bucket, Key=f"{PREFIX}/jobs/{JOB}/x/y")
+    out = store.workspace(JOB, 2)
+    assert keys(bucket) == [] and unfinished(bucket) == [] and not out.exists()
+
+
+def test_sweep_removes_what_no_job_records_or_runs_once_old_enough(
+    store: S3Storage, bucket: str
+) -> None:
+    live = {(JOB, "attempt-2")}
+    published(store, JOB, 1, {"a.txt": b"dead attempt"})
+    published(store, JOB, 2, {"a.txt": b"the recorded output"})
+    published(store, OTHER, 1, {"a.txt": b"a deleted job's"})
+    client = s3()
+    for key in (f"jobs/{JOB}/attempt-2/late", f"jobs/{OTHER}/attempt-1/big"):
+        client.create_multipart_upload(Bucket=bucket, Key=f"{PREFIX}/{key}")
+    write(store.work.workspace(OTHER, 3), {"half.bin": b"a killed worker's local folder"})
+    asked = []
+
+    def is_live(job_id: str, output_dir: str) -> bool:
+        asked.append((job_id, output_dir))
+        return (job_id, output_dir) in live
+
+    assert store.sweep(is_live, older_than=3600) == 0  # all too young
+    assert len(keys(bucket)) == 3 and len(unfinished(bucket)) == 2
+    asked.clear()
+    assert store.sweep(is_live, older_than=0) == 4  # 2 objects, 1 upload, 1 local folder
+    assert keys(bucket) == [f"{PREFIX}/jobs/{JOB}/attempt-2/a.txt"]
+    assert unfinished(bucket) == [f"{PREFIX}/jobs/{JOB}/attempt-2/late"]
+    assert not (store.work.root / OTHER).exists()
+    assert len(asked) == len(set(asked))  # each output asked about once (and the local one)
+
+
+def test_the_local_store_sweeps_attempt_folders_the_same_way(tmp_path: Path) -> None:
+    local = LocalStorage(tmp_path / "jobs")
+    write(local.workspace(JOB, 2), {"a.txt": b"kept"})
+    (local.root / JOB / ".attempt-1.x1y2.tmp").mkdir()  # a killed attempt's temp folder
+    local.scratch(JOB, "train")
+    write(local.workspace(OTHER, 1), {"a.txt": b"gone"})
+    assert local.sweep(lambda j, o: (j, o) == (JOB, "attempt-2"), older_than=3600) == 0
+    assert local.sweep(lambda j, o: (j, o) == (JOB, "attempt-2"), older_than=0) == 2
+    assert sorted(p.name for p in (local.root / JOB).iterdir()) == ["attempt-2", "train"]
+    assert not (local.root / OTHER).exists()
+
+
+def test_presigned_urls_serve_the_file_and_its_ranges(store: S3Storage) -> None:
+    out = published(store, JOB, 1, FILES)
+    url = store.presign(JOB, out, "model.safetensors", 60)
+    assert "X-Amz-Signature=" in url  # SigV4
+    assert httpx.get(url).content == BIG
+    part = httpx.get(url, headers={"Range": "bytes=100-199"})
+    assert part.status_code == 206 and part.content == BIG[100:200]
+    assert LocalStorage(Path("unused")).presign(JOB, out, "a", 60) is None
+
+
+def test_storage_flags_reach_the_settings_and_a_bad_url_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    for url in ("s3://", "s3://Bad_Bucket/x", "ftp://host/x", "file://"):
+        assert cli.main(["worker", "--storage", url, "--data-dir", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"storage {url!r}" in err, err
+    for command in ("serve", "worker"):
+        args = cli.parser().parse_args(
+            [command, "--storage", "s3://b-1/p", "--storage-redirect", "--data-dir", str(tmp_path)]
+        )
+        given = cli._migrated(args)
+        assert (given.storage, given.storage_redirect) == ("s3://b-1/p", True)
+        passed = environment(given)  # to the embedded worker, and the API's processes
+        assert (passed["TOKENGRAFT_STORAGE"], passed["TOKENGRAFT_STORAGE_REDIRECT"]) == (
+            "s3://b-1/p",
+            "True",
+        )
+    settings = Settings(data_dir=tmp_path, storage="s3://my-bucket//deep/prefix/")
+    assert (open_storage(settings).bucket, open_storage(settings).prefix) == (
+        "my-bucket",
+        "deep/prefix",
+    )
+
+
+# --- the service over S3 ---------------------------------------------------------------------
+@pytest.fixture
+def s3_settings(settings: Settings, bucket: str) -> Settings:
+    """The test settings with storage in the bucket, under the prefix "tg"."""
+    return settings.model_copy(update={"storage": f"s3://{bucket}/{PREFIX}"})
+
+
+@pytest.fixture
+def s3_services(s3_settings: Settings) -> Iterator[Services]:
+    """The service's objects on `s3_settings`, as a worker process holds them."""
+    built = Services.build(s3_settings)
+    yield built
+    built.engine.dispose()
+
+
+@pytest.fixture
+def s3_client(s3_settings: Settings) -> Iterator[TestClient]:
+    """The API in-process on `s3_settings` (jobs run with `run_next`)."""
+    with TestClient(create_app(s3_settings)) as c:
+        yield c
+
+
+def test_artifacts_are_served_from_the_bucket(
+    s3_client: TestClient, s3_services: Services, bucket: str
+) -> None:
+    client = s3_client
+    job = submit(client)
+    assert run_next(s3_services) == JobStatus.succeeded
+    base = f"/jobs/{job['id']}/artifacts"
+    files = client.get(base).json()["files"]
+    prefix = f"{PREFIX}/jobs/{job['id']}/attempt-1/"
+    assert sorted(prefix + f["path"] for f in files) == keys(bucket)  # nothing more, or less
+    for f in files:
+        data = body(bucket, prefix + f["path"])
+        assert (len(data), hashlib.sha256(data).hexdigest()) == (f["size"], f["sha256"])
+    assert not (s3_services.settings.data_dir / "work" / job["id"]).exists()
+    entry = max(files, key=lambda f: f["size"])
+    url, size, tag = f"{base}/{entry['path']}", entry["size"], f'"{entry["sha256"]}"'
+
+    whole = client.get(url)
+    assert whole.status_code == 200 and whole.headers["etag"] == tag
+    assert whole.headers["accept-ranges"] == "bytes"
+    assert whole.headers["content-length"] == str(size)
+    assert hashlib.sha256(whole.content).hexdigest() == entry["sha256"]
+    part = client.get(url, headers={"Range": "bytes=100-1099"})
+    assert part.status_code == 206 and part.headers["content-range"] == f"bytes 100-1099/{size}"
+    assert part.content == body(bucket, prefix + entry["path"], "bytes=100-1099")
+    tail = client.get(url, headers={"Range": "bytes=-5"})
+    assert tail.status_code == 206 and tail.content == whole.content[-5:]
+    beyond = client.get(url, headers={"Range": f"bytes={size}-"})
+    assert_problem(beyond, 416)
+    assert beyond.headers["content-range"] == f"bytes */{size}"
+    stale = client.get(url, headers={"Range": "bytes=0-9", "If-Range": '"deadbeef"'})
+    assert stale.status_code == 200 and stale.content == whole.content
+    fresh = client.get(url, headers={"Range": "bytes=0-9", "If-Range": tag})
+    assert fresh.status_code == 206 and fresh.content == whole.content[:10]
+    head = client.head(url, headers={"Range": "bytes=10-19"})
+    assert head.status_code == 206 and head.headers["content-range"] == f"bytes 10-19/{size}"
+    assert head.headers["content-length"] == "10" and not head.content
+    assert client.head(url).headers["content-length"] == str(size)
+    cached = client.get(url, headers={"If-None-Match": tag})
+    assert cached.status_code == 304 and cached.headers["etag"] == tag and not cached.content
+    tar = client.get(f"/jobs/{job['id']}/checkpoint.tar")
+    with tarfile.open(fileobj=io.BytesIO(tar.content)) as archive:
+        got = {m.name: archive.extractfile(m).read() for m in archive.getmembers()}
+    assert got[f"{job['id']}/{entry['path']}"] == whole.content
+
+    s3().delete_object(Bucket=bucket, Key=prefix + entry["path"])
+    assert_problem(client.get(url), 404)  # checked before any byte is sent
+    assert client.delete(f"/jobs/{job['id']}").status_code == 204
+    assert keys(bucket) == []
+
+
+def test_storage_redirect_answers_307_to_a_presigned_url(settings: Settings, bucket: str) -> None:
+    redirecting = settings.model_copy(
+        update={"storage": f"s3://{bucket}/{PREFIX}", "storage_redirect": True}
+    )
+    services = Services.build(redirecting)
+    try:
+        with TestClient(create_app(redirecting)) as client:
+            job = submit(client)
+            run_next(services)
+            files = client.get(f"/jobs/{job['id']}/artifacts").json()["files"]
+            entry = max(files, key=lambda f: f["size"])
+            url = f"/jobs/{job['id']}/artifacts/{entry['path']}"
+            moved = client.get(url, follow_redirects=False)
+            tag = f'"{entry["sha256"]}"'
+            cached = client.get(url, headers={"If-None-Match": tag}, follow_redirects=False)
+    finally:
+        services.engine.dispose()
+    assert moved.status_code == 307 and moved.headers["etag"] == tag
+    assert cached.status_code == 304
+    location = moved.headers["location"]
+    assert location.startswith(os.environ["AWS_ENDPOINT_URL"]) and "X-Amz-Expires=900" in location
+    data = httpx.get(location).content
+    assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+    part = httpx.get(location, headers={"Range": "bytes=3-12"})
+    assert part.status_code == 206 and part.content == data[3:13]
+
+
+def test_uploads_go_to_the_bucket_and_a_worker_without_them_fetches_them(
+    s3_client: TestClient, s3_settings: Settings, bucket: str, tmp_path: Path
+) -> None:
+    client = s3_client
+    tok = (s3_settings.tokenizers_dir / "sp" / "tokenizer.json").read_bytes()
+    tok_id = client.post("/tokenizers", files={"file": ("t.json", tok)}).json()["id"]
+    text_id = client.post("/texts", files={"file": ("e.txt", b"Der Fuchs.\n" * 20)}).json()["id"]
+    assert keys(bucket, f"{PREFIX}/uploads/") == sorted(
+        [f"{PREFIX}/uploads/{tok_id}/tokenizer.json", f"{PREFIX}/uploads/{text_id}/text.txt"]
+    )
+    assert body(bucket, f"{PREFIX}/uploads/{tok_id}/tokenizer.json") == tok
+
+    # another machine: its own data dir, with the model store only; the database and bucket
+    elsewhere = s3_settings.model_copy(update={"data_dir": tmp_path / "elsewhere"})
+    (elsewhere.models_dir).parent.mkdir(parents=True)
+    os.symlink(s3_settings.models_dir, elsewhere.models_dir)
+    services = Services.build(elsewhere)
+    try:
+        job = submit(client, {**REQUEST, "tokenizer": tok_id, "eval_text": text_id})
+        assert run_next(services) == JobStatus.succeeded
+    finally:
+        services.engine.dispose()
+    assert (elsewhere.uploads_dir / tok_id / "tokenizer.json").read_bytes() == tok
+    assert (elsewhere.uploads_dir / text_id / "text.txt").read_bytes() == b"Der Fuchs.\n" * 20
+    assert sorted(p.name for p in elsewhere.uploads_dir.iterdir()) == sorted([tok_id, text_id])
+    done = client.get(f"/jobs/{job['id']}").json()
+    assert done["result"]["report"]["eval"]["text"] == text_id
+
+    assert client.delete(f"/tokenizers/{tok_id}").status_code == 204
+    assert keys(bucket, f"{PREFIX}/uploads/{tok_id}/") == []
+    third = s3_settings.model_copy(update={"data_dir": tmp_path / "third"})
+    fresh = Catalog(third, open_storage(third))
+    assert fresh.text(text_id) == third.uploads_dir / text_id / "text.txt"
+    with pytest.raises(InputError, match="not found"):
+        fresh.tokenizer(tok_id)
+
+
+def test_an_upload_whose_row_fails_leaves_nothing_in_the_bucket(
+    s3_client: TestClient, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse() -> None:
+        raise RuntimeError("database went away")
+
+    services = s3_client.app.state.services
+    put, kept = services.storage.put_upload, []
+
+    def put_and_look(upload_id: str, files: dict[str, bytes]) -> None:
+        put(upload_id, files)
+        kept.extend(keys(bucket))
+
+    monkeypatch.setattr(services.storage, "put_upload", put_and_look)
+    monkeypatch.setattr(services, "sessions", types.SimpleNamespace(begin=refuse))
+    with pytest.raises(RuntimeError, match="database went away"):
+        s3_client.post("/texts", files={"file": ("e.txt", b"Der Fuchs.\n" * 20)})
+    assert len(kept) == 1 and kept[0].endswith("/text.txt")  # it was there before the row
+    assert keys(bucket) == [] and not any(services.settings.uploads_dir.iterdir())
+
+
+def test_an_attempt_that_does_not_commit_leaves_nothing(
+    s3_client: TestClient, s3_services: Services, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = submit(s3_client)
+    monkeypatch.setattr(s3_services.queue, "succeed", lambda *a: False)  # fenced off
+    assert run_next(s3_services) is None
+    assert keys(bucket) == [] and unfinished(bucket) == []
+    assert not (s3_services.settings.data_dir / "work" / job["id"]).exists()
+
+
+def test_a_store_that_fails_fails_the_attempt_and_it_is_retried(
+    settings: Settings, bucket: str
+) -> None:
+    missing = settings.model_copy(update={"storage": f"s3://{bucket}-missing/x"})
+    services = Services.build(missing)
+    try:
+        job, _ = services.queue.enqueue(REQUEST, "0" * 64)
+        assert run_next(services) == JobStatus.queued
+        done = services.queue.get(job.id)
+    finally:
+        services.engine.dispose()
+    assert done.error_type == "internal" and "NoSuchBucket" in done.error_detail
+
+
+def test_the_worker_sweeps_with_the_database_as_judge(
+    s3_client: TestClient, s3_services: Services, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue, store = s3_services.queue, s3_services.storage
+    job = submit(s3_client)
+    run_next(s3_services)
+    assert queue.is_live(job["id"], "attempt-1") and not queue.is_live(job["id"], "attempt-2")
+    assert not queue.is_live(JOB, "attempt-1")  # no such job
+    running = submit(s3_client)["id"]
+    claim = queue.claim("test-worker")
+    assert claim is not None and queue.is_live(running, "attempt-1")
+    assert not queue.is_live(running, "attempt-2")
+    published(store, job["id"], 2, {"a.txt": b"a lost commit's"})
+    published(store, running, 1, {"a.txt": b"being written"})
+    published(store, JOB, 1, {"a.txt": b"a deleted job's"})
+    kept = keys(bucket, f"{PREFIX}/jobs/{job['id']}/attempt-1/")
+    monkeypatch.setattr(worker, "SWEEP_GRACE", 0)
+    w = worker.Worker(s3_services.settings, queue, store, s3_services.catalog)
+    w.retain()
+    assert keys(bucket) == sorted([*kept, f"{PREFIX}/jobs/{running}/attempt-1/a.txt"])
