@@ -4,8 +4,9 @@ LISTEN/NOTIFY wake-ups.
 `tokengraft serve --no-worker` and one or more idle `tokengraft worker` processes share a fresh
 PostgreSQL database. Jobs (a tiny Llama from tests/tiny.py onto a tiny SentencePiece tokenizer:
 each runs in about a second, so the workers are idle again long before the next) are submitted
-one at a time: each after the previous finished and then a random pause longer than
-`poll_seconds`, so that a submission falls anywhere in a polling worker's cycle. For each job:
+one at a time: each after the previous finished and then a random pause of 0.3 s to 0.3 s plus
+twice `poll_seconds`, so that a submission falls anywhere in a polling worker's cycle. For
+each job:
 
 - enqueue -> claim: the job's `created_at` (stamped by the API in the transaction that queues
   it) to its `started_at` (stamped by the worker in the transaction that claims it), both read
@@ -15,6 +16,11 @@ one at a time: each after the previous finished and then a random pause longer t
 
 With `notify` on (the default), an idle worker LISTENs and wakes at the enqueue's commit; off
 (`TOKENGRAFT_NOTIFY=0`), it polls every `poll_seconds` (1.0 by default).
+
+Beside, for docs/scaling.md: what idle workers cost the database (transactions a second from
+`pg_stat_database`, connections from `pg_stat_activity`), the same for one running job (a tiny
+transplant's refine stage), and the claim query's time on a table of 200,000 finished jobs
+with the newest queued, without and with a partial index on queued jobs.
 
     .venv/bin/python bench/claim.py [--jobs 20] [--workers 1,2] [--pg URL]
     .venv/bin/python bench/claim.py --table-only     # the table from bench/out/claim.jsonl
