@@ -82,6 +82,21 @@ def submit(client: TestClient, body: dict | None = None, **headers: str) -> dict
     return job
 
 
+def assert_ranges(client, url: str, whole) -> None:  # noqa: ANN001 (a TestClient, a Response)
+    """The answers every store gives a file whose whole body is `whole`: a suffix range, a
+    range past the end (416), and If-Range with a stale and with the current tag."""
+    size, tag = len(whole.content), whole.headers["etag"]
+    tail = client.get(url, headers={"Range": "bytes=-5"})
+    assert tail.status_code == 206 and tail.content == whole.content[-5:]
+    beyond = client.get(url, headers={"Range": f"bytes={size}-"})
+    assert_problem(beyond, 416)
+    assert beyond.headers["content-range"] == f"bytes */{size}"
+    stale = client.get(url, headers={"Range": "bytes=0-9", "If-Range": '"deadbeef"'})
+    assert stale.status_code == 200 and stale.content == whole.content
+    fresh = client.get(url, headers={"Range": "bytes=0-9", "If-Range": tag})
+    assert fresh.status_code == 206 and fresh.content == whole.content[:10]
+
+
 def assert_problem(response, status: int, detail: str = "") -> None:  # noqa: ANN001
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith(PROBLEM)
@@ -215,15 +230,7 @@ def test_ranges_if_range_head_and_tar(client: TestClient, services: Services) ->
     part = client.get(url, headers={"Range": "bytes=10-19"})
     assert part.status_code == 206 and part.content == whole.content[10:20]
     assert part.headers["content-range"] == f"bytes 10-19/{size}"
-    tail = client.get(url, headers={"Range": "bytes=-5"})
-    assert tail.status_code == 206 and tail.content == whole.content[-5:]
-    beyond = client.get(url, headers={"Range": f"bytes={size}-"})
-    assert_problem(beyond, 416)
-    assert beyond.headers["content-range"] == f"bytes */{size}"
-    stale = client.get(url, headers={"Range": "bytes=0-9", "If-Range": '"deadbeef"'})
-    assert stale.status_code == 200 and stale.content == whole.content
-    fresh = client.get(url, headers={"Range": "bytes=0-9", "If-Range": whole.headers["etag"]})
-    assert fresh.status_code == 206 and fresh.content == whole.content[:10]
+    assert_ranges(client, url, whole)
     head = client.head(url)
     assert head.status_code == 200 and head.headers["content-length"] == str(size)
     assert not head.content
