@@ -211,20 +211,13 @@ def add_worker_parser(sub: library.Subparsers) -> None:
 @library.quiet_transformers
 def cmd_worker(args: argparse.Namespace) -> int:
     import logging
-    import signal
 
+    from service.shutdown import Shutdown
     from service.worker import Worker
 
     services = _services(args)
     worker = Worker(services.settings, services.queue, services.storage, services.catalog)
-
-    def on_signal(signum: int, frame: object) -> None:
-        if worker.stop.is_set() or signum == signal.SIGINT:
-            worker.abandon.set()  # asked twice, or Ctrl-C: give the job back now
-        worker.stop.set()  # stop claiming; the current job finishes
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    Shutdown(worker.stop, worker.abandon).start()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         worker.run()

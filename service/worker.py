@@ -190,7 +190,7 @@ class Worker:
         self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.stop = threading.Event()  # stop claiming; finish the current job
-        self.abandon = threading.Event()  # give the current job back at the next stage boundary
+        self.abandon = threading.Event()  # give the current job back at its next progress tick
 
     def run(self) -> None:
         self.queue.register(self.id, socket.gethostname(), os.getpid(), self.device)
