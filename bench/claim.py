@@ -55,6 +55,7 @@ from service.config import Settings
 from service.db import make_engine
 from service.migrate import upgrade
 from service.models import Job, JobEvent
+from service.queue import oldest_queued
 
 sys.path.insert(0, str(REPO / "tests"))
 import tiny  # noqa: E402 (the tests' tiny model and tokenizer)
@@ -64,11 +65,6 @@ PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 TARGET_P50_MS = 200.0  # with NOTIFY
 BODY = {"model": "tiny", "tokenizer": "sp", "method": "subword"}
 Record = Callable[[dict], None]
-
-
-def has_notify() -> bool:
-    """Whether this checkout has the wake-ups' switch (`TOKENGRAFT_NOTIFY`)."""
-    return "notify" in Settings.model_fields
 
 
 def stores(data: Path) -> None:
@@ -269,18 +265,17 @@ QUEUE_NEWEST = text(
     "UPDATE jobs SET status = CASE WHEN id IN (SELECT id FROM jobs ORDER BY created_at DESC "
     "LIMIT :n) THEN 'queued' ELSE 'succeeded' END"
 )
-PARTIAL = text("CREATE INDEX ix_jobs_queued ON jobs (created_at, id) WHERE status = 'queued'")
+BEFORE_INDEX = "0003"  # the schema before migration 0004 added ix_jobs_queued
 
 
 def claim_plan(args: argparse.Namespace, record: Record, history: int = 200_000) -> None:
-    """The claim's query (as `Queue.claim` issues it on PostgreSQL) on a table with a long
-    history, the queued jobs being the newest, without and with a partial index on queued
-    jobs: EXPLAIN ANALYZE's execution time."""
+    """The claim's query (`queue.oldest_queued`, as `Queue.claim` locks it on PostgreSQL) on a
+    table with a long history, the queued jobs being the newest, on the schema before the
+    queued-only index (migration 0004) and after it: EXPLAIN ANALYZE's execution time."""
     url = fresh_pg(args.pg, "tokengraft_claim")
-    upgrade(url)
+    upgrade(url, BEFORE_INDEX)
     engine = create_engine(url)
-    oldest = select(Job.id).where(Job.status == "queued").order_by(Job.created_at, Job.id)
-    query = oldest.limit(1).with_for_update(skip_locked=True)
+    query = oldest_queued().with_for_update(skip_locked=True)
     sql = query.compile(engine, compile_kwargs={"literal_binds": True})
     explain = f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}"
     try:
@@ -288,8 +283,7 @@ def claim_plan(args: argparse.Namespace, record: Record, history: int = 200_000)
             c.execute(HISTORY, {"n": history})
         for index in (False, True):
             if index:
-                with engine.begin() as c:
-                    c.execute(PARTIAL)
+                upgrade(url)
             for queued in (1000, 100, 1):
                 with engine.begin() as c:
                     c.execute(QUEUE_NEWEST, {"n": queued})
@@ -375,10 +369,7 @@ def benchmark(args: argparse.Namespace) -> list[dict]:
 
         uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
         record({"kind": "run", "uptime": uptime, **beside()})
-        modes = [True, False] if has_notify() else [False]
-        if not has_notify():
-            print("NOTIFY cells pending: Settings has no `notify` yet", file=sys.stderr)
-        for notify in modes:
+        for notify in (True, False):
             for count in args.workers:
                 series(args, notify, count, record)
                 print(table(rows).splitlines()[-1], flush=True)

@@ -12,11 +12,13 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -93,6 +95,19 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    # The claim's "oldest queued job" as an index of queued jobs only: the created_at index
+    # walks every finished job first (169-373 ms a claim at 200,000 jobs, 0.06 ms with this;
+    # bench/claim.py).
+    __table_args__ = (
+        Index(
+            "ix_jobs_queued",
+            "created_at",
+            "id",
+            postgresql_where=text("status = 'queued'"),
+            sqlite_where=text("status = 'queued'"),
+        ),
+    )
 
 
 class JobEvent(Base):

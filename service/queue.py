@@ -56,6 +56,12 @@ def _wake(session: Session, job_id: str) -> None:
         session.execute(select(func.pg_notify(CHANNEL, job_id)))
 
 
+def oldest_queued() -> Select:
+    """The next job to claim; ix_jobs_queued holds exactly these rows in this order."""
+    oldest = select(Job.id).where(Job.status == JobStatus.queued)
+    return oldest.order_by(Job.created_at, Job.id).limit(1)
+
+
 def state(status: JobStatus, **data: object) -> dict:
     """A state change as its event records it."""
     return {"kind": "state", "data": {"status": status.value, **data}}
@@ -275,8 +281,7 @@ class Queue:
         """Take the oldest queued job: FOR UPDATE SKIP LOCKED on PostgreSQL, a single
         compare-and-set UPDATE on SQLite (whose writers are serialized anyway)."""
         now = utcnow()
-        oldest = select(Job.id).where(Job.status == JobStatus.queued)
-        oldest = oldest.order_by(Job.created_at, Job.id).limit(1)
+        oldest = oldest_queued()
         with self.sessions.begin() as s:
             if s.get_bind().dialect.name == "postgresql":
                 target = s.scalar(oldest.with_for_update(skip_locked=True))

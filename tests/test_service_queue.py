@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import insert, text
 
 import service.worker
 from hypernet.errors import InputError
 from service.models import Job, JobStatus, utcnow
-from service.queue import Claim, Queue
+from service.queue import Claim, Queue, oldest_queued
 from service.services import Services
 from service.worker import Worker
 
@@ -196,3 +198,31 @@ def test_durations_are_summed_by_status(services: Services) -> None:
     assert set(durations) == {"succeeded", "failed"}
     assert durations["succeeded"] == (2, pytest.approx(6.5, abs=0.01))
     assert durations["failed"] == (1, pytest.approx(1.25, abs=0.01))
+
+
+def test_the_claim_reads_queued_jobs_from_their_own_index(services: Services) -> None:
+    """A long history of finished jobs is not walked: the plan takes ix_jobs_queued."""
+    start = utcnow() - timedelta(days=30)
+    history = [
+        {
+            "id": f"old{i}",
+            "status": JobStatus.succeeded,
+            "request": REQUEST,
+            "request_hash": f"h{i}",
+            "created_at": start + timedelta(seconds=i),
+        }
+        for i in range(3000)
+    ]
+    queued = enqueue(services.queue, 2)
+    with services.sessions.begin() as s:
+        s.execute(insert(Job), history)
+    dialect = services.engine.dialect.name
+    sql = str(oldest_queued().compile(services.engine, compile_kwargs={"literal_binds": True}))
+    with services.engine.begin() as c:
+        c.execute(text("ANALYZE jobs" if dialect == "postgresql" else "ANALYZE"))
+        if dialect == "postgresql":
+            plan = json.dumps(c.execute(text(f"EXPLAIN (FORMAT JSON) {sql}")).scalar_one())
+        else:
+            plan = " ".join(row[-1] for row in c.execute(text(f"EXPLAIN QUERY PLAN {sql}")))
+    assert "ix_jobs_queued" in plan, plan
+    assert services.queue.claim("w").job_id == queued[0]
