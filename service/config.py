@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     max_request_bytes: int = 2**20  # any other body (a JSON request is a few hundred bytes)
     poll_cache_seconds: float = 0.25  # GET /jobs/{id} reads a job at most this often
     key_cache_seconds: float = 1.0  # a new or revoked API key takes effect within this
+    manifest_cache_seconds: float = 10.0  # downloads read a succeeded job's files this often
     storage: str | None = None  # artifacts and uploads: file://DIR (default: jobs_dir), s3://B/P
     storage_redirect: bool = False  # artifact downloads answer 307 to a presigned store URL
     s3_part_bytes: int = Field(8 * 2**20, ge=5 * 2**20)  # multipart part size (S3: >= 5 MiB)

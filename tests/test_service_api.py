@@ -211,9 +211,12 @@ def test_delete_removes_a_terminal_job_and_its_files(
     run_next(services)
     folder = services.settings.jobs_dir / job["id"]
     assert folder.is_dir()
+    file = f"/jobs/{job['id']}/artifacts/tokenizer.json"
+    assert client.get(file).status_code == 200  # its manifest is now kept by the API
     assert client.delete(f"/jobs/{job['id']}").status_code == 204
     assert not folder.exists()
     assert_problem(client.get(f"/jobs/{job['id']}"), 404)
+    assert_problem(client.get(file), 404)
     queued = submit(client)
     assert_problem(client.delete(f"/jobs/{queued['id']}"), 409, "cancel it first")
 
@@ -247,6 +250,22 @@ def test_ranges_if_range_head_and_tar(client: TestClient, services: Services) ->
         got = {m.name: archive.extractfile(m).read() for m in archive.getmembers()}
     assert got[f"{job['id']}/tokenizer.json"] == whole.content
     assert len(got) == len(client.get(base).json()["files"])
+
+
+def test_ranged_downloads_read_the_manifest_once(
+    client: TestClient, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = submit(client)
+    run_next(services)
+    queue = client.app.state.services.queue
+    reads: list[str] = []
+    read = queue.artifacts
+    monkeypatch.setattr(queue, "artifacts", lambda job_id: reads.append(job_id) or read(job_id))
+    url = f"/jobs/{job['id']}/artifacts/tokenizer.json"
+    parts = [client.get(url, headers={"Range": f"bytes={i * 10}-{i * 10 + 9}"}) for i in range(5)]
+    assert [p.status_code for p in parts] == [206] * 5
+    assert reads == [job["id"]]
+    assert_problem(client.get(f"/jobs/{job['id']}/artifacts/nope"), 404)  # still the manifest's
 
 
 def test_bad_input_is_a_problem_and_never_a_job(client: TestClient) -> None:

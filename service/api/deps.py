@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 
 from ..services import Services
-from .views import Polls
+from .views import Manifests, Polls
 
 bearer = HTTPBearer(auto_error=False, description="an API key from `tokengraft keys create`")
 
@@ -27,4 +27,11 @@ async def get_polls(request: Request) -> Polls:
 
 
 PollsDep = Annotated[Polls, Depends(get_polls)]
+
+
+async def get_manifests(request: Request) -> Manifests:
+    return request.app.state.manifests
+
+
+ManifestsDep = Annotated[Manifests, Depends(get_manifests)]
 Authorized = Depends(bearer)

@@ -29,7 +29,7 @@ from .routes import (
     ui,
     uploads,
 )
-from .views import Polls
+from .views import Manifests, Polls
 
 DESCRIPTION = """Give a pretrained language model a new tokenizer, zero-shot.
 
@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None, worker: bool = False) -> FastAP
         services = Services.build(settings)
         app.state.services = services
         app.state.polls = Polls(settings.poll_cache_seconds)
+        app.state.manifests = Manifests(settings.manifest_cache_seconds)
         gc.freeze()  # what start-up built (torch, transformers) is never scanned again
         embedded = WorkerProcess(settings) if worker else None
         if embedded is not None:

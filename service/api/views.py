@@ -9,7 +9,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from ..models import Job, JobStatus, Upload
+from ..models import Artifact, Job, JobStatus, Upload
 from ..schemas import JobError, JobOut, JobUrls, Progress, UploadOut
 
 
@@ -131,6 +131,33 @@ class Polls:
     def forget(self, job_id: str) -> None:
         self.kept.pop(job_id, None)
         self.refreshing.discard(job_id)
+
+
+class Manifests:
+    """A succeeded job's row and files, kept `seconds` per API process: a ranged download
+    asks for them on every request, and two database reads were the largest fixed cost of a
+    1 MiB range (bench/load.py), while a recorded manifest never changes. A job deleted
+    through this process is forgotten at once, through another within `seconds`; the files
+    themselves are checked on every request. Bounded, least recently used first out."""
+
+    def __init__(self, seconds: float, size: int = 1024) -> None:
+        self.seconds, self.size = seconds, size
+        self.kept: OrderedDict[str, tuple[float, Job, list[Artifact]]] = OrderedDict()
+
+    def get(self, job_id: str) -> tuple[Job, list[Artifact]] | None:
+        kept = self.kept.get(job_id)
+        if kept is None or time.monotonic() - kept[0] >= self.seconds:
+            return None
+        self.kept.move_to_end(job_id)
+        return kept[1], kept[2]
+
+    def put(self, job: Job, files: list[Artifact]) -> None:
+        self.kept[job.id] = (time.monotonic(), job, files)
+        if len(self.kept) > self.size:
+            self.kept.popitem(last=False)
+
+    def forget(self, job_id: str) -> None:
+        self.kept.pop(job_id, None)
 
 
 def upload_out(row: Upload) -> UploadOut:

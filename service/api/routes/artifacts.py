@@ -31,8 +31,8 @@ from ...problems import ProblemError
 from ...schemas import FileOut, Manifest
 from ...services import Services
 from ...storage import Changed, LocalStorage
-from ..deps import Authorized, ServicesDep
-from ..views import not_modified
+from ..deps import Authorized, ManifestsDep, ServicesDep
+from ..views import Manifests, not_modified
 from .jobs import NOT_FOUND, find
 
 router = APIRouter(dependencies=[Authorized], tags=["artifacts"])
@@ -65,6 +65,18 @@ def _succeeded(services: Services, job_id: str) -> Job:
 def _files(services: Services, job_id: str) -> tuple[Job, list[Artifact]]:
     job = _succeeded(services, job_id)
     return job, services.queue.artifacts(job_id)
+
+
+async def _recorded(
+    services: Services, manifests: Manifests, job_id: str
+) -> tuple[Job, list[Artifact]]:
+    """`_files`, answered from what a recent request read (ranged downloads ask again and
+    again for one job's files)."""
+    kept = manifests.get(job_id)
+    if kept is None:
+        kept = await run_in_threadpool(_files, services, job_id)
+        manifests.put(*kept)
+    return kept
 
 
 def _checked(services: Services, job: Job, f: Artifact) -> tuple[Path, os.stat_result] | None:
@@ -154,6 +166,8 @@ class _File(FileResponse):
     Starlette's parser answers 400 where RFC 9110 wants 206 or 416 (a number longer than int()
     takes) or has a server ignore the header (an unknown unit, last < first, multi-range here)."""
 
+    chunk_size = 1 << 20  # Starlette's 64 KiB took 16 threadpool reads per 1 MiB range
+
     def __init__(self, path: Path, info: os.stat_result, tag: str, span: Span | None) -> None:
         super().__init__(path, headers={"ETag": tag}, stat_result=info)
         self.span = span
@@ -217,11 +231,12 @@ async def artifact(
     job_id: str,
     path: str,
     services: ServicesDep,
+    manifests: ManifestsDep,
     range: Annotated[str | None, Header()] = None,
     if_range: Annotated[str | None, Header()] = None,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    job, files = await run_in_threadpool(_files, services, job_id)
+    job, files = await _recorded(services, manifests, job_id)
     entry = next((f for f in files if f.path == path), None)  # only manifest paths exist
     if entry is None:
         raise ProblemError(404, f"job {job_id} has no file {path!r}", "/problems/not-found")

@@ -14,7 +14,7 @@ from ...models import Job, JobKind, JobStatus
 from ...problems import ProblemError
 from ...schemas import JobOut, JobPage, Problem
 from ...services import Services
-from ..deps import Authorized, PollsDep, ServicesDep
+from ..deps import Authorized, ManifestsDep, PollsDep, ServicesDep
 from ..views import Polls, Seen, compressed, job_out, not_modified, page_etag
 
 router = APIRouter(dependencies=[Authorized], tags=["jobs"])
@@ -113,7 +113,9 @@ async def cancel_job(job_id: str, services: ServicesDep, polls: PollsDep) -> Job
 
 
 @router.delete("/jobs/{job_id}", status_code=204, responses={409: {"model": Problem}, **NOT_FOUND})
-async def delete_job(job_id: str, services: ServicesDep, polls: PollsDep) -> Response:
+async def delete_job(
+    job_id: str, services: ServicesDep, polls: PollsDep, manifests: ManifestsDep
+) -> Response:
     job = await run_in_threadpool(find, services, job_id)
     if not JobStatus(job.status).terminal:
         raise ProblemError(
@@ -122,4 +124,5 @@ async def delete_job(job_id: str, services: ServicesDep, polls: PollsDep) -> Res
     if await run_in_threadpool(services.queue.delete, job_id):
         await run_in_threadpool(services.storage.remove, job_id)
     polls.forget(job_id)
+    manifests.forget(job_id)
     return Response(status_code=204)
