@@ -133,6 +133,16 @@ class Artifact(Base):
     sha256: Mapped[str] = mapped_column(String(64))
 
 
+class Chore(Base):
+    """A periodic task of the whole fleet and when a worker last took it: one worker per
+    interval runs it, however many share the database (the storage sweep lists the store)."""
+
+    __tablename__ = "chores"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    done_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class Worker(Base):
     __tablename__ = "workers"
 

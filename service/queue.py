@@ -16,7 +16,7 @@ from sqlalchemy import Select, and_, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from .models import Artifact, Job, JobEvent, JobKind, JobStatus, Worker, utcnow
+from .models import Artifact, Chore, Job, JobEvent, JobKind, JobStatus, Worker, utcnow
 from .storage import attempt_dir
 
 
@@ -270,6 +270,23 @@ class Queue:
     def register(self, worker_id: str, hostname: str, pid: int, device: str) -> None:
         with self.sessions.begin() as s:
             s.add(Worker(id=worker_id, hostname=hostname, pid=pid, device=device))
+
+    def take_turn(self, chore: str, every: timedelta) -> bool:
+        """Whether this caller runs `chore` now: one caller in `every` across every worker
+        of the database, by a compare-and-set on the chore's row (made by its first taker)."""
+        now = utcnow()
+        due = update(Chore).where(Chore.name == chore, Chore.done_at <= now - every)
+        with self.sessions.begin() as s:
+            if s.execute(due.values(done_at=now)).rowcount == 1:
+                return True
+            if s.get(Chore, chore) is not None:
+                return False
+        try:
+            with self.sessions.begin() as s:
+                s.add(Chore(name=chore, done_at=now))
+        except IntegrityError:  # another worker made it first, and took this turn
+            return False
+        return True
 
     def worker_beat(self, worker_id: str, stopped: bool = False) -> None:
         now = utcnow()

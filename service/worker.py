@@ -39,7 +39,7 @@ from .storage import Storage, attempt_dir
 log = logging.getLogger("tokengraft.worker")
 
 NO_SPACE = "the server ran out of disk space while writing the checkpoint; free space and resubmit"
-RETAIN_EVERY = 60.0  # seconds between retention passes of one worker
+RETAIN_EVERY = 60.0  # seconds between retention passes; one worker of the fleet takes each
 RETAIN_BATCH = 50  # jobs deleted at most per pass, so that a pass never holds up the beats
 # stale periods an attempt's files are left alone: a worker presumed dead may still be writing
 SWEEP_GRACE = 3
@@ -204,7 +204,8 @@ class Worker:
                         self._beat_and_reap()
                         beaten = time.monotonic()
                     if time.monotonic() - retained >= RETAIN_EVERY:
-                        self.retain()
+                        if self.queue.take_turn("retain", timedelta(seconds=RETAIN_EVERY)):
+                            self.retain()
                         retained = time.monotonic()
                     claim = self.queue.claim(self.id)
                     if claim is not None:

@@ -8,11 +8,11 @@ import time
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import insert, text
+from sqlalchemy import insert, text, update
 
 import service.worker
 from hypernet.errors import InputError
-from service.models import Job, JobStatus, utcnow
+from service.models import Chore, Job, JobStatus, utcnow
 from service.queue import Claim, Queue, oldest_queued
 from service.services import Services
 from service.worker import Worker
@@ -226,3 +226,22 @@ def test_the_claim_reads_queued_jobs_from_their_own_index(services: Services) ->
             plan = " ".join(row[-1] for row in c.execute(text(f"EXPLAIN QUERY PLAN {sql}")))
     assert "ix_jobs_queued" in plan, plan
     assert services.queue.claim("w").job_id == queued[0]
+
+
+def test_one_worker_takes_each_turn_of_a_chore(services: Services) -> None:
+    queue, every = services.queue, timedelta(minutes=1)
+    taken: list[bool] = []
+    threads = [
+        threading.Thread(target=lambda: taken.append(queue.take_turn("retain", every)))
+        for _ in range(6)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(taken) == [False] * 5 + [True]  # the first use makes the row: one taker
+    assert not queue.take_turn("retain", every)
+    assert queue.take_turn("other", every)  # chores are apart
+    with services.sessions.begin() as s:
+        s.execute(update(Chore).where(Chore.name == "retain").values(done_at=utcnow() - every))
+    assert [queue.take_turn("retain", every) for _ in range(2)] == [True, False]
