@@ -347,7 +347,8 @@ def plans(rows: list[dict]) -> str:
     found = [r for r in rows if r["kind"] == "plan"]
     if not found:
         return ""
-    lines = ["", "", "| jobs in history | queued (the newest) | claim ms | with a partial index |"]
+    head = "| jobs in history | queued (the newest) | claim ms, schema 0003 | with migration 0004"
+    lines = ["", "", head + " (ix_jobs_queued) |"]
     lines.append("|---|---|---|---|")
     for queued in dict.fromkeys(r["queued"] for r in found):
         ms = {r["partial_index"]: r["claim_ms"] for r in found if r["queued"] == queued}
