@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service import keys
+from service.config import Settings
 from service.models import JobStatus
 from service.services import Services
 from service.worker import Worker
@@ -268,7 +269,14 @@ def test_ranged_downloads_read_the_manifest_once(
     assert_problem(client.get(f"/jobs/{job['id']}/artifacts/nope"), 404)  # still the manifest's
 
 
-def test_bad_input_is_a_problem_and_never_a_job(client: TestClient) -> None:
+def test_bad_input_is_a_problem_and_never_a_job(client: TestClient, settings: Settings) -> None:
+    (settings.corpora_dir / "umlaut.txt").write_text("über alles\n")
+    (settings.corpora_dir / "blank.txt").write_text("")
+    umlaut = {**REQUEST, "eval_text": "umlaut", "dry_run": True}
+    assert_problem(client.post("/transplant", json=umlaut | {"eval_bytes": 1}), 422, "empty")
+    assert client.post("/transplant", json=umlaut | {"eval_bytes": 2}).status_code == 200
+    blank = {**REQUEST, "eval_text": "blank"}
+    assert_problem(client.post("/transplant", json=blank), 422, "'blank' is empty")
     bad = client.post(
         "/transplant", content=b"{not json", headers={"Content-Type": "application/json"}
     )
