@@ -10,6 +10,8 @@ from pathlib import Path
 
 from .errors import InputError
 
+PROBE_BYTES = 64  # enough of a text to know whether any cut of it keeps a character
+
 
 def read_texts(paths: list[Path]) -> list[str]:
     if not paths:
@@ -44,6 +46,13 @@ def read_eval_text(path: Path, max_bytes: int | None) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise InputError(f"eval text {path} is not UTF-8 (byte {e.start})") from e
+
+
+def has_eval_text(path: Path, max_bytes: int | None) -> bool:
+    """Whether `read_eval_text(path, max_bytes)` keeps any text, from its first 64 bytes at
+    most: past 4 bytes a cut always keeps a whole character, so a longer budget keeps text
+    exactly when 64 bytes do (a request is checked with this before it becomes a job)."""
+    return bool(read_eval_text(path, min(max_bytes or PROBE_BYTES, PROBE_BYTES)))
 
 
 def cut_windows(texts: list[str], size: int) -> list[str]:

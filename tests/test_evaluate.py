@@ -12,7 +12,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from hypernet.errors import InputError
 from hypernet.evaluate import evaluate, evaluate_folder
-from hypernet.texts import read_eval_text
+from hypernet.texts import has_eval_text, read_eval_text
 
 TEXT = " ".join(tiny.TEXT)
 
@@ -152,6 +152,9 @@ def test_read_eval_text_cuts_at_a_line_or_character(tmp_path: Path) -> None:
     assert read_eval_text(file, 10) == "a\nbbbbbbbb"  # the line break would keep too little
     file.write_text("ü" * 10, encoding="utf-8")
     assert read_eval_text(file, 5) == "üü"
+    assert not has_eval_text(file, 1) and has_eval_text(file, 2) and has_eval_text(file, 10**6)
+    file.write_text("")
+    assert not has_eval_text(file, None)
     file.write_bytes(b"\xff\xfe")
     with pytest.raises(InputError):
         read_eval_text(file, None)

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from hypernet.errors import InputError
 from hypernet.methods import MethodOptions, get_method
 from hypernet.sources import check_tokenizer_config
-from hypernet.texts import read_eval_text
+from hypernet.texts import has_eval_text
 
 from ... import refine
 from ...models import JobKind
@@ -21,7 +21,6 @@ from ..deps import Authorized, ServicesDep
 from ..submit import IdempotencyKey, enqueue
 
 router = APIRouter(dependencies=[Authorized], tags=["jobs"])
-PROBE_BYTES = 64  # past 4 bytes a cut always keeps a character: 64 tell as much as the file
 
 
 def validate(services: Services, body: TransplantIn) -> None:
@@ -45,7 +44,7 @@ def validate(services: Services, body: TransplantIn) -> None:
 def _check_eval_text(path: Path, name: str, eval_bytes: int | None) -> None:
     """The job would have text to evaluate on: not an empty file, nor a cut that keeps no
     whole character (`eval_bytes` 1 of a text that starts with "ü"). Reads a few bytes."""
-    if not read_eval_text(path, min(eval_bytes or PROBE_BYTES, PROBE_BYTES)):
+    if not has_eval_text(path, eval_bytes):
         cut = f" cut to {eval_bytes} bytes" if eval_bytes is not None else ""
         raise InputError(f"eval text {name!r}{cut} is empty")
 
