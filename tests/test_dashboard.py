@@ -36,14 +36,21 @@ LONG = 120_000  # ms: a worker's start (torch) and a tiny transplant, on a busy 
 WATCH_BADGE = """() => {
   window.marker = "no reload";
   window.seen = [];
-  const record = () => {
-    const badge = document.querySelector("dl.facts .badge");
+  const record = (badge) => {
     const status = badge && badge.dataset.status;
     if (status && window.seen.at(-1) !== status) window.seen.push(status);
   };
+  // every badge the page rendered, even two renders between one observer callback
+  const rendered = (mutations) => {
+    for (const added of mutations.flatMap((m) => [...m.addedNodes])) {
+      if (added.nodeType !== Node.ELEMENT_NODE) continue;
+      const selector = "dl.facts .badge";
+      record(added.matches(selector) ? added : added.querySelector(selector));
+    }
+  };
   const view = document.getElementById("view");
-  new MutationObserver(record).observe(view, {subtree: true, childList: true});
-  record();
+  new MutationObserver(rendered).observe(view, {subtree: true, childList: true});
+  record(document.querySelector("dl.facts .badge"));
 }"""
 
 

@@ -118,7 +118,8 @@ function parseEvent(lines, state) {
   return event;
 }
 
-// Reads one connection; true once the stream's `end` event came.
+// Reads one connection; true once the stream's `end` event came, unless it only said that the
+// server stops (then the caller reconnects, as it does after a dropped connection).
 async function readStream(body, onEvent, state) {
   const reader = body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
@@ -131,7 +132,7 @@ async function readStream(body, onEvent, state) {
     for (const block of blocks) {
       const event = parseEvent(block.split(/\r?\n/), state);
       if (event) onEvent(event);
-      if (event && event.event === "end") return true;
+      if (event && event.event === "end" && !event.data.reason) return true;
     }
   }
 }

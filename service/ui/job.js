@@ -211,19 +211,23 @@ export function jobPage(root, id) {
     top.replaceChildren(...header(job, refresh, names));
     if (job.status === "succeeded") stages.done();
     stagesBox.replaceChildren(...stages.render());
-    if (job.status === "succeeded" && !shown) showResults().catch(failed);
+    if (job.status === "succeeded" && job.result && !shown) showResults().catch(failed);
   };
   const later = coalesced(render);
   const drawCurve = coalesced(() => curveBox.replaceChildren(...curve.render()));
-  let told = null; // the newest status the stream told: GET /jobs/{id} may lag it by a poll cache
-  const settle = () => told && job.status !== told && setTimeout(refreshSoon, 300);
-  const refresh = () => get(`/jobs/${id}`).then((j) => ((job = j), render(), settle())).catch(failed);
+  // The stream orders the states, so the badge shows the newest it told at once (a job that runs
+  // for a moment still shows "running"); GET /jobs/{id} fills the rest and may lag by a poll cache.
+  let told = null;
+  const settle = (j) => told && j.status !== told && setTimeout(refreshSoon, 300);
+  const update = (j) => ((job = told ? { ...j, status: told } : j), render(), settle(j));
+  const refresh = () => get(`/jobs/${id}`).then(update).catch(failed);
+  const tell = (status) => ((told = status), job && ((job = { ...job, status }), render()), refreshSoon());
   const onEvent = (event) => {
     if (event.event === "end" && event.data.status === "deleted") return failed(new Error("This job was deleted."));
     if (event.id || event.event === "end") log.prepend(logRow(event));
     if (event.event === "progress" && event.data.stage) stages.tick(event.data.stage, event.data.fraction || 0);
     if (event.event === "progress" && curve.add(event.data)) drawCurve();
-    if (event.event === "state" || event.event === "end") return (told = event.data.status), refreshSoon();
+    if (event.event === "state" || event.event === "end") return tell(event.data.status);
     if (job) later();
   };
   const refreshSoon = coalesced(refresh);
