@@ -7,8 +7,9 @@ the server's own folders, so `../../etc` or `/root` are refused before anything 
 from __future__ import annotations
 
 import re
+import shutil
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from hypernet.errors import InputError
 from hypernet.io import open_checkpoint
@@ -17,9 +18,7 @@ from hypernet.network.store import store as default_hypernet_store
 from hypernet.sources import BUNDLED, bundled_gguf, hub_model, hub_tokenizer, resolve_tokenizer
 
 from .config import Settings
-
-if TYPE_CHECKING:
-    from .storage import Storage
+from .storage import Known, Storage, older
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
@@ -52,6 +51,19 @@ class Catalog:
         if not folder.is_dir() and self.storage is not None:
             self.storage.fetch_upload(name, folder)
         return folder
+
+    def sweep_uploads(self, known: Known, older_than: float) -> int:
+        """This machine's uploads folder, entries older than `older_than` seconds: the temp
+        folders of a save or fetch that never finished, and the folders whose upload has no
+        row (deleted after this machine fetched it, or whose row never committed)."""
+        root, cutoff = self.settings.uploads_dir, time.time() - older_than
+        old = [p for p in (root.iterdir() if root.is_dir() else []) if older(p, cutoff)]
+        temps = [p for p in old if p.name.startswith(".") and p.name.endswith(".tmp")]
+        ids = [p.name for p in old if UPLOAD_ID.fullmatch(p.name)]
+        doomed = temps + [root / name for name in set(ids) - known(ids)]
+        for path in doomed:
+            shutil.rmtree(path, ignore_errors=True)
+        return len(doomed)
 
     @property
     def hypernets_dir(self) -> Path:

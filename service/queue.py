@@ -16,7 +16,7 @@ from sqlalchemy import Select, and_, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from .models import Artifact, Chore, Job, JobEvent, JobKind, JobStatus, Worker, utcnow
+from .models import Artifact, Chore, Job, JobEvent, JobKind, JobStatus, Upload, Worker, utcnow
 from .storage import attempt_dir
 
 
@@ -33,6 +33,7 @@ class Claim:
 
 CHANNEL = "tokengraft_jobs"  # NOTIFY'd when a job is queued; idle workers LISTEN (wakeup.py)
 TERMINAL = [JobStatus.succeeded, JobStatus.failed, JobStatus.canceled]
+UPLOAD_BATCH = 500  # upload ids per query of the sweep: bounded IN lists
 
 
 class Conflict(Exception):
@@ -481,3 +482,12 @@ class Queue:
         if row.status == JobStatus.succeeded:
             return row.output_dir == output_dir
         return row.status == JobStatus.running and output_dir == attempt_dir(row.attempt)
+
+    def known_uploads(self, upload_ids: list[str]) -> set[str]:
+        """Those of `upload_ids` that have a row: the sweep keeps their files."""
+        known: set[str] = set()
+        with self.reads() as s:
+            for start in range(0, len(upload_ids), UPLOAD_BATCH):
+                batch = upload_ids[start : start + UPLOAD_BATCH]
+                known.update(s.scalars(select(Upload.id).where(Upload.id.in_(batch))))
+        return known

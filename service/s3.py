@@ -45,6 +45,7 @@ from .catalog import UPLOAD_ID
 from .storage import (
     CHUNK,
     Changed,
+    Known,
     Live,
     LocalStorage,
     Manifest,
@@ -228,6 +229,21 @@ class S3Storage:
         objects = [o for o in self._objects(root) if dead(o["Key"], o["LastModified"])]
         removed += self._drop(o["Key"] for o in objects)
         return removed + self.work.sweep(is_live, older_than)
+
+    def sweep_uploads(self, known: Known, older_than: float) -> int:
+        """Uploads under `<prefix>/uploads/` whose newest object is old enough and whose id
+        has no row; keys that name no upload id are not ours and stay."""
+        root, keys, newest = self._key("uploads") + "/", {}, {}
+        for o in self._objects(root):
+            upload_id = o["Key"][len(root) :].split("/", 1)[0]
+            if UPLOAD_ID.fullmatch(upload_id):
+                keys.setdefault(upload_id, []).append(o["Key"])
+                newest[upload_id] = max(newest.get(upload_id, o["LastModified"]), o["LastModified"])
+        cutoff = datetime.now(UTC) - timedelta(seconds=older_than)
+        old = [u for u, at in newest.items() if at < cutoff]
+        doomed = set(old) - known(old)
+        self._drop(k for u in doomed for k in keys[u])
+        return len(doomed)
 
     def presign(self, job_id: str, output_dir: str, path: str, seconds: int) -> str:
         params = {"Bucket": self.bucket, "Key": self._file(job_id, output_dir, path)}

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 CHUNK = 1 << 20
 Manifest = list[tuple[str, int, str]]  # (relative path, size, sha256) of each file
 Live = Callable[[str, str], bool]  # (job id, output folder): does a job record or run it?
+Known = Callable[[list[str]], set[str]]  # upload ids -> those that have a row
 ATTEMPT = re.compile(r"\.?(attempt-[0-9]+)(?:\..*\.tmp)?")  # an output, or its temp folder
 BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # S3's rule for bucket names
 
@@ -103,6 +104,11 @@ class Storage(Protocol):
         """Remove the attempts' outputs, whole or partial, older than `older_than` seconds
         that `is_live(job_id, output_dir)` disowns (a killed worker's, a lost commit's, a
         deleted job's): how many folders, objects and unfinished uploads went."""
+
+    def sweep_uploads(self, known: Known, older_than: float) -> int:
+        """Remove the uploads in the store, older than `older_than` seconds, that `known`
+        disowns (an API stopped between keeping the files and committing the row): how many
+        uploads went."""
 
     def presign(self, job_id: str, output_dir: str, path: str, seconds: int) -> str | None:
         """A URL that serves the file without credentials for `seconds`; None where the
@@ -234,16 +240,20 @@ class LocalStorage:
         job's folder goes once empty. Scratch folders are the job's own to remove."""
         cutoff, removed = time.time() - older_than, 0
         for job in _folders(self.root):
-            old = _older(job, cutoff)  # before removing inside it touches it
+            old = older(job, cutoff)  # before removing inside it touches it
             for entry in _folders(job):
                 match = ATTEMPT.fullmatch(entry.name)
-                if match and _older(entry, cutoff) and not is_live(job.name, match[1]):
+                if match and older(entry, cutoff) and not is_live(job.name, match[1]):
                     shutil.rmtree(entry, ignore_errors=True)
                     removed += 1
             if old:
                 with contextlib.suppress(OSError):  # not empty: outputs or scratch remain
                     job.rmdir()
         return removed
+
+    def sweep_uploads(self, known: Known, older_than: float) -> int:
+        """Nothing: this store's uploads are the uploads folder, which `Catalog` sweeps."""
+        return 0
 
     def presign(self, job_id: str, output_dir: str, path: str, seconds: int) -> None:
         """None: the API sends local files itself."""
@@ -258,7 +268,7 @@ class LocalStorage:
         """Nothing: `uploads.remove` removes the folder."""
 
 
-def _older(path: Path, cutoff: float) -> bool:
+def older(path: Path, cutoff: float) -> bool:
     """Whether `path` was last modified before `cutoff` (a time.time()); False once gone."""
     try:
         return path.lstat().st_mtime < cutoff

@@ -312,6 +312,8 @@ class Worker:
             if self.queue.delete(job_id):
                 self.storage.remove(job_id)
                 log.info("deleted job %s: retention", job_id)
-        swept = self.storage.sweep(self.queue.is_live, SWEEP_GRACE * s.stale_seconds)
+        grace, known = SWEEP_GRACE * s.stale_seconds, self.queue.known_uploads
+        swept = self.storage.sweep(self.queue.is_live, grace)
+        swept += self.storage.sweep_uploads(known, grace) + self.catalog.sweep_uploads(known, grace)
         if swept:
             log.info("swept %d leftovers of dead attempts from the storage", swept)

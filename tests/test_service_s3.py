@@ -197,6 +197,28 @@ def test_the_local_store_sweeps_attempt_folders_the_same_way(tmp_path: Path) -> 
     assert not (local.root / OTHER).exists()
 
 
+def test_sweep_uploads_removes_those_without_a_row_once_old_enough(
+    store: S3Storage, bucket: str
+) -> None:
+    store.put_upload(JOB, {"tokenizer.json": b"{}", "tokenizer_config.json": b"{}"})
+    store.put_upload(OTHER, {"text.txt": b"an upload whose row never committed"})
+    s3().put_object(Bucket=bucket, Key=f"{PREFIX}/uploads/not-an-id/x", Body=b"not ours")
+    asked = []
+
+    def known(upload_ids: list[str]) -> set[str]:
+        asked.append(sorted(upload_ids))
+        return {JOB} & set(upload_ids)
+
+    assert store.sweep_uploads(known, older_than=3600) == 0  # too young: no id asked about
+    assert asked == [[]]
+    assert store.sweep_uploads(known, older_than=0) == 1
+    assert asked[-1] == [JOB, OTHER]  # one question for all of them
+    assert keys(bucket) == sorted(
+        [f"{PREFIX}/uploads/{JOB}/tokenizer.json", f"{PREFIX}/uploads/{JOB}/tokenizer_config.json",
+         f"{PREFIX}/uploads/not-an-id/x"]
+    )  # fmt: skip
+
+
 def test_presigned_urls_serve_the_file_and_its_ranges(store: S3Storage) -> None:
     out = published(store, JOB, 1, FILES)
     url = store.presign(JOB, out, "model.safetensors", 60)
@@ -354,6 +376,13 @@ def test_uploads_go_to_the_bucket_and_a_worker_without_them_fetches_them(
 
     assert client.delete(f"/tokenizers/{tok_id}").status_code == 204
     assert keys(bucket, f"{PREFIX}/uploads/{tok_id}/") == []
+    # the other machine's copy of the deleted upload goes with its next sweep; the text stays
+    (elsewhere.uploads_dir / f".{text_id}.x1y2.tmp").mkdir()  # a fetch that never finished
+    sweeper = Catalog(elsewhere)
+    known = s3_client.app.state.services.queue.known_uploads
+    assert sweeper.sweep_uploads(known, older_than=3600) == 0
+    assert sweeper.sweep_uploads(known, older_than=0) == 2
+    assert [p.name for p in elsewhere.uploads_dir.iterdir()] == [text_id]
     third = s3_settings.model_copy(update={"data_dir": tmp_path / "third"})
     fresh = Catalog(third, open_storage(third))
     assert fresh.text(text_id) == third.uploads_dir / text_id / "text.txt"
@@ -421,8 +450,11 @@ def test_the_worker_sweeps_with_the_database_as_judge(
     published(store, job["id"], 2, {"a.txt": b"a lost commit's"})
     published(store, running, 1, {"a.txt": b"being written"})
     published(store, JOB, 1, {"a.txt": b"a deleted job's"})
+    text = s3_client.post("/texts", files={"file": ("e.txt", b"Der Fuchs.\n")}).json()["id"]
+    store.put_upload(OTHER, {"text.txt": b"an upload whose row never committed"})
     kept = keys(bucket, f"{PREFIX}/jobs/{job['id']}/attempt-1/")
     monkeypatch.setattr(worker, "SWEEP_GRACE", 0)
     w = worker.Worker(s3_services.settings, queue, store, s3_services.catalog)
     w.retain()
-    assert keys(bucket) == sorted([*kept, f"{PREFIX}/jobs/{running}/attempt-1/a.txt"])
+    upload = f"{PREFIX}/uploads/{text}/text.txt"
+    assert keys(bucket) == sorted([*kept, f"{PREFIX}/jobs/{running}/attempt-1/a.txt", upload])
