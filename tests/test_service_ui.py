@@ -25,6 +25,18 @@ def test_the_page_is_served_from_the_package(client: TestClient) -> None:
     assert again.status_code == 304
 
 
+def test_the_page_files_are_gzipped_for_clients_that_take_them(client: TestClient) -> None:
+    plain = client.get("/ui/job.js", headers={"Accept-Encoding": "identity"})
+    packed = client.get("/ui/job.js", headers={"Accept-Encoding": "gzip"})
+    assert "content-encoding" not in plain.headers
+    assert packed.headers["content-encoding"] == "gzip" and packed.text == plain.text
+    assert packed.num_bytes_downloaded < len(plain.content) / 2
+    assert packed.headers["content-security-policy"] == plain.headers["content-security-policy"]
+    assert packed.headers["vary"] == "Accept-Encoding"
+    tag = {"If-None-Match": packed.headers["etag"], "Accept-Encoding": "gzip"}
+    assert client.get("/ui/job.js", headers=tag).status_code == 304
+
+
 def test_the_page_needs_no_key_but_the_api_does(client: TestClient, services: Services) -> None:
     keys.create(services.sessions, "ops", "read")
     assert client.get("/ui/").status_code == 200
@@ -54,7 +66,9 @@ def test_a_page_of_jobs_is_304_until_one_changes(client: TestClient, services: S
     first = client.get("/jobs")
     assert first.status_code == 200 and first.json()["jobs"] == []
     tag = first.headers["etag"]
-    assert client.get("/jobs", headers={"If-None-Match": tag}).status_code == 304
+    unchanged = client.get("/jobs", headers={"If-None-Match": tag})
+    assert unchanged.status_code == 304 and unchanged.headers["etag"] == tag
+    assert unchanged.headers["vary"] == "Accept-Encoding"
     job_id = client.post("/transplant", json=REQUEST).json()["id"]
     new = client.get("/jobs", headers={"If-None-Match": tag})
     assert new.status_code == 200 and [j["id"] for j in new.json()["jobs"]] == [job_id]

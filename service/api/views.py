@@ -61,10 +61,9 @@ def compressed(body: bytes, accept_encoding: str | None) -> tuple[bytes, dict[st
     """A page of jobs gzipped where the client takes it: succeeded jobs carry reports that
     repeat one another, so a board's page shrinks to about a tenth. Done here, not by
     GZipMiddleware, which would compress artifact downloads too (and break Range on them)."""
-    vary = {"Vary": "Accept-Encoding"}
     if len(body) < 1024 or not accepts_gzip(accept_encoding):
-        return body, vary
-    return gzip.compress(body, compresslevel=5), vary | {"Content-Encoding": "gzip"}
+        return body, {}
+    return gzip.compress(body, compresslevel=5), {"Content-Encoding": "gzip"}
 
 
 def not_modified(if_none_match: str | None, tag: str) -> bool:

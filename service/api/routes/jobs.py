@@ -62,13 +62,13 @@ async def list_jobs(
     jobs = await run_in_threadpool(services.queue.page, status, after, limit + 1, kind)
     more = len(jobs) > limit
     jobs = jobs[:limit]
-    page = JobPage(jobs=[job_out(j) for j in jobs], next_cursor=_cursor(jobs[-1]) if more else None)
     tag = page_etag(jobs, more)
-    body, encoding = compressed(page.model_dump_json().encode(), accept_encoding)
-    headers = {"ETag": tag, "Retry-After": "2"} | encoding
-    if not_modified(if_none_match, tag):
+    headers = {"ETag": tag, "Retry-After": "2", "Vary": "Accept-Encoding"}
+    if not_modified(if_none_match, tag):  # before the body: a watched page is mostly unchanged
         return Response(status_code=304, headers=headers)
-    return Response(body, media_type="application/json", headers=headers)
+    page = JobPage(jobs=[job_out(j) for j in jobs], next_cursor=_cursor(jobs[-1]) if more else None)
+    body, encoding = compressed(page.model_dump_json().encode(), accept_encoding)
+    return Response(body, media_type="application/json", headers=headers | encoding)
 
 
 def _seen(services: Services, polls: Polls, job_id: str) -> Seen:
