@@ -9,10 +9,12 @@ transformers, so that a machine without them can drive a server.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import itertools
 import json
+import re
 import tarfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -212,7 +214,9 @@ class Client:
     def download(self, job_id: str, folder: Path, progress: Progress | None = None) -> list[Path]:
         """Every file of a succeeded job into `folder` (a checkpoint transformers loads). Files
         already there with the right sha256 are kept, a `.part` left by an interrupted
-        download is continued, and nothing takes its final name before its sha256 is checked."""
+        download of the same file is continued (its name holds the sha256's first 16 digits, so
+        another job's is not: it is removed), and nothing takes its final name before its
+        sha256 is checked."""
         files = self.manifest(job_id)
         targets = [_target(folder, f["path"]) for f in files]  # all checked before any is written
         return [
@@ -224,7 +228,7 @@ class Client:
         if target.is_file() and _sha256(target) == file["sha256"]:
             progress(file["size"])
             return target
-        part = target.with_name(target.name + ".part")
+        part = _part(target, file["sha256"])
         target.parent.mkdir(parents=True, exist_ok=True)
         url = f"/jobs/{_segment(job_id)}/artifacts/{quote(file['path'])}"
         self._transfer(url, part, file, progress)
@@ -310,6 +314,17 @@ def _tokenizer_tar(folder: Path) -> bytes:
                 info.size = len(data)
                 archive.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
+
+
+def _part(target: Path, sha256: str) -> Path:
+    """Where `target` is downloaded to, `NAME.<16 hex digits of its sha256>.part`, once the
+    parts of other versions of it are gone."""
+    stale = re.compile(re.escape(target.name) + r"\.[0-9a-f]{16}\.part")
+    part = target.with_name(f"{target.name}.{sha256[:16]}.part")
+    for other in target.parent.glob(f"{glob.escape(target.name)}.*.part"):
+        if other != part and stale.fullmatch(other.name):
+            other.unlink(missing_ok=True)
+    return part
 
 
 def _sha256(path: Path) -> str:

@@ -120,10 +120,13 @@ def test_download_resumes_a_part_skips_done_files_and_refuses_a_corrupt_one(
 
     resumed = tmp_path / "resumed"
     resumed.mkdir()
-    (resumed / f"{big['path']}.part").write_bytes(data[:1000])
+    (resumed / f"{big['path']}.{big['sha256'][:16]}.part").write_bytes(data[:1000])
+    other = resumed / f"{big['path']}.{'0' * 16}.part"  # another job's version of the file
+    other.write_bytes(b"\0" * 2000)
     client.download(job_id, resumed)
     assert (f"/artifacts/{big['path']}", "bytes=1000-", 206, len(data) - 1000) in seen
     assert (resumed / big["path"]).read_bytes() == data
+    assert not list(resumed.rglob("*.part"))
 
     seen.clear()
     client.download(job_id, resumed)  # everything is there: only the manifest is read
@@ -131,11 +134,11 @@ def test_download_resumes_a_part_skips_done_files_and_refuses_a_corrupt_one(
 
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
-    (corrupt / f"{big['path']}.part").write_bytes(b"\0" * 1000)
+    (corrupt / f"{big['path']}.{big['sha256'][:16]}.part").write_bytes(b"\0" * 1000)
     with pytest.raises(DownloadError, match="sha256"):
         client.download(job_id, corrupt)
     assert not (corrupt / big["path"]).exists()
-    assert not (corrupt / f"{big['path']}.part").exists()
+    assert not list(corrupt.rglob("*.part"))
     client.close()
 
 
