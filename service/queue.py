@@ -12,12 +12,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Select, and_, delete, func, select, update
+from sqlalchemy import Row, Select, and_, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .models import Artifact, Chore, Job, JobEvent, JobKind, JobStatus, Upload, Worker, utcnow
-from .storage import attempt_dir
+from .storage import Output, attempt_dir
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class Claim:
 
 CHANNEL = "tokengraft_jobs"  # NOTIFY'd when a job is queued; idle workers LISTEN (wakeup.py)
 TERMINAL = [JobStatus.succeeded, JobStatus.failed, JobStatus.canceled]
-UPLOAD_BATCH = 500  # upload ids per query of the sweep: bounded IN lists
+SWEEP_BATCH = 500  # job or upload ids per query of the sweep: bounded IN lists
 
 
 class Conflict(Exception):
@@ -78,6 +78,13 @@ def _value(v: object) -> str:
     if isinstance(v, dict):
         return f"({describe(v)})"
     return str(round(v, 4) if isinstance(v, float) else v)
+
+
+def _kept(row: Row) -> Output | None:
+    """The one output of a job's row that the storage keeps, if any."""
+    if row.status == JobStatus.succeeded:
+        return row.id, row.output_dir
+    return (row.id, attempt_dir(row.attempt)) if row.status == JobStatus.running else None
 
 
 class Queue:
@@ -471,23 +478,24 @@ class Queue:
         )
 
     # --- storage sweep ------------------------------------------------------------------------
-    def is_live(self, job_id: str, output_dir: str) -> bool:
-        """Whether the storage must keep a job's output folder: the recorded output of a
-        succeeded job, or the folder of a running job's current attempt."""
-        query = select(Job.status, Job.output_dir, Job.attempt).where(Job.id == job_id)
+    def live_outputs(self, outputs: list[Output]) -> set[Output]:
+        """Those (job id, output folder) pairs the storage must keep: the recorded output of a
+        succeeded job, or the folder of a running job's current attempt. One query per
+        `SWEEP_BATCH` jobs."""
+        job_ids = list(dict.fromkeys(job_id for job_id, _ in outputs))
+        kept: set[Output] = set()
         with self.reads() as s:
-            row = s.execute(query).first()
-        if row is None:
-            return False
-        if row.status == JobStatus.succeeded:
-            return row.output_dir == output_dir
-        return row.status == JobStatus.running and output_dir == attempt_dir(row.attempt)
+            for start in range(0, len(job_ids), SWEEP_BATCH):
+                batch = job_ids[start : start + SWEEP_BATCH]
+                query = select(Job.id, Job.status, Job.output_dir, Job.attempt)
+                kept.update(_kept(row) for row in s.execute(query.where(Job.id.in_(batch))))
+        return {output for output in outputs if output in kept}
 
     def known_uploads(self, upload_ids: list[str]) -> set[str]:
         """Those of `upload_ids` that have a row: the sweep keeps their files."""
         known: set[str] = set()
         with self.reads() as s:
-            for start in range(0, len(upload_ids), UPLOAD_BATCH):
-                batch = upload_ids[start : start + UPLOAD_BATCH]
+            for start in range(0, len(upload_ids), SWEEP_BATCH):
+                batch = upload_ids[start : start + SWEEP_BATCH]
                 known.update(s.scalars(select(Upload.id).where(Upload.id.in_(batch))))
         return known

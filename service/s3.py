@@ -26,7 +26,6 @@ a job whose worker died resumes from them only on that machine; on another it st
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import mimetypes
 import shutil
@@ -217,17 +216,15 @@ class S3Storage:
 
     def sweep(self, is_live: Live, older_than: float) -> int:
         """Objects and unfinished uploads under `<prefix>/jobs/` by their age in the store
-        (each (job, output) asked about once), then this machine's work folder."""
-        root, live = self._jobs(), functools.cache(is_live)
-        cutoff = datetime.now(UTC) - timedelta(seconds=older_than)
-
-        def dead(key: str, at: datetime) -> bool:
-            owner = _owner(root, key)
-            return at < cutoff and owner is not None and not live(*owner)
-
-        removed = self._abort([u for u in self._unfinished(root) if dead(u["Key"], u["Initiated"])])
-        objects = [o for o in self._objects(root) if dead(o["Key"], o["LastModified"])]
-        removed += self._drop(o["Key"] for o in objects)
+        (all their outputs asked about at once), then this machine's work folder."""
+        root, cutoff = self._jobs(), datetime.now(UTC) - timedelta(seconds=older_than)
+        uploads = [u for u in self._unfinished(root) if u["Initiated"] < cutoff]
+        objects = [o for o in self._objects(root) if o["LastModified"] < cutoff]
+        owners = {k: _owner(root, k) for k in (x["Key"] for x in uploads + objects)}
+        live = is_live([o for o in dict.fromkeys(owners.values()) if o is not None])
+        dead = {k for k, owner in owners.items() if owner is not None and owner not in live}
+        removed = self._abort([u for u in uploads if u["Key"] in dead])
+        removed += self._drop(o["Key"] for o in objects if o["Key"] in dead)
         return removed + self.work.sweep(is_live, older_than)
 
     def sweep_uploads(self, known: Known, older_than: float) -> int:

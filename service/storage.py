@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 
 CHUNK = 1 << 20
 Manifest = list[tuple[str, int, str]]  # (relative path, size, sha256) of each file
-Live = Callable[[str, str], bool]  # (job id, output folder): does a job record or run it?
+Output = tuple[str, str]  # (job id, output folder)
+Live = Callable[[list[Output]], set[Output]]  # those outputs that a job records or runs
 Known = Callable[[list[str]], set[str]]  # upload ids -> those that have a row
 ATTEMPT = re.compile(r"\.?(attempt-[0-9]+)(?:\..*\.tmp)?")  # an output, or its temp folder
 BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # S3's rule for bucket names
@@ -102,7 +103,7 @@ class Storage(Protocol):
 
     def sweep(self, is_live: Live, older_than: float) -> int:
         """Remove the attempts' outputs, whole or partial, older than `older_than` seconds
-        that `is_live(job_id, output_dir)` disowns (a killed worker's, a lost commit's, a
+        that `is_live` disowns (a killed worker's, a lost commit's, a
         deleted job's): how many folders, objects and unfinished uploads went."""
 
     def sweep_uploads(self, known: Known, older_than: float) -> int:
@@ -238,18 +239,22 @@ class LocalStorage:
     def sweep(self, is_live: Live, older_than: float) -> int:
         """Attempt folders (and the temp folders of unfinished ones) by their age on disk; a
         job's folder goes once empty. Scratch folders are the job's own to remove."""
-        cutoff, removed = time.time() - older_than, 0
-        for job in _folders(self.root):
-            old = older(job, cutoff)  # before removing inside it touches it
-            for entry in _folders(job):
-                match = ATTEMPT.fullmatch(entry.name)
-                if match and older(entry, cutoff) and not is_live(job.name, match[1]):
-                    shutil.rmtree(entry, ignore_errors=True)
-                    removed += 1
-            if old:
-                with contextlib.suppress(OSError):  # not empty: outputs or scratch remain
-                    job.rmdir()
-        return removed
+        cutoff = time.time() - older_than
+        jobs = {job: older(job, cutoff) for job in _folders(self.root)}  # before removing inside
+        found = {
+            entry: (job.name, match[1])
+            for job in jobs
+            for entry in _folders(job)
+            if (match := ATTEMPT.fullmatch(entry.name)) and older(entry, cutoff)
+        }
+        live = is_live(list(dict.fromkeys(found.values())))
+        doomed = [entry for entry, output in found.items() if output not in live]
+        for entry in doomed:
+            shutil.rmtree(entry, ignore_errors=True)
+        for job in (job for job, old in jobs.items() if old):
+            with contextlib.suppress(OSError):  # not empty: outputs or scratch remain
+                job.rmdir()
+        return len(doomed)
 
     def sweep_uploads(self, known: Known, older_than: float) -> int:
         """Nothing: this store's uploads are the uploads folder, which `Catalog` sweeps."""

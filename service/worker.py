@@ -313,7 +313,7 @@ class Worker:
                 self.storage.remove(job_id)
                 log.info("deleted job %s: retention", job_id)
         grace, known = SWEEP_GRACE * s.stale_seconds, self.queue.known_uploads
-        swept = self.storage.sweep(self.queue.is_live, grace)
+        swept = self.storage.sweep(self.queue.live_outputs, grace)
         swept += self.storage.sweep_uploads(known, grace) + self.catalog.sweep_uploads(known, grace)
         if swept:
             log.info("swept %d leftovers of dead attempts from the storage", swept)

@@ -171,9 +171,9 @@ def test_sweep_removes_what_no_job_records_or_runs_once_old_enough(
     write(store.work.workspace(OTHER, 3), {"half.bin": b"a killed worker's local folder"})
     asked = []
 
-    def is_live(job_id: str, output_dir: str) -> bool:
-        asked.append((job_id, output_dir))
-        return (job_id, output_dir) in live
+    def is_live(outputs: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        asked.append(outputs)
+        return live & set(outputs)
 
     assert store.sweep(is_live, older_than=3600) == 0  # all too young
     assert len(keys(bucket)) == 3 and len(unfinished(bucket)) == 2
@@ -182,7 +182,9 @@ def test_sweep_removes_what_no_job_records_or_runs_once_old_enough(
     assert keys(bucket) == [f"{PREFIX}/jobs/{JOB}/attempt-2/a.txt"]
     assert unfinished(bucket) == [f"{PREFIX}/jobs/{JOB}/attempt-2/late"]
     assert not (store.work.root / OTHER).exists()
-    assert len(asked) == len(set(asked))  # each output asked about once (and the local one)
+    bucket_outputs = [(JOB, "attempt-1"), (JOB, "attempt-2"), (OTHER, "attempt-1")]
+    assert sorted(asked[0]) == bucket_outputs  # all at once, each once
+    assert asked[1:] == [[(OTHER, "attempt-3")]]  # then the local work folder
 
 
 def test_the_local_store_sweeps_attempt_folders_the_same_way(tmp_path: Path) -> None:
@@ -191,8 +193,12 @@ def test_the_local_store_sweeps_attempt_folders_the_same_way(tmp_path: Path) -> 
     (local.root / JOB / ".attempt-1.x1y2.tmp").mkdir()  # a killed attempt's temp folder
     local.scratch(JOB, "train")
     write(local.workspace(OTHER, 1), {"a.txt": b"gone"})
-    assert local.sweep(lambda j, o: (j, o) == (JOB, "attempt-2"), older_than=3600) == 0
-    assert local.sweep(lambda j, o: (j, o) == (JOB, "attempt-2"), older_than=0) == 2
+
+    def is_live(outputs: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        return {(JOB, "attempt-2")} & set(outputs)
+
+    assert local.sweep(is_live, older_than=3600) == 0
+    assert local.sweep(is_live, older_than=0) == 2
     assert sorted(p.name for p in (local.root / JOB).iterdir()) == ["attempt-2", "train"]
     assert not (local.root / OTHER).exists()
 
@@ -441,12 +447,13 @@ def test_the_worker_sweeps_with_the_database_as_judge(
     queue, store = s3_services.queue, s3_services.storage
     job = submit(s3_client)
     run_next(s3_services)
-    assert queue.is_live(job["id"], "attempt-1") and not queue.is_live(job["id"], "attempt-2")
-    assert not queue.is_live(JOB, "attempt-1")  # no such job
+    asked = [(job["id"], "attempt-1"), (job["id"], "attempt-2"), (JOB, "attempt-1")]
+    assert queue.live_outputs(asked) == {(job["id"], "attempt-1")}  # JOB: no such job
     running = submit(s3_client)["id"]
     claim = queue.claim("test-worker")
-    assert claim is not None and queue.is_live(running, "attempt-1")
-    assert not queue.is_live(running, "attempt-2")
+    assert claim is not None
+    asked = [(running, "attempt-1"), (running, "attempt-2")]
+    assert queue.live_outputs(asked) == {(running, "attempt-1")}
     published(store, job["id"], 2, {"a.txt": b"a lost commit's"})
     published(store, running, 1, {"a.txt": b"being written"})
     published(store, JOB, 1, {"a.txt": b"a deleted job's"})

@@ -169,7 +169,7 @@ def killed_mid_upload(
     dead = machines[workers.index(victim)]
     assert (dead.data_dir / "work" / job_id / "attempt-1").is_dir()  # what the kill left
     store = open_storage(dead.model_copy(update={"storage": f"s3://{bucket}/{PREFIX}"}))
-    assert store.sweep(services.queue.is_live, 0) >= 1
+    assert store.sweep(services.queue.live_outputs, 0) >= 1
     left = sorted(bucket_files(bucket, f"{PREFIX}/jobs/{job_id}/"))
     assert left == sorted(prefix + f["path"] for f in files)  # the dead attempt's are gone
     unfinished = client.list_multipart_uploads(Bucket=bucket, Prefix=f"{PREFIX}/jobs/{job_id}/")
