@@ -103,8 +103,8 @@ class Storage(Protocol):
 
     def sweep(self, is_live: Live, older_than: float) -> int:
         """Remove the attempts' outputs, whole or partial, older than `older_than` seconds
-        that `is_live` disowns (a killed worker's, a lost commit's, a
-        deleted job's): how many folders, objects and unfinished uploads went."""
+        that `is_live` disowns (a killed worker's, a lost commit's, a deleted job's), asking
+        it about all of them at once: how many folders, objects and unfinished uploads went."""
 
     def sweep_uploads(self, known: Known, older_than: float) -> int:
         """Remove the uploads in the store, older than `older_than` seconds, that `known`
