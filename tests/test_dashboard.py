@@ -209,6 +209,34 @@ def test_submit_watch_download_cancel(
     tab.close()
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_job_page_follows_its_job_across_a_restart_of_the_server(
+    api: Server, worker: callable, settings: Settings, browser: Browser, tmp_path: Path
+) -> None:
+    """A server that stops ends each event stream with `end` (reason: shutting down); the page
+    reconnects to the server that takes its place rather than ending its watch."""
+    job_id = submit_job(api.http, settings)
+    tab = Tab(browser, api)
+    page = tab.page
+    page.locator(f"tr[data-job-id='{job_id}'] a").click()
+    badge = page.locator("dl.facts .badge")
+    expect(badge).to_have_attribute("data-status", "queued")
+    page.evaluate("window.marker = 'no reload'")
+    api.stop()
+    (tmp_path / "again").mkdir()
+    again = Server(settings, tmp_path / "again", worker=False, port=api.port)
+    try:
+        worker()
+        expect(badge).to_have_attribute("data-status", "succeeded", timeout=LONG)
+        assert page.evaluate("window.marker") == "no reload"
+        expect(page.locator("table.artifacts")).to_be_visible()
+    finally:
+        again.stop()
+    refused = [e for e in tab.errors if "ERR_CONNECTION_REFUSED" not in e]
+    assert refused == []  # only the page's retries while no server listened
+    tab.close()
+
+
 def test_a_read_only_key_sees_everything_and_no_buttons(
     api: Server, worker: callable, settings: Settings, browser: Browser
 ) -> None:

@@ -64,9 +64,14 @@ def tokengraft(*args: str, settings: Settings, log: Path) -> subprocess.Popen:
 
 class Server:
     def __init__(
-        self, settings: Settings, tmp: Path, worker: bool, extra: tuple[str, ...] = ()
+        self,
+        settings: Settings,
+        tmp: Path,
+        worker: bool,
+        extra: tuple[str, ...] = (),
+        port: int | None = None,  # another server's, to take its place
     ) -> None:
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp / "serve.log"
         args = ["serve", "--port", str(self.port)] + ([] if worker else ["--no-worker"])
