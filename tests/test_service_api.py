@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import tarfile
 import threading
 import time
@@ -267,6 +268,23 @@ def test_ranged_downloads_read_the_manifest_once(
     assert [p.status_code for p in parts] == [206] * 5
     assert reads == [job["id"]]
     assert_problem(client.get(f"/jobs/{job['id']}/artifacts/nope"), 404)  # still the manifest's
+
+
+def test_a_job_deleted_through_another_process_is_no_job_at_once(
+    client: TestClient, services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Retention in a worker deletes the row and the files; this process still keeps the
+    manifest: the file's absence is not a warning about a changed store, but "no job"."""
+    job = submit(client)
+    run_next(services)
+    url = f"/jobs/{job['id']}/artifacts/tokenizer.json"
+    assert client.get(url, headers={"Range": "bytes=0-9"}).status_code == 206  # kept now
+    assert services.queue.delete(job["id"])
+    services.storage.remove(job["id"])
+    with caplog.at_level(logging.WARNING, logger="tokengraft.api"):
+        assert_problem(client.get(url), 404, f"no job {job['id']}")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert_problem(client.get(f"/jobs/{job['id']}/artifacts/config.json"), 404, "no job")
 
 
 def test_bad_input_is_a_problem_and_never_a_job(client: TestClient, settings: Settings) -> None:

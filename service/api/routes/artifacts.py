@@ -100,6 +100,7 @@ def _checked(services: Services, job: Job, f: Artifact) -> tuple[Path, os.stat_r
             "/problems/artifact-changed",
         ) from None
     except OSError as e:
+        find(services, job.id)  # deleted meanwhile through another process: "no job", no warning
         log.warning(
             "job %s: file %r refused: not a regular file inside the job's folder (%s)",
             job.id,
@@ -242,7 +243,11 @@ async def artifact(
         raise ProblemError(404, f"job {job_id} has no file {path!r}", "/problems/not-found")
     tag = f'"{entry.sha256}"'
     redirect = await run_in_threadpool(_redirect, services, job, entry, tag)
-    local = None if redirect else await run_in_threadpool(_checked, services, job, entry)
+    try:
+        local = None if redirect else await run_in_threadpool(_checked, services, job, entry)
+    except ProblemError:
+        manifests.forget(job_id)  # the next request reads the database again
+        raise
     if not_modified(if_none_match, tag):
         return Response(status_code=304, headers={"ETag": tag, "Accept-Ranges": "bytes"})
     if redirect is not None:
