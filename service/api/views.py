@@ -136,8 +136,9 @@ class Manifests:
     """A succeeded job's row and files, kept `seconds` per API process: a ranged download
     asks for them on every request, and two database reads were the largest fixed cost of a
     1 MiB range (bench/load.py), while a recorded manifest never changes. A job deleted
-    through this process is forgotten at once, through another within `seconds`; the files
-    themselves are checked on every request. Bounded, least recently used first out."""
+    through this process is forgotten at once; through another, at the first request that
+    finds its file gone (the files themselves are checked on every request). Bounded, least
+    recently used first out."""
 
     def __init__(self, seconds: float, size: int = 1024) -> None:
         self.seconds, self.size = seconds, size
