@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Row, Select, and_, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from .models import Artifact, Chore, Job, JobEvent, JobKind, JobStatus, Upload, Worker, utcnow
 from .storage import Output, attempt_dir
@@ -480,22 +480,22 @@ class Queue:
     # --- storage sweep ------------------------------------------------------------------------
     def live_outputs(self, outputs: list[Output]) -> set[Output]:
         """Those (job id, output folder) pairs the storage must keep: the recorded output of a
-        succeeded job, or the folder of a running job's current attempt. One query per
-        `SWEEP_BATCH` jobs."""
+        succeeded job, or the folder of a running job's current attempt."""
         job_ids = list(dict.fromkeys(job_id for job_id, _ in outputs))
-        kept: set[Output] = set()
-        with self.reads() as s:
-            for start in range(0, len(job_ids), SWEEP_BATCH):
-                batch = job_ids[start : start + SWEEP_BATCH]
-                query = select(Job.id, Job.status, Job.output_dir, Job.attempt)
-                kept.update(_kept(row) for row in s.execute(query.where(Job.id.in_(batch))))
+        query = select(Job.id, Job.status, Job.output_dir, Job.attempt)
+        kept = {_kept(row) for row in self._rows_in(query, Job.id, job_ids)}
         return {output for output in outputs if output in kept}
 
     def known_uploads(self, upload_ids: list[str]) -> set[str]:
         """Those of `upload_ids` that have a row: the sweep keeps their files."""
-        known: set[str] = set()
+        return {row.id for row in self._rows_in(select(Upload.id), Upload.id, upload_ids)}
+
+    def _rows_in(self, query: Select, column: InstrumentedAttribute, ids: list[str]) -> list[Row]:
+        """`query`'s rows whose `column` is one of `ids`, asked `SWEEP_BATCH` ids at a time
+        (bounded IN lists)."""
         with self.reads() as s:
-            for start in range(0, len(upload_ids), SWEEP_BATCH):
-                batch = upload_ids[start : start + SWEEP_BATCH]
-                known.update(s.scalars(select(Upload.id).where(Upload.id.in_(batch))))
-        return known
+            return [
+                row
+                for start in range(0, len(ids), SWEEP_BATCH)
+                for row in s.execute(query.where(column.in_(ids[start : start + SWEEP_BATCH])))
+            ]

@@ -10,9 +10,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import insert, text, update
 
+import service.queue
 import service.worker
 from hypernet.errors import InputError
-from service.models import Chore, Job, JobStatus, utcnow
+from service.models import Chore, Job, JobStatus, Upload, utcnow
 from service.queue import Claim, Queue, oldest_queued
 from service.services import Services
 from service.worker import Worker
@@ -245,3 +246,19 @@ def test_one_worker_takes_each_turn_of_a_chore(services: Services) -> None:
     with services.sessions.begin() as s:
         s.execute(update(Chore).where(Chore.name == "retain").values(done_at=utcnow() - every))
     assert [queue.take_turn("retain", every) for _ in range(2)] == [True, False]
+
+
+def test_the_sweep_asks_about_outputs_in_batches(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Five jobs asked about two at a time: the answer is the same as in one query."""
+    monkeypatch.setattr(service.queue, "SWEEP_BATCH", 2)
+    queue = services.queue
+    ids = enqueue(queue, 5)
+    running = queue.claim("w")
+    assert running is not None
+    asked = [(i, "attempt-1") for i in ids] + [(i, "attempt-2") for i in ids] + [("x" * 32, "a")]
+    assert queue.live_outputs(asked) == {(running.job_id, "attempt-1")}
+    with services.sessions.begin() as s:
+        s.add(Upload(id="c" * 32, kind="text", filename="t.txt", size=1, sha256="0" * 64))
+    assert queue.known_uploads(["a" * 32, "b" * 32, "c" * 32]) == {"c" * 32}
