@@ -316,4 +316,4 @@ class Worker:
         swept = self.storage.sweep(self.queue.live_outputs, grace)
         swept += self.storage.sweep_uploads(known, grace) + self.catalog.sweep_uploads(known, grace)
         if swept:
-            log.info("swept %d leftovers of dead attempts from the storage", swept)
+            log.info("swept %d leftovers (dead attempts, orphaned uploads) from the storage", swept)
