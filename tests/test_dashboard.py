@@ -30,6 +30,9 @@ from service.services import Services
 CHROMIUM = os.environ.get("TOKENGRAFT_CHROMIUM") or shutil.which("chromium")
 ANSWERED_4XX = "Failed to load resource: the server responded with a status of 4"
 LONG = 120_000  # ms: a worker's start (torch) and a tiny transplant, on a busy machine
+# ms: every other wait, where Playwright's default is 5 s: the board and the job page learn of
+# a change at their next poll (Retry-After: 2 s), which a busy machine can push past 5 s
+WAIT = 20_000
 
 # Records every status the job page's badge shows, so a test can tell that the page went
 # through each state by itself (no reload), not only where it ended.
@@ -60,6 +63,7 @@ def browser() -> Iterator[Browser]:
         pytest.fail(
             "no Chromium: install.sh installs Debian's chromium (or set TOKENGRAFT_CHROMIUM)"
         )
+    expect.set_options(timeout=WAIT)
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=CHROMIUM)
         yield launched
@@ -191,7 +195,7 @@ def test_submit_watch_download_cancel(
     page.get_by_role("link", name="Jobs", exact=True).click()
     second = submit_job(api.http, settings)
     row = page.locator(f"tr[data-job-id='{second}']")
-    expect(row).to_have_attribute("data-status", "queued", timeout=15_000)
+    expect(row).to_have_attribute("data-status", "queued")
     expect(page.locator(f"tr[data-job-id='{job_id}']")).to_have_attribute(
         "data-status", "succeeded"
     )

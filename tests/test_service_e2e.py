@@ -256,6 +256,14 @@ def test_a_killed_worker_s_job_is_requeued_and_completes(
         api.stop()
 
 
+def counted(log: Path, line: str, times: int, timeout: float = 60) -> None:
+    """Wait until a process's log holds `line` `times` times."""
+    deadline = time.monotonic() + timeout
+    while log.read_text().count(line) < times:
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.02)
+
+
 def test_sigterm_finishes_the_job_and_a_second_gives_it_back(
     settings: Settings, tmp_path: Path
 ) -> None:
@@ -271,12 +279,13 @@ def test_sigterm_finishes_the_job_and_a_second_gives_it_back(
             (2, "longer", ("queued", 0)),
         ):
             job_id = api.http.post("/transplant", json=body | {"eval_text": text}).json()["id"]
-            worker = tokengraft("worker", settings=settings, log=tmp_path / "worker.log")
-            api.wait_for_stage(job_id, "evaluate", tmp_path / "worker.log")
-            for _ in range(signals):
+            log = tmp_path / f"worker-{text}.log"
+            worker = tokengraft("worker", settings=settings, log=log)
+            api.wait_for_stage(job_id, "evaluate", log)
+            for sent in range(1, signals + 1):
                 worker.send_signal(signal.SIGTERM)
-                # apart, so that the kernel delivers both (one still pending absorbs the next)
-                time.sleep(0.5)
+                # the next only once this one is counted (one still pending absorbs the next)
+                counted(log, "signal 15: ", sent)
             assert worker.wait(timeout=120) == 0
             job = api.http.get(f"/jobs/{job_id}").json()
             assert (job["status"], job["attempt"]) == expected, job

@@ -5,29 +5,54 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from fastapi.testclient import TestClient
 
+from service.api import views
 from service.api.main import create_app
 from service.config import Settings
 from service.services import Services
 
 
+class Clock:
+    """The poll cache's clock, moved by the test: how old a view is never depends on how fast
+    the machine ran the requests in between."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def settled(polls: views.Polls) -> None:
+    """Wait until no refresh behind a poll is under way (it runs on the app's event loop)."""
+    deadline = time.monotonic() + 60
+    while polls.tasks or polls.refreshing:
+        assert time.monotonic() < deadline, "the refresh behind the poll never finished"
+        time.sleep(0.01)
+
+
 def test_a_poll_sees_a_job_at_most_two_intervals_old(
-    settings: Settings, services: Services
+    settings: Settings, services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    clock = Clock()
+    monkeypatch.setattr(views, "time", clock)
     slow = settings.model_copy(update={"poll_cache_seconds": 1.0})
     job, _ = services.queue.enqueue({"model": "tiny", "tokenizer": "sp"}, "h")
     with TestClient(create_app(slow)) as client:
         first = client.get(f"/jobs/{job.id}")
         services.queue.claim("w1")  # the worker's process changes the row
         assert client.get(f"/jobs/{job.id}").json()["status"] == "queued"  # within the interval
-        time.sleep(1.0)  # one interval old: answered as it was, and refreshed behind
+        clock.now += 1.0  # one interval old: answered as it was, and refreshed behind
         assert client.get(f"/jobs/{job.id}").json()["status"] == "queued"
+        settled(client.app.state.polls)
         moved = client.get(f"/jobs/{job.id}", headers={"If-None-Match": first.headers["ETag"]})
         assert moved.status_code == 200 and moved.json()["status"] == "running"
         assert moved.headers["ETag"] != first.headers["ETag"] and "Retry-After" in moved.headers
         services.queue.cancel(job.id)  # by another process: this one has not seen it
-        time.sleep(2.0)  # two intervals old: read before answering
+        assert not client.get(f"/jobs/{job.id}").json()["cancel_requested"]  # fresh: kept
+        clock.now += 2.0  # two intervals old: read before answering
         assert client.get(f"/jobs/{job.id}").json()["cancel_requested"]
         canceled = client.post(f"/jobs/{job.id}/cancel").json()
         assert canceled["cancel_requested"] and client.get(f"/jobs/{job.id}").json() == canceled

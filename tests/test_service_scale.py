@@ -89,6 +89,7 @@ def test_two_workers_without_a_shared_disk(
     try:
         api = Server(settings, tmp_path, worker=False)
         try:
+            both_started(services, workers)
             spread(api, services, machines, bucket)
             killed_mid_upload(api, services, workers, machines, bucket)
         finally:
@@ -99,6 +100,16 @@ def test_two_workers_without_a_shared_disk(
         for w in workers:
             w.wait(timeout=60)
         services.engine.dispose()
+
+
+def both_started(services: Services, workers: list[subprocess.Popen]) -> None:
+    """Wait until both workers are registered, so that jobs spread over both however long
+    one takes to start (one alone would run them all)."""
+    deadline = time.monotonic() + 120
+    while services.queue.live_workers(services.settings.stale_seconds) < len(workers):
+        assert all(w.poll() is None for w in workers), "a worker exited"
+        assert time.monotonic() < deadline, "the workers did not start"
+        time.sleep(0.05)
 
 
 def spread(api: Server, services: Services, machines: list[Settings], bucket: str) -> None:

@@ -5,9 +5,11 @@ unless an unfinished job names them."""
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import io
 import json
+import lzma
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,14 +54,23 @@ def post_tokenizer(client: TestClient, data: bytes, name: str = "tokenizer.json"
     return client.post("/tokenizers", files={"file": (name, data)})
 
 
+COMPRESS = {  # tarfile's own gzip header holds the time: these give the same bytes every run
+    "w": bytes,
+    "w:gz": lambda data: gzip.compress(data, mtime=0),
+    "w:bz2": bz2.compress,
+    "w:xz": lzma.compress,
+}
+
+
 def tar_of(members: dict[str, bytes], mode: str = "w") -> bytes:
+    """A tar of `members`, compressed as tarfile's write `mode` names."""
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode=mode) as archive:
+    with tarfile.open(fileobj=buf, mode="w") as archive:
         for name, content in members.items():
             info = tarfile.TarInfo(name)
             info.size = len(content)
             archive.addfile(info, io.BytesIO(content))
-    return buf.getvalue()
+    return COMPRESS[mode](buf.getvalue())
 
 
 @pytest.fixture

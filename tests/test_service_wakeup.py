@@ -6,7 +6,7 @@ import threading
 import time
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from test_service_api import REQUEST
 
 from service import wakeup
@@ -83,13 +83,26 @@ def test_sqlite_and_notify_off_poll() -> None:
     assert took and took[0] < 5
 
 
+def listening(services: Services) -> bool:
+    """Whether a connection to this database has LISTENed (its last statement): the worker's
+    listener connects at its first wait, so a job queued before that would go unnoticed."""
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query = :q"
+    )
+    with services.sessions() as s:
+        return bool(s.scalar(query, {"q": f"LISTEN {CHANNEL}"}))
+
+
 def test_an_idle_worker_claims_a_new_job_at_once(pg_services: Services) -> None:
     settings = pg_services.settings.model_copy(update={"poll_seconds": POLL})
     worker = Worker(settings, pg_services.queue, pg_services.storage, pg_services.catalog)
     thread = threading.Thread(target=worker.run)
     thread.start()
     try:
-        time.sleep(1.0)  # registered, found nothing, now waiting
+        deadline = time.monotonic() + 60
+        while not listening(pg_services):  # found nothing, and LISTENs from now on
+            assert thread.is_alive() and time.monotonic() < deadline, "the worker never listened"
+            time.sleep(0.01)
         job, _ = pg_services.queue.enqueue(REQUEST, "h2")
         deadline = time.monotonic() + 15  # far below POLL: only the notification explains it
         while pg_services.queue.get(job.id).status == JobStatus.queued:

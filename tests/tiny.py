@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -72,16 +73,23 @@ def sentencepiece(vocab_size: int = 200, text: list[str] = TEXT):
 
 
 def wordpiece(vocab_size: int = 200, text: list[str] = TEXT):
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size,
-        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
-        show_progress=False,
+    """BERT-style WordPiece. Its vocabulary is built here, not trained: WordPiece's trainer
+    breaks ties differently from run to run (even the vocabulary's size changes), and tests
+    must see the same tokenizer every time. Specials, characters and their `##` forms, then
+    the commonest words."""
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    pre = pre_tokenizers.BertPreTokenizer()
+    words = Counter(
+        w for line in text for w, _ in pre.pre_tokenize_str(normalizer.normalize_str(line))
     )
-    tok.train_from_iterator(text, trainer)
+    chars = sorted({c for w in words for c in w})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *(f"##{c}" for c in chars)]
+    common = sorted((w for w in words if len(w) > 1), key=lambda w: (-words[w], w))
+    vocab += common[: max(0, vocab_size - len(vocab))]
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre
+    tok.decoder = decoders.WordPiece()
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         unk_token="[UNK]",

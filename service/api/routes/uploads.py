@@ -27,7 +27,9 @@ router = APIRouter(dependencies=[Authorized], tags=["uploads"])
 PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
 ERRORS = {400: PROBLEM, 413: PROBLEM, 422: PROBLEM}
 GONE = {404: PROBLEM, 409: PROBLEM}
-BINARY = {"type": "string", "contentMediaType": "application/octet-stream"}
+# The part is bytes: `contentMediaType` says so in OpenAPI 3.1's terms, `format: binary` in the
+# terms generators and fuzzers read, so that no client takes `true` or `1` in it for a JSON value.
+BINARY = {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream"}
 FILE_FORM = {"type": "object", "required": ["file"], "properties": {"file": BINARY}}
 FILE_BODY = {
     "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": FILE_FORM}}}
