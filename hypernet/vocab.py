@@ -242,31 +242,43 @@ def _added_surface(token: str, family: str) -> bytes:
     return surface(token, family) if family == "sentencepiece" else token.encode()
 
 
-def check_ids(vocab: dict[str, int], size: int) -> dict[int, str]:
-    """{id: token}, once every id is known to name one token and lie in 0..size-1: a sparse id
-    would be emitted by the tokenizer with no embedding row behind it."""
+# Ids a vocabulary may leave unnamed below its highest one (real vocabularies put special
+# tokens above a gap: o200k's run to 199997, then 199999 and 200018). Each gap id is still a row
+# of the checkpoint, so a few ids spread over millions are refused, not made into rows.
+GAP_SHARE, MIN_GAP = 0.01, 1024
+
+
+def check_ids(vocab: dict[str, int]) -> tuple[dict[int, str], int]:
+    """({id: token}, rows): every id names one token, and the checkpoint needs `rows` = highest
+    id + 1 rows, the ids no token names among them (placeholders) being at most
+    max(MIN_GAP, GAP_SHARE of the vocabulary)."""
     id_to_token: dict[int, str] = {}
     for token, i in vocab.items():
         if i in id_to_token:
             raise InputError(
                 f"token ids must be unique; id {i} names both {id_to_token[i]!r} and {token!r}"
             )
-        if not 0 <= i < size:
-            raise InputError(
-                f"token ids must be 0..{size - 1}; id {i} is outside a vocabulary of {size}"
-            )
+        if i < 0:
+            raise InputError(f"token ids must not be negative; {token!r} has id {i}")
         id_to_token[i] = token
-    return id_to_token
+    if not id_to_token:
+        raise InputError("tokenizer has an empty vocabulary")
+    rows = max(id_to_token) + 1
+    gaps, allowed = rows - len(id_to_token), max(MIN_GAP, int(GAP_SHARE * len(id_to_token)))
+    if gaps > allowed:
+        raise InputError(
+            f"token ids leave {gaps} ids unnamed below the highest, {rows - 1}: each would be an "
+            f"embedding row, and at most {allowed} are allowed for {len(id_to_token)} tokens "
+            f"(1% of the vocabulary, or {MIN_GAP})"
+        )
+    return id_to_token, rows
 
 
 def load_vocab(tokenizer: PreTrainedTokenizerFast) -> Vocab:
     """Surface forms and special roles of every id of a fast tokenizer."""
     spec = json.loads(tokenizer.backend_tokenizer.to_str())
     family = detect_family(spec)
-    size = len(tokenizer)
-    if size == 0:
-        raise InputError("tokenizer has an empty vocabulary")
-    id_to_token = check_ids(tokenizer.get_vocab(), size)
+    id_to_token, size = check_ids(tokenizer.get_vocab())
     tokens = [id_to_token.get(i, "") for i in range(size)]
     prefix = (spec.get("model") or {}).get("continuing_subword_prefix") or "##"
     roles = _special_roles(tokenizer)
@@ -274,7 +286,7 @@ def load_vocab(tokenizer: PreTrainedTokenizerFast) -> Vocab:
     surfaces: list[bytes | None] = []
     unused: list[int] = []
     for i, tok in enumerate(tokens):
-        if UNUSED.match(tok):
+        if UNUSED.match(tok) or i not in id_to_token:  # reserved, or an id no token names
             unused.append(i)
             roles.pop(i, None)
             surfaces.append(None)

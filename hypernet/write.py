@@ -27,7 +27,7 @@ def write_checkpoint(
     """The base checkpoint with `matrices` for its embeddings, and the new tokenizer."""
     ckpt, new_tok = setup.ckpt, setup.new_tok
     write_weights(ckpt, folder, replaced(ckpt, matrices), progress=progress)
-    write_configs(ckpt, new_tok, folder)
+    write_configs(ckpt, new_tok, len(matrices["input"]), folder)
     new_tok.chat_template = chat_template(
         setup.base_tok, new_tok, setup.base_vocab, setup.new_vocab, setup.alignment
     )
@@ -90,9 +90,10 @@ def _first_id(tok: PreTrainedTokenizerFast, *attributes: str) -> int | None:
     return None
 
 
-def write_configs(ckpt: Checkpoint, tok: PreTrainedTokenizerFast, out: Path) -> None:
+def write_configs(ckpt: Checkpoint, tok: PreTrainedTokenizerFast, rows: int, out: Path) -> None:
+    """`rows` is the embedding's, not `len(tok)`: ids may leave gaps (`vocab.check_ids`)."""
     config = dict(ckpt.config)
-    config["vocab_size"] = len(tok)
+    config["vocab_size"] = rows
     config["tie_word_embeddings"] = ckpt.tied
     # A BERT-style vocabulary opens with [CLS] and closes with [SEP]: they stand in for bos/eos.
     ids = {

@@ -6,7 +6,8 @@ folder fetches it from the store (`Catalog`).
 A tokenizer is a bare tokenizer.json or a tar of a tokenizer folder (`archive` bounds what it
 unpacks to). Its vocabulary is counted from the JSON before the tokenizers library builds it (a
 two-million-token file takes seconds and hundreds of MB to build); the library's errors and its
-panics are a 422, and so is a tokenizer whose ids are not 0..N-1 once each.
+panics are a 422, and so is a tokenizer whose ids repeat or leave more gaps than
+`hypernet.vocab.check_ids` allows (its highest id + 1 is the size that counts).
 """
 
 from __future__ import annotations
@@ -93,18 +94,23 @@ def _json_object(raw: bytes, name: str) -> dict:
 
 
 def check_tokenizer(raw: bytes, max_vocab: int) -> int:
-    """The vocabulary size of a tokenizer.json that is within `max_vocab` and usable."""
+    """The vocabulary size (highest id + 1) of a tokenizer.json that is within `max_vocab` and
+    usable."""
     spec = _json_object(raw, "tokenizer.json")
     model = spec.get("model")
     if not isinstance(model, dict):
         raise invalid("not a valid tokenizer.json: it has no `model` object")
-    size = vocab_bound(spec)
+    _check_size(vocab_bound(spec), max_vocab)
+    _check_unk(model)
+    return _check_size(_check_built(library(Tokenizer.from_str, raw.decode())), max_vocab)
+
+
+def _check_size(size: int, max_vocab: int) -> int:
     if size > max_vocab:
         raise ProblemError(
             413, f"vocabulary of {size} tokens is over the limit of {max_vocab}", TOO_LARGE
         )
-    _check_unk(model)
-    return _check_built(library(Tokenizer.from_str, raw.decode()))
+    return size
 
 
 def vocab_bound(spec: dict) -> int:
@@ -137,15 +143,12 @@ def _check_unk(model: dict) -> None:
 
 
 def _check_built(tokenizer: Tokenizer) -> int:
-    size = tokenizer.get_vocab_size(with_added_tokens=True)
-    if size == 0:
-        raise invalid("the tokenizer's vocabulary is empty")
+    """The embedding rows the tokenizer needs (its highest id + 1)."""
     library(tokenizer.encode, PROBE)
     try:
-        check_ids(tokenizer.get_vocab(with_added_tokens=True), size)
+        return check_ids(tokenizer.get_vocab(with_added_tokens=True))[1]
     except InputError as e:
         raise invalid(str(e)) from None
-    return size
 
 
 def library(call: Callable[..., T], *args: object) -> T:

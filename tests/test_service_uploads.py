@@ -1,6 +1,6 @@
 """Uploads on SQLite and PostgreSQL: bodies are read only up to their limit, a tokenizer is
 bounded before it is parsed and refused (422) rather than crash the server when it is broken,
-ids must be 0..N-1, archives are bounded by what they unpack to, and uploads can be deleted
+ids leave few gaps, archives are bounded by what they unpack to, and uploads can be deleted
 unless an unfinished job names them."""
 
 from __future__ import annotations
@@ -247,30 +247,39 @@ def test_an_empty_or_modelless_tokenizer_is_a_422(client: TestClient, data: byte
     assert not client.get("/tokenizers").json()["uploads"]
 
 
-# --- ids must be 0..N-1, once each ---------------------------------------------------------------
+# --- ids name one token each, and leave few gaps ------------------------------------------------
 def with_ids(spec: dict, changes: dict[str, int]) -> dict:
     changed = json.loads(json.dumps(spec))
     changed["model"]["vocab"].update(changes)
     return changed
 
 
-def test_sparse_or_duplicate_ids_are_refused(client: TestClient, byte_level: dict) -> None:
+def test_ids_with_a_gap_are_kept_and_a_spread_or_a_duplicate_refused(
+    client: TestClient, byte_level: dict
+) -> None:
     tokens = list(byte_level["model"]["vocab"])
-    sparse = with_ids(byte_level, {tokens[-1]: 100_000})
+    gapped = with_ids(byte_level, {"<|a|>": 301, "<|b|>": 320})  # o200k: 199999, 200018
+    kept = post_tokenizer(client, json.dumps(gapped).encode())
+    assert kept.status_code == 201 and kept.json()["vocab_size"] == 321  # rows, not tokens
+    spread = with_ids(byte_level, {tokens[-1]: 700_000, tokens[-2]: 1_400_000, "<|c|>": 2**21})
+    bound = "leave 2096852 ids unnamed below the highest, 2097152"
+    assert_problem(post_tokenizer(client, json.dumps(spread).encode()), 422, bound)
     duplicate = with_ids(byte_level, {tokens[-1]: 7})
-    outside = "token ids must be 0..299; id 100000 is outside a vocabulary of 300"
-    assert_problem(post_tokenizer(client, json.dumps(sparse).encode()), 422, outside)
     twice = post_tokenizer(client, json.dumps(duplicate).encode())
     assert_problem(twice, 422, "token ids must be unique; id 7 names both")
     assert repr(tokens[7]) in twice.json()["detail"] and repr(tokens[-1]) in twice.json()["detail"]
-    assert post_tokenizer(client, json.dumps(byte_level).encode()).status_code == 201
 
 
-def test_the_library_refuses_sparse_or_duplicate_ids(byte_level: dict, tmp_path: Path) -> None:
-    tokens = list(byte_level["model"]["vocab"])
+def test_the_library_keeps_a_gap_and_refuses_a_spread_or_a_duplicate(
+    byte_level: dict, tmp_path: Path
+) -> None:
+    tokens, file = list(byte_level["model"]["vocab"]), tmp_path / "tokenizer.json"
+    file.write_text(json.dumps(with_ids(byte_level, {"<|a|>": 301, "<|b|>": 320})))
+    vocab = load_vocab(load_tokenizer(file))
+    assert len(vocab) == 321 and vocab.unused == [300, *range(302, 320)]
+    assert vocab.tokens[320] == "<|b|>" and vocab.surfaces[300] is None
     cases = {tokens[-1]: 100_000}, {tokens[-1]: 7}
-    messages = "id 100000 is outside a vocabulary of 300", "ids must be unique"
-    file = tmp_path / "tokenizer.json"
+    messages = "at most 1024 are allowed for 300 tokens", "ids must be unique"
     for changes, message in zip(cases, messages, strict=True):
         file.write_text(json.dumps(with_ids(byte_level, changes)))
         with pytest.raises(InputError, match=message):

@@ -315,11 +315,12 @@ def test_copied_rows_come_from_a_network_trained_for_them(
         assert torch.equal(w[new_ids], base_w[base_ids]) is same
 
 
-@pytest.mark.parametrize("family", ["llama3_like", "qwen3_like", "gemma3_like"])
+@pytest.mark.parametrize("family", ["llama3_like", "qwen3_like", "gemma3_like", "gapped"])
 def test_real_family_structures_transplant_load_generate_and_round_trip(
     family: str, base_tied: Path, tmp_path: Path
 ) -> None:
-    """Byte-level and `▁`/byte-fallback targets, placeholders and added tokens included."""
+    """Byte-level and `▁`/byte-fallback targets, placeholders and added tokens included, and
+    ids with a gap below the specials (a row for every id up to the highest)."""
     folder = tmp_path / "tok"
     getattr(tiny, family)().save_pretrained(folder)
     out = tmp_path / "out"
@@ -328,6 +329,10 @@ def test_real_family_structures_transplant_load_generate_and_round_trip(
     tok = AutoTokenizer.from_pretrained(out)
     text = "Grüße aus München, 12345 Füchse!\n\n  def hello(name):"
     assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
+    top = max(tok.get_vocab().values())
+    assert model.config.vocab_size == top + 1 == report.vocab["new_vocab_size"]
+    assert tok.decode([top]) == tok.convert_ids_to_tokens(top)  # the highest id round-trips
+    assert model(torch.tensor([[top, 0]])).logits.shape == (1, 2, top + 1)
     ids = tok("The quick brown fox", return_tensors="pt")
     assert model.generate(**ids, max_new_tokens=3, do_sample=False).shape[1] == (
         ids["input_ids"].shape[1] + 3

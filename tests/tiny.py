@@ -157,6 +157,23 @@ def qwen3_like(vocab_size: int = 400, text: list[str] = TEXT) -> PreTrainedToken
     )
 
 
+def gapped(vocab_size: int = 400, text: list[str] = TEXT) -> PreTrainedTokenizerFast:
+    """o200k's structure: specials above a gap in the ids (n + 1 and n + 20 after n tokens,
+    where o200k has 199999 and 200018 after 199998), so ids are not 0..N-1. They are in the
+    model's vocabulary too: an added token's id is kept only where the model names it."""
+    spec = json.loads(_split_byte_level(LLAMA3_SPLIT, vocab_size, text).to_str())
+    n = len(spec["model"]["vocab"])
+    flags = {"single_word": False, "lstrip": False, "rstrip": False, "normalized": False}
+    specials = {"<|endoftext|>": n + 1, "<|endofprompt|>": n + 20}
+    spec["model"]["vocab"].update(specials)
+    spec["added_tokens"] = [
+        {"id": i, "content": t, "special": True, **flags} for t, i in specials.items()
+    ]
+    return PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(json.dumps(spec)), eos_token="<|endoftext|>"
+    )
+
+
 def gemma3_like(vocab_size: int = 300, text: list[str] = TEXT) -> PreTrainedTokenizerFast:
     """Gemma3's structure: spaces normalized to `▁`, no real pre-tokenizer, byte fallback
     pieces in the model's vocabulary, runs of `▁` and newlines as added (not special)
