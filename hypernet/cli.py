@@ -19,6 +19,7 @@ from dataclasses import MISSING, Field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args, get_origin, get_type_hints
 
+from hypernet.cuts import CUTS
 from hypernet.errors import Cancelled, InputError
 from hypernet.network.config import HyperConfig, TrainConfig
 
@@ -360,6 +361,12 @@ def add_tokenizer_parser(sub: Subparsers) -> None:
     tt.add_argument("--kind", choices=["bpe", "unigram", "wordpiece"], default="bpe")
     tt.add_argument("--vocab-size", type=int, default=32000)
     tt.add_argument("--like", help="copy this model's special tokens, family and chat template")
+    tt.add_argument(
+        "--cut",
+        choices=list(CUTS),
+        default="like",
+        help="cut text as this family does before merges (default: as --like's tokenizer)",
+    )
     tt.add_argument("--max-bytes", type=int, help="read at most this many corpus bytes")
     tt.add_argument("--out", required=True, help="output folder (must not exist)")
     tt.add_argument("--quiet", action="store_true")
@@ -381,6 +388,7 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> int:
         like=like,
         max_bytes=args.max_bytes,
         progress=not args.quiet,
+        cut=args.cut,
     )
     print(f"wrote {out}")
     return 0

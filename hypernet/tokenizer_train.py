@@ -53,6 +53,7 @@ from tokenizers import (
 )
 from transformers import PreTrainedTokenizerFast
 
+from .cuts import CUTS, Cut
 from .errors import InputError
 from .files import atomic_folder, require_absent
 from .sources import load_tokenizer
@@ -572,16 +573,33 @@ def _save(recipe: _Recipe, tok: Tokenizer, folder: Path) -> None:
     )
 
 
-def _recipe(kind: Kind, like: Path | None) -> _Recipe:
+def _recipe(kind: Kind, like: Path | None, cut: str = "like") -> _Recipe:
     if kind not in KINDS:
         raise InputError(f"unknown tokenizer kind {kind!r}; choose one of {', '.join(KINDS)}")
+    if cut not in CUTS:
+        raise InputError(f"unknown cut {cut!r}; choose one of {', '.join(CUTS)}")
     if like is not None:
         recipe = _recipe_like(kind, like)
     else:
         recipe = _default_recipe(kind)
         recipe.roles = dict(DEFAULT_ROLES[kind])
+    if (chosen := CUTS[cut]) is not None:
+        _cut_as(recipe, chosen)
     _complete_specials(recipe)
     return recipe
+
+
+def _cut_as(recipe: _Recipe, cut: Cut) -> None:
+    """Another family's text pipeline in place of the recipe's; the base's special tokens,
+    roles and settings stay. Its own rules decide digits, and no base token fills the
+    vocabulary (the base cut its text elsewhere)."""
+    if recipe.kind == "wordpiece":
+        raise InputError("a cut applies to bpe and unigram tokenizers, not wordpiece")
+    recipe.normalizer, recipe.pre_tokenizer = cut.normalizer, cut.pre_tokenizer
+    recipe.decoder, recipe.byte_fallback = cut.decoder, cut.byte_fallback
+    recipe.split_digits, recipe.base, recipe.marker = False, None, None
+    if not recipe.byte_level and recipe.post_processor:
+        recipe.post_processor = _without_byte_level(recipe.post_processor)
 
 
 def _train(
@@ -617,11 +635,12 @@ def train_tokenizer(
     like: Path | None = None,
     max_bytes: int | None = None,
     progress: bool = False,
+    cut: str = "like",
 ) -> Path:
     """Train a `kind` tokenizer of at most `vocab_size` tokens on the corpus files (streamed line
     by line, at most `max_bytes` bytes) and save it to the new folder `out`, as a drop-in
-    replacement for the tokenizer in folder `like` when given."""
-    recipe = _recipe(kind, like)
+    replacement for the tokenizer in folder `like` when given, its text cut as `cut` says."""
+    recipe = _recipe(kind, like, cut)
     out = Path(out)
     require_absent(out)
     files = _check_corpus(corpus)
@@ -634,10 +653,10 @@ def train_tokenizer(
 
 
 def train_in_memory(
-    texts: list[str], kind: Kind, vocab_size: int, like: Path | None = None
+    texts: list[str], kind: Kind, vocab_size: int, like: Path | None = None, cut: str = "like"
 ) -> PreTrainedTokenizerFast:
     """The same tokenizer as `train_tokenizer` would save, trained on `texts` and kept in memory
-    (the hypernetwork's trainer draws thousands of them)."""
-    recipe = _recipe(kind, like)
+    (the hypernetwork's trainer draws thousands of them), its text cut as `cut` says (`cuts`)."""
+    recipe = _recipe(kind, like, cut)
     tok = _train(recipe, [texts], vocab_size, progress=False)
     return PreTrainedTokenizerFast(tokenizer_object=tok, **recipe.roles)

@@ -228,3 +228,22 @@ def test_fit_reports_steps_and_held_out_and_honours_cancel(
     with pytest.raises(Cancelled):
         cancelling.fit(progress=False, cancelled=lambda: cancelling.step >= 2)
     assert cancelling.step == 2 and not (tmp_path / "c" / "hypernet.json").exists()
+
+
+def test_the_sampler_draws_every_weighted_cut_and_trains_on_it(
+    setup: tuple[Path, Path], tmp_path: Path
+) -> None:
+    weights = {"like": 1.0, "llama3": 1.0, "metaspace": 1.0}
+    trainer = _trainer(setup, tmp_path, cut_weights=weights, tokenizer_every=1)
+    text = trainer.texts[0][1]
+    families = []
+    for _ in range(12):
+        sampled = trainer._draw_tokenizer(text)
+        spec = json.loads(sampled.tokenizer.backend_tokenizer.to_str())
+        regex = "Split" in json.dumps(spec["pre_tokenizer"])
+        families.append((sampled.vocab.family, regex))
+    assert set(families) == {("byte_level", False), ("byte_level", True), ("sentencepiece", True)}
+    for _ in range(3):  # each step on a fresh draw: rows, losses and a step for any cut
+        assert all(torch.isfinite(torch.tensor(v)) for v in trainer.train_step().values())
+    with pytest.raises(InputError, match="no such cut"):
+        _trainer(setup, tmp_path / "bad", cut_weights={"bert": 1.0})

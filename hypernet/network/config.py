@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..cuts import CUTS
 from ..errors import InputError
 
 
@@ -71,14 +72,32 @@ class TrainConfig:
         },
     )
 
+    # how sampled tokenizers cut text (hypernet/cuts.py): other families' cuts teach the
+    # network rows for tokens the base never read as one
+    cut_weights: dict[str, float] = field(
+        default_factory=lambda: {"like": 1.0},
+        metadata={
+            "help": f"draw sampled tokenizers cut as CUT in proportion W ({', '.join(CUTS)})",
+            "flag": "--cut-weight",
+            "metavar": "CUT=W",
+        },
+    )
+
     def check(self, names: list[str]) -> None:
-        """Per-corpus settings must name given corpora and be positive."""
+        """Per-corpus settings must name given corpora, cut weights known cuts; all positive."""
         for option, values in (("weight", self.corpus_weights), ("seq_len", self.corpus_seq_len)):
             for name, value in values.items():
                 if name not in names:
                     raise InputError(f"corpus {option} for {name!r}: no corpus named so ({names})")
                 if not value > 0:
                     raise InputError(f"corpus {option} for {name!r} must be positive, not {value}")
+        if not self.cut_weights:
+            raise InputError("cut weights: name at least one cut")
+        for cut, weight in self.cut_weights.items():
+            if cut not in CUTS:
+                raise InputError(f"cut weight for {cut!r}: no such cut ({', '.join(CUTS)})")
+            if not weight > 0:
+                raise InputError(f"cut weight for {cut!r} must be positive, not {weight}")
 
     # A resumed run may change its budget; everything else is the recipe it was started with.
     BUDGET = ("steps", "max_minutes")

@@ -1,7 +1,9 @@
 """Training the hypernetwork across many sampled tokenizers, the base model frozen.
 
 Each step draws text and (every `tokenizer_every` steps) a fresh tokenizer: a BPE "like" the
-base tokenizer, trained on a random slice of a random corpus file with a random vocabulary size.
+base tokenizer, trained on a random slice of a random corpus file with a random vocabulary size,
+its text cut as a cut drawn by `cut_weights` says (`hypernet.cuts`: the base's own, or another
+family's, whose tokens merge across the base's cuts).
 Three weighted objectives, each switched off by a zero weight:
 
 - lm: the base model's own next-token loss on the batch tokenized with the sampled tokenizer.
@@ -203,8 +205,10 @@ class Trainer:
         start = self.rng.randrange(max(1, len(text) - c.slice_chars))
         size = int(math.exp(self.rng.uniform(math.log(c.vocab_min), math.log(c.vocab_max))))
         lines = text[start : start + c.slice_chars].splitlines(keepends=True)
+        cuts, weights = zip(*sorted(c.cut_weights.items()), strict=True)
+        cut = self.rng.choices(cuts, weights)[0] if len(cuts) > 1 else cuts[0]
         self.tokenizers_drawn += 1
-        return self._align(train_in_memory(lines, "bpe", size, like=self.model_dir))
+        return self._align(train_in_memory(lines, "bpe", size, like=self.model_dir, cut=cut))
 
     def _spell(self, sampled: Sampled, ids: list[int]) -> Tensor:
         """Pieces as `Predictor` spells them: a copy is the one base token it is, any other
