@@ -19,6 +19,7 @@ from tokenizers import (
 )
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from hypernet.cuts import LLAMA3_PATTERN
 from hypernet.errors import InputError
 from hypernet.tokenizer_train import train_tokenizer
 
@@ -29,10 +30,6 @@ SYLLABLES = ["sch", "ei", "ün", "ge", "ber", "straß", "en", "ung", "keit", "ö
 BYTE_LEVEL_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 SENTENCEPIECE_SPECIALS = ["<unk>", "<s>", "</s>"]
 BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-LLAMA3_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
 BERT_TEMPLATE = processors.TemplateProcessing(
     single="[CLS] $A [SEP]",
     pair="[CLS] $A [SEP] $B:1 [SEP]:1",
@@ -55,7 +52,7 @@ def _split_byte_level() -> PreTrainedTokenizerFast:
     tok = tiny.byte_level()
     tok.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [
-            pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated"),
+            pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated"),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
     )

@@ -20,6 +20,8 @@ from tokenizers import (
 )
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from hypernet.cuts import LLAMA3_PATTERN, QWEN_PATTERN
+
 TEXT = [
     "The quick brown fox jumps over the lazy dog.",
     "Der schnelle braune Fuchs springt über den faulen Hund.",
@@ -100,14 +102,6 @@ def wordpiece(vocab_size: int = 200, text: list[str] = TEXT):
     )
 
 
-# The pre-tokenizer patterns of the real files: Llama-3 groups digits by three, Qwen3 by one.
-LLAMA3_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-QWEN3_SPLIT = LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}")
-
-
 def _split_byte_level(pattern: str, vocab_size: int, text: list[str]) -> Tokenizer:
     """Byte-level BPE behind a regex split, as Llama-3 and Qwen3 build theirs."""
     tok = Tokenizer(models.BPE())
@@ -129,7 +123,7 @@ def _split_byte_level(pattern: str, vocab_size: int, text: list[str]) -> Tokeniz
 
 def llama3_like(vocab_size: int = 400, text: list[str] = TEXT) -> PreTrainedTokenizerFast:
     """Llama-3's structure: specials after the vocabulary, reserved placeholders among them."""
-    tok = _split_byte_level(LLAMA3_SPLIT, vocab_size, text)
+    tok = _split_byte_level(LLAMA3_PATTERN, vocab_size, text)
     tok.add_special_tokens(
         [
             "<|begin_of_text|>",
@@ -148,7 +142,7 @@ def llama3_like(vocab_size: int = 400, text: list[str] = TEXT) -> PreTrainedToke
 
 def qwen3_like(vocab_size: int = 400, text: list[str] = TEXT) -> PreTrainedTokenizerFast:
     """Qwen3's structure: NFC first, digits one by one, chat specials, plain added tokens."""
-    tok = _split_byte_level(QWEN3_SPLIT, vocab_size, text)
+    tok = _split_byte_level(QWEN_PATTERN, vocab_size, text)
     tok.normalizer = normalizers.NFC()
     tok.add_special_tokens(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
     tok.add_tokens(["<think>", "</think>"])
@@ -161,7 +155,7 @@ def gapped(vocab_size: int = 400, text: list[str] = TEXT) -> PreTrainedTokenizer
     """o200k's structure: specials above a gap in the ids (n + 1 and n + 20 after n tokens,
     where o200k has 199999 and 200018 after 199998), so ids are not 0..N-1. They are in the
     model's vocabulary too: an added token's id is kept only where the model names it."""
-    spec = json.loads(_split_byte_level(LLAMA3_SPLIT, vocab_size, text).to_str())
+    spec = json.loads(_split_byte_level(LLAMA3_PATTERN, vocab_size, text).to_str())
     n = len(spec["model"]["vocab"])
     flags = {"single_word": False, "lstrip": False, "rstrip": False, "normalized": False}
     specials = {"<|endoftext|>": n + 1, "<|endofprompt|>": n + 20}
