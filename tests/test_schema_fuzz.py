@@ -2,9 +2,10 @@
 PostgreSQL, open (no key ever created) and closed (a write key). No server error and no
 response the schema does not declare.
 
-Each run is bounded by a number of cases per operation and phase (TOKENGRAFT_SCHEMA_FUZZ_EXAMPLES)
-and a fixed seed, never by time: the same cases run on every machine, however fast or busy.
-Hypothesis's `too_slow` health check is off for the same reason (it times data generation).
+Each run is bounded by a number of cases per operation and phase (TOKENGRAFT_SCHEMA_FUZZ_EXAMPLES,
+25: 1,489 cases open, 1,340 keyed, about 10 s a run on 2 cores) and a fixed seed, never by time:
+the same cases run on every machine, however fast or busy. Hypothesis's `too_slow` health check
+is off for the same reason (it times data generation).
 
 Checks left out, and why: `positive_data_acceptance` (a request that fits the schema may still
 name a model or tokenizer the server does not have: 422 is right); on the open server,
@@ -86,6 +87,5 @@ def test_no_server_errors_and_nothing_off_the_schema(
     server, key = served
     location = f"{server.url}/openapi.json" if source == "live" else str(REPO / "openapi.yaml")
     code, report = schemathesis(location, server.url, key, tmp_path)
-    print(report[-1500:])
     assert code == 0, report[-6000:]
     assert "Test cases:" in report and " generated" in report  # it did run cases
