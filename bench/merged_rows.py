@@ -56,13 +56,13 @@ def merged_tokens(base_dir: Path, tokenizer: Path) -> dict[int, list[int]]:
     alignment = align(base, new, len(base))
     split = base_tok.backend_tokenizer.pre_tokenizer.pre_tokenize_str
     spell = Decomposer(base_tok, base, len(base)).spell
-    out = {}
+    out, counts = {}, Counter()
     for i in alignment.predict:
         surface = new.surfaces[i]
         text = surface.decode("utf-8", errors="ignore")  # type: ignore[union-attr]
         if text and len(split(text)) > 1 and (pieces := spell(surface)):  # type: ignore[arg-type]
             out[i] = pieces
-    counts = Counter(kind(new.surfaces[i].decode("utf-8", errors="ignore")) for i in out)  # type: ignore[union-attr]
+            counts[kind(text)] += 1
     print(f"{len(out)} merged tokens of {len(alignment.predict)} predicted: {dict(counts)}")
     return out
 

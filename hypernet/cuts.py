@@ -38,7 +38,9 @@ QWEN_PATTERN = LLAMA3_PATTERN.replace(r"\p{N}{1,3}", r"\p{N}")
 METASPACE_PATTERN = "▁+(?=▁)|▁?[^▁]+|▁+"
 
 
-def _json(component: Any) -> dict[str, Any]:
+def spelled(component: Any) -> dict[str, Any]:
+    """A tokenizers component (normalizer, pre-tokenizer, decoder...) as tokenizer.json
+    spells it."""
     return json.loads(component.__getstate__())
 
 
@@ -55,8 +57,8 @@ class Cut:
 def _regex_byte_level(pattern: str, normalizer: dict | None = None) -> Cut:
     split = pre_tokenizers.Split(Regex(pattern), behavior="isolated")
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    pre = _json(pre_tokenizers.Sequence([split, byte_level]))
-    return Cut(normalizer, pre, _json(decoders.ByteLevel()))
+    pre = spelled(pre_tokenizers.Sequence([split, byte_level]))
+    return Cut(normalizer, pre, spelled(decoders.ByteLevel()))
 
 
 def _metaspace() -> Cut:
@@ -67,15 +69,17 @@ def _metaspace() -> Cut:
         [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
     )
     normalizer = normalizers.Replace(" ", "▁")
-    return Cut(_json(normalizer), _json(pre), _json(decoder), byte_fallback=True)
+    return Cut(spelled(normalizer), spelled(pre), spelled(decoder), byte_fallback=True)
 
 
 CUTS: dict[str, Cut | None] = {  # None: the base's own
     "like": None,
     "llama3": _regex_byte_level(LLAMA3_PATTERN),
-    "qwen": _regex_byte_level(QWEN_PATTERN, _json(normalizers.NFC())),
+    "qwen": _regex_byte_level(QWEN_PATTERN, spelled(normalizers.NFC())),
     "gpt2": Cut(
-        None, _json(pre_tokenizers.ByteLevel(add_prefix_space=False)), _json(decoders.ByteLevel())
+        None,
+        spelled(pre_tokenizers.ByteLevel(add_prefix_space=False)),
+        spelled(decoders.ByteLevel()),
     ),
     "metaspace": _metaspace(),
 }

@@ -53,7 +53,7 @@ from tokenizers import (
 )
 from transformers import PreTrainedTokenizerFast
 
-from .cuts import CUTS, Cut
+from .cuts import CUTS, Cut, spelled
 from .errors import InputError
 from .files import atomic_folder, require_absent
 from .sources import load_tokenizer
@@ -90,10 +90,6 @@ BASE_ATTRIBUTES = (
     "model_max_length", "clean_up_tokenization_spaces", "padding_side", "truncation_side",
     "model_input_names",
 )  # fmt: skip
-
-
-def _json(component: Any) -> dict[str, Any]:
-    return json.loads(component.__getstate__())
 
 
 @dataclass
@@ -145,7 +141,7 @@ class _Recipe:
         if pre is None:
             if "▁" not in json.dumps(self.normalizer, ensure_ascii=False):
                 return self._with_digits(None)  # a pipeline that never splits
-            pre = _json(pre_tokenizers.Metaspace(prepend_scheme="never"))  # ▁ already in place
+            pre = spelled(pre_tokenizers.Metaspace(prepend_scheme="never"))  # ▁ already in place
         elif pre.get("type") == "Metaspace" and not pre.get("split", True):
             pre = {**pre, "split": True}
         return self._with_digits(pre)
@@ -159,7 +155,7 @@ class _Recipe:
         spells "ü" and "ó" with "¼" and "³"."""
         if not self.split_digits:
             return pre
-        digits = _json(pre_tokenizers.Split(Regex("[0-9]"), "isolated"))
+        digits = spelled(pre_tokenizers.Split(Regex("[0-9]"), "isolated"))
         return digits if pre is None else {"type": "Sequence", "pretokenizers": [pre, digits]}
 
 
@@ -168,26 +164,26 @@ def _default_recipe(kind: Kind, cased: bool = False) -> _Recipe:
         return _Recipe(
             kind,
             None,
-            _json(pre_tokenizers.ByteLevel(add_prefix_space=False)),
-            _json(decoders.ByteLevel()),
-            post_processor=_json(processors.ByteLevel(trim_offsets=False)),
+            spelled(pre_tokenizers.ByteLevel(add_prefix_space=False)),
+            spelled(decoders.ByteLevel()),
+            post_processor=spelled(processors.ByteLevel(trim_offsets=False)),
         )
     if kind == "unigram":
         return _Recipe(
             kind,
             None,
-            _json(pre_tokenizers.Metaspace()),
-            _json(decoders.Sequence([decoders.ByteFallback(), decoders.Metaspace()])),
+            spelled(pre_tokenizers.Metaspace()),
+            spelled(decoders.Sequence([decoders.ByteFallback(), decoders.Metaspace()])),
             byte_fallback=True,
         )
     single = "[CLS] $A [SEP]"
     bert = normalizers.BertNormalizer(lowercase=not cased, strip_accents=False if cased else None)
     return _Recipe(
         kind,
-        _json(bert),
-        _json(pre_tokenizers.BertPreTokenizer()),
-        _json(decoders.WordPiece()),
-        post_processor=_json(
+        spelled(bert),
+        spelled(pre_tokenizers.BertPreTokenizer()),
+        spelled(decoders.WordPiece()),
+        post_processor=spelled(
             processors.TemplateProcessing(
                 single=single,
                 pair=f"{single} $B:1 [SEP]:1",

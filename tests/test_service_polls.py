@@ -3,10 +3,9 @@ seen at once, and a 405 that names every method of its path."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from fastapi.testclient import TestClient
+from test_service_embedded import wait_for
 
 from service.api import views
 from service.api.main import create_app
@@ -25,14 +24,6 @@ class Clock:
         return self.now
 
 
-def settled(polls: views.Polls) -> None:
-    """Wait until no refresh behind a poll is under way (it runs on the app's event loop)."""
-    deadline = time.monotonic() + 60
-    while polls.tasks or polls.refreshing:
-        assert time.monotonic() < deadline, "the refresh behind the poll never finished"
-        time.sleep(0.01)
-
-
 def test_a_poll_sees_a_job_at_most_two_intervals_old(
     settings: Settings, services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -46,7 +37,8 @@ def test_a_poll_sees_a_job_at_most_two_intervals_old(
         assert client.get(f"/jobs/{job.id}").json()["status"] == "queued"  # within the interval
         clock.now += 1.0  # one interval old: answered as it was, and refreshed behind
         assert client.get(f"/jobs/{job.id}").json()["status"] == "queued"
-        settled(client.app.state.polls)
+        polls = client.app.state.polls  # the refresh behind runs on the app's event loop
+        wait_for(lambda: not (polls.tasks or polls.refreshing))
         moved = client.get(f"/jobs/{job.id}", headers={"If-None-Match": first.headers["ETag"]})
         assert moved.status_code == 200 and moved.json()["status"] == "running"
         assert moved.headers["ETag"] != first.headers["ETag"] and "Retry-After" in moved.headers

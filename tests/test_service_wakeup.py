@@ -7,7 +7,7 @@ import time
 
 import pytest
 from sqlalchemy import func, select, text
-from test_service_api import REQUEST
+from test_service_api import REQUEST, wait_for
 
 from service import wakeup
 from service.config import Settings
@@ -99,10 +99,8 @@ def test_an_idle_worker_claims_a_new_job_at_once(pg_services: Services) -> None:
     thread = threading.Thread(target=worker.run)
     thread.start()
     try:
-        deadline = time.monotonic() + 60
-        while not listening(pg_services):  # found nothing, and LISTENs from now on
-            assert thread.is_alive() and time.monotonic() < deadline, "the worker never listened"
-            time.sleep(0.01)
+        # it found nothing and waits: a job queued before its LISTEN would go unnoticed
+        wait_for(lambda: listening(pg_services), thread, "LISTEN", 60)
         job, _ = pg_services.queue.enqueue(REQUEST, "h2")
         deadline = time.monotonic() + 15  # far below POLL: only the notification explains it
         while pg_services.queue.get(job.id).status == JobStatus.queued:
