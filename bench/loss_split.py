@@ -10,6 +10,11 @@ surface form, or a special token of the same role) and those covered by predicte
 copied targets it also scores a softmax restricted to copied tokens: the difference is what
 the predicted output rows steal.
 
+`split_by_kind` groups the excess by what each target token is (`KINDS`): a copied token read
+as the base reads it, a copied token in a context the base never gave it, and predicted tokens
+by their text (punctuation merged with a newline, a whitespace run, a number, another merge
+across the base's pre-token cuts, a word the base splits into pieces).
+
     python bench/loss_split.py --checkpoint smollm2-python --text python.eval.txt
 """
 
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -46,6 +52,18 @@ def token_nll(
             masked = pred.masked_fill(~copied, float("-inf"))
             restricted[first - 1 : end - 1] = F.cross_entropy(masked, target, reduction="none")
     return full, restricted
+
+
+def copied_mask(
+    base_dir: Path, base_tok: PreTrainedTokenizerBase, tok: PreTrainedTokenizerBase
+) -> torch.Tensor:
+    """Which of the new tokenizer's ids have copied rows (same surface, or a special token of
+    the same role), as the transplant aligned them."""
+    rows = AutoConfig.from_pretrained(base_dir).vocab_size
+    alignment = align(load_vocab(base_tok), load_vocab(tok), rows)
+    copied = torch.zeros(len(tok), dtype=torch.bool)
+    copied[list(alignment.copies) + list(alignment.specials)] = True
+    return copied
 
 
 def char_losses(nll: torch.Tensor, ends: list[int], n_chars: int) -> torch.Tensor:
@@ -82,6 +100,91 @@ def score(
     return ids, spans, full, restricted
 
 
+KINDS = (
+    "copied, as the base reads it",
+    "copied, new context",
+    "merged punctuation/newline",
+    "whitespace run",
+    "number",
+    "merged, other",
+    "predicted word",
+)
+
+
+def predicted_kind(text: str, pre_tokens: int) -> str:
+    """What a predicted token is, from its text and how many pieces the base's pre-tokenizer
+    cuts it into."""
+    if text.strip() == "":
+        return "whitespace run"
+    if any(c.isdigit() for c in text) and all(c.isdigit() or c.isspace() for c in text):
+        return "number"
+    if pre_tokens > 1:
+        return "merged punctuation/newline" if "\n" in text else "merged, other"
+    return "predicted word"
+
+
+def token_kinds(
+    text: str, ids: list[int], spans: list[tuple[int, int]], copied: torch.Tensor,
+    base_spans: set[tuple[int, int]], pre_tokenize: Callable[[str], list],
+) -> list[str]:  # fmt: skip
+    """A kind per target token. A copied token is "as the base reads it" when it and the token
+    before it both cover exactly the characters of a base token."""
+    kinds, previous_same = [], True
+    for token, span in zip(ids, spans, strict=True):
+        same = span in base_spans
+        if copied[token]:
+            kinds.append(KINDS[0] if same and previous_same else KINDS[1])
+        else:
+            piece = text[span[0] : span[1]]
+            kinds.append(predicted_kind(piece, len(pre_tokenize(piece))))
+        previous_same = same
+    return kinds
+
+
+def char_kinds(kinds: list[str], ends: list[int], n_chars: int) -> list[str]:
+    """Each character labelled with the kind of the token that ends it (as `char_losses`)."""
+    out, previous = [KINDS[0]] * n_chars, 0
+    for kind, end in zip(kinds, ends, strict=True):
+        if end > previous:
+            out[previous:end] = [kind] * (end - previous)
+            previous = end
+    return out
+
+
+def base_losses(base_dir: Path, text: str) -> tuple[list[tuple[int, int]], torch.Tensor]:
+    """The base tokenizer's spans on `text` and the base model's per-character losses."""
+    _, spans, nll, _ = score(base_dir, load_tokenizer(base_dir), text)
+    return spans, char_losses(nll, [end for _, end in spans], len(text))
+
+
+def split_by_kind(
+    base_dir: Path,
+    checkpoint: Path,
+    text: str,
+    base: tuple[list[tuple[int, int]], torch.Tensor] | None = None,
+) -> dict[str, dict[str, float]]:
+    """Kind -> share of the text's characters and excess bits per byte over the original.
+    `base`: `base_losses(base_dir, text)`, when already computed."""
+    base_spans, original = base or base_losses(base_dir, text)
+    base_tok, tok = load_tokenizer(base_dir), load_tokenizer(checkpoint)
+    n_chars, per_byte = len(text), math.log(2) * len(text.encode())
+    copied = copied_mask(base_dir, base_tok, tok)
+    ids, spans, full, _ = score(checkpoint, tok, text, copied)
+    ends = [end for _, end in spans]
+    pre_tokenize = base_tok.backend_tokenizer.pre_tokenizer.pre_tokenize_str
+    kinds = token_kinds(text, ids, spans, copied, set(base_spans), pre_tokenize)
+    labels = char_kinds(kinds, ends, n_chars)
+    excess = char_losses(full, ends, n_chars) - original
+    out = {}
+    for kind in KINDS:
+        chars = torch.tensor([label == kind for label in labels])
+        out[kind] = {
+            "share": chars.float().mean().item(),
+            "excess": (excess[chars].sum() / per_byte).item(),
+        }
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True, help="a transplanted checkpoint folder")
@@ -98,10 +201,7 @@ def main() -> None:
     _, base_spans, base_nll, _ = score(base_dir, base_tok, text)
     original = char_losses(base_nll, [end for _, end in base_spans], n_chars)
 
-    rows = AutoConfig.from_pretrained(base_dir).vocab_size
-    alignment = align(load_vocab(base_tok), load_vocab(tok), rows)
-    copied = torch.zeros(len(tok), dtype=torch.bool)
-    copied[list(alignment.copies) + list(alignment.specials)] = True
+    copied = copied_mask(base_dir, base_tok, tok)
     ids, spans, full, restricted = score(args.checkpoint, tok, text, copied)
     ends = [end for _, end in spans]
     new = char_losses(full, ends, n_chars)
@@ -136,6 +236,11 @@ def main() -> None:
     for token, c in sorted(costs.items(), key=lambda kv: -sum(kv[1]))[: args.top]:
         surface = tok.convert_tokens_to_string([tok.convert_ids_to_tokens(token)])
         print(f"  {surface!r:<28} {sum(c):8.1f} {len(c):5d} {sum(c) / len(c):6.2f}")
+
+    print(f"{'by kind of token':<30} {'share':>6} {'excess':>7}")
+    kinds = split_by_kind(base_dir, Path(args.checkpoint), text, (base_spans, original))
+    for kind, k in kinds.items():
+        print(f"{kind:<30} {k['share']:6.1%} {k['excess']:+7.4f}")
 
 
 if __name__ == "__main__":

@@ -247,3 +247,15 @@ def test_the_sampler_draws_every_weighted_cut_and_trains_on_it(
         assert all(torch.isfinite(torch.tensor(v)) for v in trainer.train_step().values())
     with pytest.raises(InputError, match="no such cut"):
         _trainer(setup, tmp_path / "bad", cut_weights={"bert": 1.0})
+
+
+def test_held_out_scores_cover_every_drawn_cut_beside_the_like_one(
+    setup: tuple[Path, Path], tmp_path: Path
+) -> None:
+    trainer = _trainer(setup, tmp_path, cut_weights={"llama3": 1.0, "metaspace": 1.0})
+    scores = trainer.evaluate()
+    assert set(scores) == {"text", "text/llama3", "text/metaspace"}
+    assert all(0 < v < 20 for v in scores.values())
+    # each cut has its own tokenizer: the scores differ, and a second evaluation reuses them
+    assert len(set(scores.values())) == 3
+    assert trainer.evaluate() == scores and len(trainer._heldouts) == 3

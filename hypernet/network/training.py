@@ -172,7 +172,7 @@ class Trainer:
             for i in range(self.rows)
             if (s := self.base_vocab.surfaces[i]) is not None and len(s) >= 2
         ]
-        self._heldout: Sampled | None = None
+        self._heldouts: dict[str, Sampled] = {}
         self.cancelled: Callable[[], bool] = lambda: False  # set by `fit`
 
     # -- data ---------------------------------------------------------------------------------
@@ -378,19 +378,34 @@ class Trainer:
         self.step += 1
         return out
 
-    @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        """Bits per byte on each file's held-out tail, with every row predicted fresh and a
-        full softmax, under one fixed tokenizer that the sampler never draws (trained on the
-        first `slice_chars` of every file at once)."""
-        if self._heldout is None:
+    def _heldout(self, cut: str) -> Sampled:
+        """The fixed held-out tokenizer cut as `cut`: trained once, on the first `slice_chars`
+        of every file at once, so the sampler never draws it."""
+        if cut not in self._heldouts:
             lines = [
                 line
                 for _, text, _ in self.texts
                 for line in text[: self.config.slice_chars].splitlines(keepends=True)
             ]
-            self._heldout = self._align(train_in_memory(lines, "bpe", 16000, like=self.model_dir))
-        sampled = self._heldout
+            tok = train_in_memory(lines, "bpe", 16000, like=self.model_dir, cut=cut)
+            self._heldouts[cut] = self._align(tok)
+        return self._heldouts[cut]
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Bits per byte on each file's held-out tail, with every row predicted fresh and a
+        full softmax, under fixed held-out tokenizers: one cut like the base (keys: the
+        corpus names) and one per other cut the sampler draws (keys: NAME/CUT)."""
+        cuts = ["like", *sorted(c for c in self.config.cut_weights if c != "like")]
+        scores = {}
+        for cut in cuts:
+            suffix = "" if cut == "like" else f"/{cut}"
+            scores |= {f"{name}{suffix}": v for name, v in self._score(self._heldout(cut)).items()}
+        self.scores.append({"step": self.step, **scores})
+        return scores
+
+    def _score(self, sampled: Sampled) -> dict[str, float]:
+        """Bits per byte of each held-out tail under `sampled` and the network's rows."""
         self.net.eval()
         ids = list(range(len(sampled.vocab)))
         parts = []
@@ -409,7 +424,6 @@ class Trainer:
             logits = hidden.last_hidden_state[0] @ head.T
             nats = F.cross_entropy(logits, x[0, 1:], reduction="sum").item()
             scores[name] = round(nats / math.log(2) / len(tail.encode()), 4)
-        self.scores.append({"step": self.step, **scores})
         return scores
 
     def fit(
