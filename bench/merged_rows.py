@@ -10,7 +10,9 @@ original):
 - `hybrid`: as the transplant wrote them;
 - `mean`: the plain mean of the pieces' rows (FVT);
 - `first` / `last`: the first / last piece's row;
-- `first-last`: `--first-share` of the first piece's row, the rest on the last's.
+- `first-last`: `--first-share` of the first piece's row, the rest on the last's;
+- `IN/OUT` (e.g. `last/first`): input and output rows apart (the tied matrix untied in memory),
+  the input row by rule IN, the output row by rule OUT.
 
     python bench/merged_rows.py [--target llama3] [--langs en python] [--eval-bytes 16000]
 
@@ -35,6 +37,7 @@ from hypernet.texts import read_eval_text
 from hypernet.vocab import Decomposer, load_vocab
 
 RULES = ("hybrid", "mean", "first", "last", "first-last")
+UNTIED = ("last/first", "last/hybrid", "hybrid/first", "mean/first", "last/mean")
 
 
 def kind(text: str) -> str:
@@ -67,7 +70,12 @@ def merged_tokens(base_dir: Path, tokenizer: Path) -> dict[int, list[int]]:
     return out
 
 
-def rows_by_rule(rule: str, pieces: list[int], base: torch.Tensor, share: float) -> torch.Tensor:
+def rows_by_rule(
+    rule: str, pieces: list[int], base: torch.Tensor, share: float, written: torch.Tensor
+) -> torch.Tensor:
+    """A merged token's row by a rule over its base pieces (`written`: `hybrid`'s row)."""
+    if rule == "hybrid":
+        return written
     if rule == "mean":
         return base[pieces].mean(0)
     if rule == "first":
@@ -83,6 +91,7 @@ def main() -> None:
     p.add_argument("--langs", nargs="+", default=["en", "python"])
     p.add_argument("--eval-bytes", type=int, default=16000)
     p.add_argument("--first-share", type=float, default=0.5)
+    p.add_argument("--untied", nargs="*", default=list(UNTIED), help="IN/OUT rules to try")
     args = p.parse_args()
     base_dir, tokenizer = resolve_model("smollm2-135m"), npm_tokenizer(args.target)
     texts = {
@@ -102,12 +111,17 @@ def main() -> None:
     written = weight.detach().clone()
     new_tok = load_tokenizer(out)
     results: dict[str, dict[str, float]] = {}
-    for rule in RULES:
+    share = args.first_share
+    for rule in (*RULES, *args.untied):
+        rule_in, _, rule_out = rule.partition("/")
+        head = torch.nn.Parameter(written.clone()) if rule_out else weight
+        model.lm_head.weight = head  # the same matrix unless the rule unties them
         with torch.no_grad():
             weight.copy_(written)
             for i, pieces in merged.items():
-                if rule != "hybrid":
-                    weight[i] = rows_by_rule(rule, pieces, base_rows, args.first_share)
+                weight[i] = rows_by_rule(rule_in, pieces, base_rows, share, written[i])
+                if rule_out:
+                    head[i] = rows_by_rule(rule_out, pieces, base_rows, share, written[i])
         results[rule] = {
             lang: ev.evaluate(model, new_tok, t).bits_per_byte / before[lang]
             for lang, t in texts.items()

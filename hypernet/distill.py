@@ -145,16 +145,19 @@ def byte_logprobs(logits: Tensor, first: Tensor) -> Tensor:
 def chunk_distance(student: Tensor, teacher: Tensor, kind: str, temperature: float) -> Tensor:
     """Mean distance between chunk log-likelihoods [n_chunks] of student and teacher.
 
-    "l1" is |s - t|. "binary" treats each chunk as an event the model either produces or not
-    (probability exp(logp / temperature)) and takes the cross-entropy of the student's event
-    against the teacher's, as ALM does: hard chunks count less, and a student that beats the
-    teacher on a chunk is pulled back only gently.
+    "l1" is |s - t|. "under" is max(t - s, 0): the student is pulled up where it trails the
+    teacher and left alone where it leads. "binary" treats each chunk as an event the model
+    either produces or not (probability exp(logp / temperature)) and takes the cross-entropy of
+    the student's event against the teacher's, as ALM does: hard chunks count less, and a
+    student that beats the teacher on a chunk is pulled back only gently.
     """
     assert student.shape == teacher.shape and student.ndim == 1
     if student.numel() == 0:
         return student.sum()
     if kind == "l1":
         return (student - teacher).abs().mean()
+    if kind == "under":
+        return (teacher - student).clamp_min(0).mean()
     if kind != "binary":
         raise ValueError(f"unknown chunk distance {kind!r}")
     s = (student / temperature).clamp(max=-1e-6)

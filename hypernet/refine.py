@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from .align import Alignment, Setup
 
 ROWS = ("new", "all")
+DISTANCES = ("l1", "under", "binary")
 
 
 @dataclass
@@ -57,9 +58,15 @@ class RefineConfig:
     byte_weight: float = 1.0  # the teacher's distribution over the next byte at each boundary
     hidden_weight: float = 0.0  # an intermediate layer's hidden state at each boundary
     hidden_layer: int | None = None  # default: the middle layer
-    distance: str = "l1"  # chunk distance: "l1" or "binary" (ALM); l1 won on train tails
+    distance: str = "l1"  # chunk distance (DISTANCES); l1 won on train tails
+    # the student's own next-token loss on the window: the bits per byte that evaluation counts
+    lm_weight: float = 0.0
     temperature: float = 1.0  # ALM's binarisation temperature
     probe_windows: int = 4  # held-out windows scored before and after (loss before/after)
+    # every N steps, the probe windows' bits per byte under the student; the run ends on the
+    # rows that scored best (0: on the last rows). A falling distillation loss is not a falling
+    # bits per byte.
+    probe_every: int = 0
     seed: int = 0
 
     @classmethod
@@ -81,8 +88,10 @@ class RefineConfig:
             raise InputError(f"refine rows must be one of {', '.join(ROWS)}, got {self.rows!r}")
         if self.window_chars < 64:
             raise InputError("refine windows must hold at least 64 characters")
-        if self.distance not in ("l1", "binary"):
-            raise InputError(f"refine distance must be l1 or binary, got {self.distance!r}")
+        if self.distance not in DISTANCES:
+            raise InputError(f"refine distance must be one of {DISTANCES}, got {self.distance!r}")
+        if self.lm_weight < 0 or self.probe_every < 0:
+            raise InputError("refine lm_weight and probe_every must not be negative")
         if self.rank < 0 or not self.lr > 0:
             raise InputError("refine needs rank >= 0 and a positive learning rate")
 
@@ -107,6 +116,11 @@ class RefineResult:
     loss_after: float
     probe: str  # "held-out" windows, or "training" windows when the text is too short
     config: dict
+    # with probe_every: the step whose rows were kept (0: the zero-shot rows), and the probe
+    # windows' bits per byte under them and under the zero-shot rows
+    best_step: int | None = None
+    probe_bits_before: float | None = None
+    probe_bits_after: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -264,7 +278,13 @@ class Refiner:
         }
         if target.hidden is not None:
             parts["hidden"] = D.hidden_distance(hidden[at], target.hidden)
-        weights = {"chunk": c.chunk_weight, "byte": c.byte_weight, "hidden": c.hidden_weight}
+        parts["lm"] = -(token_lp if s.bos else token_lp[1:]).mean()
+        weights = {
+            "chunk": c.chunk_weight,
+            "byte": c.byte_weight,
+            "hidden": c.hidden_weight,
+            "lm": c.lm_weight,
+        }
         parts["loss"] = sum(weights[k] * v for k, v in parts.items())
         return parts
 
@@ -313,12 +333,27 @@ class Refiner:
             total += self.loss(target)["loss"].item()
         return total / len(self.probe)
 
+    @torch.no_grad()
+    def probe_bits(self, cancelled: Callable[[], bool] | None = None) -> float:
+        """Bits per byte of the probe windows under the student, as evaluation counts them."""
+        nats, n_bytes = 0.0, 0
+        for text, target in zip(self.probe, self._probes(cancelled), strict=True):
+            _stop_if(cancelled)
+            s = target.student
+            logits, _ = self._run(s.ids, self._student_params())
+            lp = D.token_logprobs(logits, torch.tensor(s.ids, device=self.device), s.bos)
+            nats, n_bytes = nats - lp.sum().item(), n_bytes + len(text.encode())
+        return nats / math.log(2) / n_bytes
+
     def fit(
         self,
         progress: Callable[[Tick], None] | None = None,
         cancelled: Callable[[], bool] | None = None,
     ) -> RefineResult:
         before = self.probe_loss(cancelled)
+        every = self.config.probe_every
+        best = self._best(None, cancelled) if every else None
+        bits_before = best[0] if best else None
         start = time.perf_counter()
         while self.fraction() < 1.0:
             _stop_if(cancelled)
@@ -326,6 +361,10 @@ class Refiner:
             self.elapsed = time.perf_counter() - start
             if progress is not None:
                 progress(Tick(self.step, self.fraction(), loss, self.elapsed))
+            if every and (self.step % every == 0 or self.fraction() >= 1.0):
+                best = self._best(best, cancelled)
+        if best is not None:
+            self.rows.load_state_dict(best[2])
         after = self.probe_loss(cancelled)
         return RefineResult(
             text_bytes=self.text_bytes,
@@ -338,7 +377,19 @@ class Refiner:
             loss_after=round(after, 4),
             probe=self.probe_kind,
             config=asdict(self.config),
+            best_step=best[1] if best else None,
+            probe_bits_before=round(bits_before, 4) if bits_before is not None else None,
+            probe_bits_after=round(best[0], 4) if best else None,
         )
+
+    def _best(
+        self, best: tuple[float, int, dict] | None, cancelled: Callable[[], bool] | None
+    ) -> tuple[float, int, dict]:
+        """(probe bits per byte, step, a copy of the rows' state) of the best rows so far."""
+        bits = self.probe_bits(cancelled)
+        if best is not None and best[0] <= bits:
+            return best
+        return bits, self.step, {k: v.clone() for k, v in self.rows.state_dict().items()}
 
     def matrices(self) -> dict[str, Tensor]:
         """The refined rows, on the CPU: same keys and shapes as the matrices given."""

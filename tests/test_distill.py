@@ -84,7 +84,7 @@ def test_byte_logprobs_sum_tokens_by_first_byte() -> None:
     assert torch.allclose(lp[:, ord(" ")].exp(), probs @ space, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["binary", "l1"])
+@pytest.mark.parametrize("kind", ["binary", "l1", "under"])
 def test_chunk_distance_is_zero_at_the_teacher_and_grows_away(kind: str) -> None:
     teacher = torch.tensor([-0.1, -2.0, -7.0])
     assert D.chunk_distance(teacher, teacher, kind, 1.0).abs() < 1e-5
@@ -97,6 +97,14 @@ def test_binary_distance_pulls_the_student_up_where_it_is_worse() -> None:
     student = torch.tensor([-3.0], requires_grad=True)
     D.chunk_distance(student, torch.tensor([-math.log(2)]), "binary", 1.0).backward()
     assert student.grad is not None and student.grad.item() < 0
+
+
+def test_under_distance_ignores_chunks_where_the_student_leads() -> None:
+    teacher = torch.tensor([-2.0, -2.0])
+    student = torch.tensor([-1.0, -3.0], requires_grad=True)
+    D.chunk_distance(student, teacher, "under", 1.0).backward()
+    assert student.grad is not None
+    assert student.grad[0] == 0 and student.grad[1] < 0  # only the trailing chunk is pulled up
 
 
 def test_kl_and_hidden_distance_vanish_at_the_target() -> None:
