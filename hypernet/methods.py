@@ -98,6 +98,8 @@ class MethodOptions:
     hypernet_weight: float = _option(0.1, float, 0, 1)
     # copied tokens take the network's rows; None: as trained
     hypernet_copied: bool | None = _option(None, bool)
+    # lower the logits of predicted rows by about this many nats (heuristics/shift.py)
+    shift: float = _option(0.0, float, 0, 20)
     # for the gaussian baseline
     seed: int = _option(0, int, 0, 2**63 - 1)
 

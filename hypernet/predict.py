@@ -15,6 +15,8 @@ from torch import Tensor
 
 from .align import Alignment, Setup
 from .heuristics.mean import mean
+from .heuristics.shift import shift
+from .hidden import mean_hidden
 from .methods import MethodOptions, MethodSpec, get_method
 from .network.store import find_hypernet
 
@@ -67,6 +69,11 @@ def predict(
     for name, matrix in setup.matrices.items():
         out[name] = prediction.rows(name, matrix)
         fallbacks = assemble(matrix, setup.alignment, out[name], keep, specials)
+    if options.shift and setup.alignment.predict:
+        head = "output" if "output" in out else "input"  # tied: the one matrix is the head
+        mu = mean_hidden(setup.ckpt.path, setup.base_tok)
+        todo = setup.alignment.predict
+        out[head][todo] = shift(out[head][todo], mu, options.shift)
     return out, fallbacks
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hypernet.heuristics import gaussian, hybrid, knn, mean, omp, subword
+from hypernet.heuristics import gaussian, hybrid, knn, mean, omp, shift, subword
 from hypernet.heuristics.mixture import Mixture
 
 
@@ -105,3 +105,16 @@ def test_omp_mixture_applies_donor_coefficients_to_base_rows() -> None:
     m = omp.omp_mixture(torch.tensor([1]), donor_new, donor_shared, shared_base_ids, 2, 30, k=2)
     rows = m.apply(base)
     assert torch.allclose(rows[1], base[12] + base[15], atol=1e-4)
+
+
+def test_shift_lowers_the_logit_by_nats_at_the_mean_state_and_only_along_it(
+    base: torch.Tensor,
+) -> None:
+    mu = torch.tensor([1.0, 2.0, 0.0, -1.0])
+    moved = shift.shift(base, mu, 1.5)
+    assert torch.allclose(moved @ mu, base @ mu - 1.5)
+    across = torch.tensor([2.0, -1.0, 5.0, 0.0])  # orthogonal to mu: its logits do not move
+    assert torch.allclose(moved @ across, base @ across)
+    assert torch.equal(shift.shift(base, mu, 0.0), base)
+    with pytest.raises(AssertionError):
+        shift.shift(base, mu[:3], 1.0)

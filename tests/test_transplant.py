@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hypernet.align import align
 from hypernet.errors import Cancelled, InputError
+from hypernet.hidden import mean_hidden
 from hypernet.methods import METHODS
 from hypernet.network.predict import Predictor
 from hypernet.transplant import TransplantRequest, transplant
@@ -51,6 +52,35 @@ def _umask() -> int:
 
 def _embeddings(path: Path) -> dict[str, torch.Tensor]:
     return load_file(path / "model.safetensors")
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_shift_lowers_only_the_predicted_head_rows(
+    tied: bool, base_tied: Path, base_untied: Path, sp_tokenizer: Path, tmp_path: Path
+) -> None:
+    base = base_tied if tied else base_untied
+    rows = {}
+    for nats in (0.0, 2.0):
+        out = tmp_path / f"shift-{nats}"
+        options = {"shift": nats}
+        transplant(TransplantRequest(str(base), str(sp_tokenizer), out, "subword", options=options))
+        rows[nats] = _embeddings(out)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    alignment = align(
+        load_vocab(AutoTokenizer.from_pretrained(base)),
+        load_vocab(AutoTokenizer.from_pretrained(sp_tokenizer)),
+        model.get_input_embeddings().weight.shape[0],
+    )
+    head = "model.embed_tokens.weight" if tied else "lm_head.weight"
+    mu = mean_hidden(base, AutoTokenizer.from_pretrained(base))
+    drop = (rows[0.0][head] - rows[2.0][head]) @ mu
+    predicted = torch.zeros(len(drop), dtype=torch.bool)
+    predicted[alignment.predict] = True
+    assert torch.allclose(drop[predicted], torch.tensor(2.0), atol=1e-4)
+    assert (drop[~predicted] == 0).all()  # copies, specials and padding rows stay
+    if not tied:  # what the model reads is unchanged
+        name = "model.embed_tokens.weight"
+        assert torch.equal(rows[0.0][name], rows[2.0][name])
 
 
 def test_tied_transplant_loads_generates_and_copies(
