@@ -35,7 +35,7 @@ def test_rows_prediction_follows_the_base_dtype() -> None:
         ({"seed": "x"}, "seed='x': expected an integer"),
         ({"seed": -1}, "seed=-1: expected an integer in [0, "),
         ({"seed": 2**63}, "seed="),
-        ({"shift": -0.5}, "shift=-0.5: expected a number in [0, 20]"),
+        ({"shift": -0.5}, "shift=-0.5: expected a finite number in [0, 20]"),
         ({"k": True}, "k=True: expected an integer in [1, 1024]"),
         ({"k": 4.0}, "k=4.0: expected an integer"),
         ({"k": 0}, "k=0"),
