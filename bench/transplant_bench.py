@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+from pathlib import Path
 
 from common import LANGS, OUT, eval_file, run, target_tokenizers, write_json
 
@@ -39,6 +40,8 @@ def main() -> None:
     p.add_argument("--hypernet", help="hypernetwork folder for the hypernet* methods")
     p.add_argument("--name", default="transplant", help="bench/out/NAME.json and NAME.png")
     args = p.parse_args()
+    if args.hypernet and Path(args.hypernet).exists():  # the CLI runs from the repository root
+        args.hypernet = str(Path(args.hypernet).resolve())
 
     base = resolve_model("smollm2-135m")
     names = args.targets or [*LANGS, "minilm"]
