@@ -119,3 +119,11 @@ def eval_file(target: str) -> Path:
 def write_json(path: Path, data: object) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def ratio_table(first: str, results: dict[str, dict[str, float]], langs: list[str]) -> str:
+    """A markdown table: one row per variant, its ratio per language."""
+    lines = [f"| {first} | " + " | ".join(langs) + " |", "|---|" + "---|" * len(langs)]
+    for name, r in results.items():
+        lines.append(f"| {name} | " + " | ".join(f"{r[lang]:.3f}" for lang in langs) + " |")
+    return "\n".join(lines)

@@ -27,7 +27,7 @@ from collections import Counter
 from pathlib import Path
 
 import torch
-from common import OUT, corpus_file, npm_tokenizer, run, write_json
+from common import OUT, corpus_file, npm_tokenizer, ratio_table, run, write_json
 from transformers import AutoModelForCausalLM
 
 from hypernet import evaluate as ev
@@ -128,9 +128,7 @@ def main() -> None:
         }
         print(rule, {k: round(v, 4) for k, v in results[rule].items()}, flush=True)
     write_json(OUT / "merged_rows.json", {"args": vars(args), "merged": len(merged), **results})
-    print("| rule | " + " | ".join(args.langs) + " |\n|---|" + "---|" * len(args.langs))
-    for rule, r in results.items():
-        print(f"| {rule} | " + " | ".join(f"{r[lang]:.3f}" for lang in args.langs) + " |")
+    print(ratio_table("rule", results, args.langs))
     shutil.rmtree(out, ignore_errors=True)
 
 

@@ -27,7 +27,7 @@ import argparse
 import shutil
 
 import torch
-from common import OUT, corpus_file, run, write_json
+from common import OUT, corpus_file, ratio_table, run, write_json
 from cross_family import tokenizer_folder
 from transformers import AutoModelForCausalLM
 
@@ -105,9 +105,7 @@ def main() -> None:
         }
         print(name, {k: round(v, 4) for k, v in results[name].items()}, flush=True)
     write_json(OUT / "predicted_rows.json", {"args": vars(args), **results})
-    print("| predicted rows | " + " | ".join(args.langs) + " |\n|---|" + "---|" * len(args.langs))
-    for name, r in results.items():
-        print(f"| {name} | " + " | ".join(f"{r[lang]:.3f}" for lang in args.langs) + " |")
+    print(ratio_table("predicted rows", results, args.langs))
     shutil.rmtree(out, ignore_errors=True)
 
 
