@@ -111,6 +111,13 @@ def npm_tokenizer(name: str) -> Path:
     return folder
 
 
+def tokenizer_folder(target: str, base: Path) -> Path:
+    """`de-32k` (the German look-alike of `target_tokenizers`) or a real family's npm name."""
+    if target == "de-32k":
+        return target_tokenizers(base, langs=("de",))["de"]
+    return npm_tokenizer(target)
+
+
 def eval_file(target: str) -> Path:
     """The eval text for a target tokenizer (MiniLM's WordPiece is English)."""
     return corpus_file("en" if target == "minilm" else target, "eval")

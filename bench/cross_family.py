@@ -24,7 +24,7 @@ import json
 import shutil
 from pathlib import Path
 
-from common import LANGS, OUT, REPO, corpus_file, npm_tokenizer, run, write_json
+from common import LANGS, OUT, REPO, corpus_file, run, tokenizer_folder, write_json
 from loss_split import KINDS, base_losses, split_by_kind
 
 from hypernet import evaluate as ev
@@ -33,14 +33,6 @@ from hypernet.texts import read_eval_text
 
 RESULTS = OUT / "cross_family.json"
 TARGETS = ("de-32k", "llama3", "qwen3", "gemma3", "deepseek_v3")
-
-
-def tokenizer_folder(target: str, base: Path) -> Path:
-    if target == "de-32k":
-        from common import target_tokenizers
-
-        return target_tokenizers(base, langs=("de",))["de"]
-    return npm_tokenizer(target)
 
 
 def transplant_args(label: str, networks: dict[str, str], refine: tuple[float, str]) -> list[str]:

@@ -100,6 +100,8 @@ def score(
     return ids, spans, full, restricted
 
 
+Spans = list[tuple[int, int]]  # character offsets (start, end) of tokens
+
 KINDS = (
     "copied, as the base reads it",
     "copied, new context",
@@ -151,27 +153,37 @@ def char_kinds(kinds: list[str], ends: list[int], n_chars: int) -> list[str]:
     return out
 
 
-def base_losses(base_dir: Path, text: str) -> tuple[list[tuple[int, int]], torch.Tensor]:
+def base_losses(base_dir: Path, text: str) -> tuple[Spans, torch.Tensor]:
     """The base tokenizer's spans on `text` and the base model's per-character losses."""
     _, spans, nll, _ = score(base_dir, load_tokenizer(base_dir), text)
     return spans, char_losses(nll, [end for _, end in spans], len(text))
 
 
 def split_by_kind(
-    base_dir: Path,
-    checkpoint: Path,
-    text: str,
-    base: tuple[list[tuple[int, int]], torch.Tensor] | None = None,
+    base_dir: Path, checkpoint: Path, text: str, base: tuple[Spans, torch.Tensor] | None = None
 ) -> dict[str, dict[str, float]]:
     """Kind -> share of the text's characters and excess bits per byte over the original.
     `base`: `base_losses(base_dir, text)`, when already computed."""
-    base_spans, original = base or base_losses(base_dir, text)
     base_tok, tok = load_tokenizer(base_dir), load_tokenizer(checkpoint)
-    n_chars, per_byte = len(text), math.log(2) * len(text.encode())
     copied = copied_mask(base_dir, base_tok, tok)
     ids, spans, full, _ = score(checkpoint, tok, text, copied)
-    ends = [end for _, end in spans]
     pre_tokenize = base_tok.backend_tokenizer.pre_tokenizer.pre_tokenize_str
+    base = base or base_losses(base_dir, text)
+    return excess_by_kind(text, (ids, spans, full), copied, base, pre_tokenize)
+
+
+def excess_by_kind(
+    text: str,
+    new: tuple[list[int], Spans, torch.Tensor],
+    copied: torch.Tensor,
+    base: tuple[Spans, torch.Tensor],
+    pre_tokenize: Callable[[str], list],
+) -> dict[str, dict[str, float]]:
+    """`split_by_kind` of a checkpoint already scored: its ids, spans and per-token losses,
+    which ids are copied, and the base's spans and per-character losses."""
+    (ids, spans, full), (base_spans, original) = new, base
+    n_chars, per_byte = len(text), math.log(2) * len(text.encode())
+    ends = [end for _, end in spans]
     kinds = token_kinds(text, ids, spans, copied, set(base_spans), pre_tokenize)
     labels = char_kinds(kinds, ends, n_chars)
     excess = char_losses(full, ends, n_chars) - original
@@ -238,8 +250,9 @@ def main() -> None:
         print(f"  {surface!r:<28} {sum(c):8.1f} {len(c):5d} {sum(c) / len(c):6.2f}")
 
     print(f"{'by kind of token':<30} {'share':>6} {'excess':>7}")
-    kinds = split_by_kind(base_dir, Path(args.checkpoint), text, (base_spans, original))
-    for kind, k in kinds.items():
+    pre_tokenize = base_tok.backend_tokenizer.pre_tokenizer.pre_tokenize_str
+    by_kind = excess_by_kind(text, (ids, spans, full), copied, (base_spans, original), pre_tokenize)
+    for kind, k in by_kind.items():
         print(f"{kind:<30} {k['share']:6.1%} {k['excess']:+7.4f}")
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 from common import OUT, corpus_file, npm_tokenizer, ratio_table, run, write_json
+from loss_split import predicted_kind
 from transformers import AutoModelForCausalLM
 
 from hypernet import evaluate as ev
@@ -38,17 +39,6 @@ from hypernet.vocab import Decomposer, load_vocab
 
 RULES = ("hybrid", "mean", "first", "last", "first-last")
 UNTIED = ("last/first", "last/hybrid", "hybrid/first", "mean/first", "last/mean")
-
-
-def kind(text: str) -> str:
-    """What a merged token is made of, for the table."""
-    if text.strip() == "":
-        return "whitespace"
-    if any(c.isdigit() for c in text) and all(c.isdigit() or c.isspace() for c in text):
-        return "number"
-    if "\n" in text:
-        return "text+newline"
-    return "other"
 
 
 def merged_tokens(base_dir: Path, tokenizer: Path) -> dict[int, list[int]]:
@@ -63,9 +53,10 @@ def merged_tokens(base_dir: Path, tokenizer: Path) -> dict[int, list[int]]:
     for i in alignment.predict:
         surface = new.surfaces[i]
         text = surface.decode("utf-8", errors="ignore")  # type: ignore[union-attr]
-        if text and len(split(text)) > 1 and (pieces := spell(surface)):  # type: ignore[arg-type]
+        cuts = len(split(text)) if text else 0
+        if cuts > 1 and (pieces := spell(surface)):  # type: ignore[arg-type]
             out[i] = pieces
-            counts[kind(text)] += 1
+            counts[predicted_kind(text, cuts)] += 1
     print(f"{len(out)} merged tokens of {len(alignment.predict)} predicted: {dict(counts)}")
     return out
 

@@ -27,8 +27,7 @@ import argparse
 import shutil
 
 import torch
-from common import OUT, corpus_file, ratio_table, run, write_json
-from cross_family import tokenizer_folder
+from common import OUT, corpus_file, ratio_table, run, tokenizer_folder, write_json
 from transformers import AutoModelForCausalLM
 
 from hypernet import evaluate as ev

@@ -31,9 +31,8 @@ from common import (
     OUT,
     corpus_file,
     empty_embedding_cache,
-    npm_tokenizer,
     run,
-    target_tokenizers,
+    tokenizer_folder,
     write_json,
 )
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
@@ -47,12 +46,6 @@ from hypernet.vocab import load_vocab
 TARGETS = ("de-32k", "llama3", "qwen3", "gemma3")
 METHODS = ("hybrid", "hypernet+hybrid")
 PROMPT = "The capital of France is"
-
-
-def tokenizer_folder(target: str, base: Path) -> Path:
-    if target == "de-32k":
-        return target_tokenizers(base, langs=("de",))["de"]
-    return npm_tokenizer(target)
 
 
 def transplant(base: Path, tokenizer: Path, method: str, out: Path) -> tuple[dict, float, float]:
