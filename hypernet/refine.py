@@ -224,7 +224,7 @@ class Refiner:
         self.rng = random.Random(config.seed)
         self.rng.shuffle(windows)
         held = config.probe_windows if len(windows) >= 2 * config.probe_windows else 0
-        self.probe = windows[:held] or windows[: config.probe_windows]
+        self.probe_texts = windows[:held] or windows[: config.probe_windows]
         self.probe_kind = "held-out" if held else "training"
         self.train = windows[held:]
         self.cache: dict[int, _Target] = {}
@@ -318,42 +318,34 @@ class Refiner:
         """The probe windows' targets, computed once (a teacher forward pass each)."""
         if self._probe_targets is None:
             targets = []
-            for i in range(len(self.probe)):
+            for i in range(len(self.probe_texts)):
                 _stop_if(cancelled)
-                targets.append(self._target(i, self.probe))
+                targets.append(self._target(i, self.probe_texts))
             self._probe_targets = targets
         return self._probe_targets
 
     @torch.no_grad()
-    def probe_loss(self, cancelled: Callable[[], bool] | None = None) -> float:
-        """The mean loss on the probe windows; a cancel is honoured between windows."""
-        total = 0.0
-        for target in self._probes(cancelled):
+    def probe(self, cancelled: Callable[[], bool] | None = None) -> tuple[float, float]:
+        """The mean loss on the probe windows and their bits per byte under the student (as
+        evaluation counts them); a cancel is honoured between windows."""
+        loss, nats, n_bytes = 0.0, 0.0, 0
+        for text, target in zip(self.probe_texts, self._probes(cancelled), strict=True):
             _stop_if(cancelled)
-            total += self.loss(target)["loss"].item()
-        return total / len(self.probe)
-
-    @torch.no_grad()
-    def probe_bits(self, cancelled: Callable[[], bool] | None = None) -> float:
-        """Bits per byte of the probe windows under the student, as evaluation counts them."""
-        nats, n_bytes = 0.0, 0
-        for text, target in zip(self.probe, self._probes(cancelled), strict=True):
-            _stop_if(cancelled)
-            s = target.student
-            logits, _ = self._run(s.ids, self._student_params())
-            lp = D.token_logprobs(logits, torch.tensor(s.ids, device=self.device), s.bos)
-            nats, n_bytes = nats - lp.sum().item(), n_bytes + len(text.encode())
-        return nats / math.log(2) / n_bytes
+            parts = self.loss(target)
+            loss += parts["loss"].item()
+            # "lm" is the mean over the len(ids) - 1 predicted text tokens
+            nats += parts["lm"].item() * (len(target.student.ids) - 1)
+            n_bytes += len(text.encode())
+        return loss / len(self.probe_texts), nats / math.log(2) / n_bytes
 
     def fit(
         self,
         progress: Callable[[Tick], None] | None = None,
         cancelled: Callable[[], bool] | None = None,
     ) -> RefineResult:
-        before = self.probe_loss(cancelled)
+        before, bits_before = self.probe(cancelled)
         every = self.config.probe_every
-        best = self._best(None, cancelled) if every else None
-        bits_before = best[0] if best else None
+        best = (bits_before, 0, self._rows_state()) if every else None
         start = time.perf_counter()
         while self.fraction() < 1.0:
             _stop_if(cancelled)
@@ -365,7 +357,7 @@ class Refiner:
                 best = self._best(best, cancelled)
         if best is not None:
             self.rows.load_state_dict(best[2])
-        after = self.probe_loss(cancelled)
+        after, _ = self.probe(cancelled)
         return RefineResult(
             text_bytes=self.text_bytes,
             windows=min(self.step, len(self.train)),
@@ -378,7 +370,7 @@ class Refiner:
             probe=self.probe_kind,
             config=asdict(self.config),
             best_step=best[1] if best else None,
-            probe_bits_before=round(bits_before, 4) if bits_before is not None else None,
+            probe_bits_before=round(bits_before, 4) if every else None,
             probe_bits_after=round(best[0], 4) if best else None,
         )
 
@@ -386,10 +378,13 @@ class Refiner:
         self, best: tuple[float, int, dict] | None, cancelled: Callable[[], bool] | None
     ) -> tuple[float, int, dict]:
         """(probe bits per byte, step, a copy of the rows' state) of the best rows so far."""
-        bits = self.probe_bits(cancelled)
+        _, bits = self.probe(cancelled)
         if best is not None and best[0] <= bits:
             return best
-        return bits, self.step, {k: v.clone() for k, v in self.rows.state_dict().items()}
+        return bits, self.step, self._rows_state()
+
+    def _rows_state(self) -> dict[str, Tensor]:
+        return {k: v.clone() for k, v in self.rows.state_dict().items()}
 
     def matrices(self) -> dict[str, Tensor]:
         """The refined rows, on the CPU: same keys and shapes as the matrices given."""

@@ -75,23 +75,22 @@ def test_probe_every_keeps_the_rows_with_the_best_probe_bits(
 ) -> None:
     # a learning rate high enough to overshoot: the kept rows must still be the probe's best
     refiner, _ = _refiner(base, new_tok, text, steps=12, lr=0.3, probe_every=3, lm_weight=1.0)
-    seen: list[tuple[int, float]] = []
-    best = refiner._best
+    bits: dict[int, float] = {}  # step -> the probe's first score there: the rows as trained
+    probe = refiner.probe
 
-    def recording(*args: object) -> tuple:
-        kept = best(*args)  # type: ignore[arg-type]
-        seen.append((refiner.step, refiner.probe_bits()))
-        return kept
+    def recording(*args: object) -> tuple[float, float]:
+        scored = probe(*args)  # type: ignore[arg-type]
+        bits.setdefault(refiner.step, scored[1])
+        return scored
 
-    refiner._best = recording  # type: ignore[method-assign]
+    refiner.probe = recording  # type: ignore[method-assign]
     result = refiner.fit()
-    assert [step for step, _ in seen] == [0, 3, 6, 9, 12]
-    bits = dict(seen)
+    assert sorted(bits) == [0, 3, 6, 9, 12]
     assert result.best_step == min(bits, key=lambda step: bits[step])
     assert result.probe_bits_before == round(bits[0], 4)
     assert result.probe_bits_after == round(min(bits.values()), 4)
     # the rows the run ends on are the kept ones
-    assert refiner.probe_bits() == pytest.approx(min(bits.values()), abs=1e-5)
+    assert probe()[1] == pytest.approx(min(bits.values()), abs=1e-5)
 
 
 def test_only_trainable_rows_move(base: Path, new_tok: Path, text: Path) -> None:
