@@ -8,6 +8,7 @@ input ends with a one-line message and exit status 2.
 from __future__ import annotations
 
 import argparse
+import functools
 import socket
 import sys
 from collections.abc import Sequence
@@ -123,6 +124,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.api.main import create_app
+    from service.api.protocol import BoundedHead
 
     if args.processes < 1:
         raise InputError(f"--processes must be at least 1, not {args.processes}")
@@ -137,10 +139,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"tokengraft serving on {where}; dashboard at http://{args.host}:{args.port}/ui/",
         file=sys.stderr,
     )
-    # httptools parses HTTP fast; the asyncio loop, unlike uvloop, served 16 pollers without
-    # 100-300 ms stragglers (bench/polling.py)
+    # httptools parses HTTP fast (BoundedHead: with a bound on a request's head); the asyncio
+    # loop, unlike uvloop, served 16 pollers without 100-300 ms stragglers (bench/polling.py)
     server = {"host": args.host, "port": args.port, "log_level": "warning"}
-    server |= {"loop": "asyncio", "http": "httptools"}
+    http = functools.partial(BoundedHead, limit=settings.max_header_bytes)
+    server |= {"loop": "asyncio", "http": http}
     if args.processes == 1:
         uvicorn.run(create_app(settings, worker=not args.no_worker), **server)
     else:

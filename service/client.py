@@ -2,8 +2,9 @@
 command line).
 
 Synchronous httpx: each call is one request (or one stream) that a script or the CLI waits for.
-An answer other than 2xx raises `ClientError`, built from the server's problem+json; a server
-that cannot be reached raises httpx's `TransportError`. Nothing here imports torch or
+An answer other than 2xx raises `ClientError`, built from the server's problem+json; a 2xx
+whose body is not the JSON the call expects raises `BadAnswer`; a server that cannot be reached
+raises httpx's `TransportError`. Nothing here imports torch or
 transformers, so that a machine without them can drive a server.
 """
 
@@ -39,6 +40,16 @@ RECONNECTS = 5  # dropped event streams in a row before giving up
 ENDED = {"succeeded", "failed", "canceled", "deleted"}  # an `end` event with these is final
 
 Progress = Callable[[int], object]  # called with each number of bytes a download adds
+# What an answer must hold: a JSON object's keys and their types; [shape] is a list of such.
+Shape = dict[str, Any]
+JOB: Shape = {
+    "id": str, "status": str, "cancel_requested": bool, "request": dict, "created_at": str,
+}  # fmt: skip
+PAGE_OF_JOBS: Shape = {"jobs": [JOB], "next_cursor": (str, type(None))}
+DRY_RUN: Shape = {"valid": bool}
+UPLOAD: Shape = {"id": str}
+MANIFEST: Shape = {"files": [{"path": str, "size": int, "sha256": str}]}
+STATE: Shape = {"status": str}  # a `state` event's data
 
 
 class ClientError(Exception):
@@ -63,6 +74,16 @@ class ClientError(Exception):
         fields = "; ".join(_field_error(e) for e in self.errors)
         text = fields or self.detail
         return " ".join(f"{self.status} {self.title}{f': {text}' if text else ''}".split())
+
+
+class BadAnswer(Exception):
+    """A 2xx answer whose body is not JSON, or not of the shape the call expects (another
+    server, a proxy's page): one line that says so and shows how the body starts."""
+
+    def __init__(self, status: int, what: str, body: str) -> None:
+        line = " ".join(body.split())
+        shown = line if len(line) <= 60 else line[:60] + "..."
+        super().__init__(f"the server answered {status} with a body that is not {what}: {shown!r}")
 
 
 class DownloadError(Exception):
@@ -116,8 +137,10 @@ class Client:
             raise ClientError.from_response(response)
         return response
 
-    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self._send(method, path, **kwargs).json()
+    def _json(self, method: str, path: str, what: str, shape: Shape, **kwargs: Any) -> dict:
+        """The answer's JSON object, `what` the call expects, if it has the keys of `shape`."""
+        response = self._send(method, path, **kwargs)
+        return _shaped(response.status_code, response.text, what, shape)
 
     @contextmanager
     def _stream(self, path: str, headers: dict[str, str]) -> Iterator[httpx.Response]:
@@ -141,14 +164,16 @@ class Client:
         return self._upload("/texts", path.name, path.read_bytes())
 
     def _upload(self, path: str, name: str, data: bytes) -> dict:
-        return self._json("POST", path, files={"file": (name, data)})
+        return self._json("POST", path, "an upload", UPLOAD, files={"file": (name, data)})
 
     def submit(self, request: dict) -> dict:
         """POST /transplant: the queued job, or for `"dry_run": true` the validation answer."""
-        return self._json("POST", "/transplant", json=request)
+        if request.get("dry_run"):
+            return self._json("POST", "/transplant", "a validation answer", DRY_RUN, json=request)
+        return self._json("POST", "/transplant", "a job", JOB, json=request)
 
     def job(self, job_id: str) -> dict:
-        return self._json("GET", f"/jobs/{_segment(job_id)}")
+        return self._json("GET", f"/jobs/{_segment(job_id)}", "a job", JOB)
 
     def jobs(self, status: str | None = None, limit: int | None = None) -> Iterator[dict]:
         """Newest first, at most `limit` (None: all), following the cursor from page to page,
@@ -162,7 +187,11 @@ class Client:
         cursor = None
         while True:
             page = self._json(
-                "GET", "/jobs", params=params | ({"cursor": cursor} if cursor else {})
+                "GET",
+                "/jobs",
+                "a page of jobs",
+                PAGE_OF_JOBS,
+                params=params | ({"cursor": cursor} if cursor else {}),
             )
             yield page["jobs"]
             if (cursor := page["next_cursor"]) is None:
@@ -170,7 +199,7 @@ class Client:
 
     def cancel(self, job_id: str) -> dict:
         """A queued job is canceled at once; a running one stops within about a second."""
-        return self._json("POST", f"/jobs/{_segment(job_id)}/cancel")
+        return self._json("POST", f"/jobs/{_segment(job_id)}/cancel", "a job", JOB)
 
     def delete(self, job_id: str) -> None:
         """A finished job and its files (the server refuses one that is not finished: 409)."""
@@ -209,7 +238,8 @@ class Client:
     # --- artifacts ----------------------------------------------------------------------------
     def manifest(self, job_id: str) -> list[dict]:
         """A succeeded job's files: path, size and sha256 each."""
-        return self._json("GET", f"/jobs/{_segment(job_id)}/artifacts")["files"]
+        path = f"/jobs/{_segment(job_id)}/artifacts"
+        return self._json("GET", path, "a manifest", MANIFEST)["files"]
 
     def download(self, job_id: str, folder: Path, progress: Progress | None = None) -> list[Path]:
         """Every file of a succeeded job into `folder` (a checkpoint transformers loads). Files
@@ -272,7 +302,8 @@ class _EventReader:
             if not line:  # an event ends: its id counts only once it is complete
                 self.last_id = self._pending_id
                 if data:
-                    yield {"event": kind, "id": self.last_id, "data": json.loads("\n".join(data))}
+                    text = "\n".join(data)
+                    yield {"event": kind, "id": self.last_id, "data": _event_data(kind, text)}
                 kind, data = "message", []
                 continue
             name, _, value = line.partition(":")
@@ -289,6 +320,35 @@ class _EventReader:
             self._pending_id = value
         elif name == "retry" and value.isascii() and value.isdigit():
             self.retry = int(value) / 1000
+
+
+def _shaped(status: int, body: str, what: str, shape: Shape) -> dict:
+    """`body` as the JSON object it should be, or BadAnswer."""
+    try:
+        value = json.loads(body)
+    except ValueError:
+        value = None
+    if not _fits(value, shape):
+        raise BadAnswer(status, what, body)
+    return value
+
+
+def _fits(value: object, shape: Shape) -> bool:
+    return isinstance(value, dict) and all(
+        key in value and _is(value[key], kind) for key, kind in shape.items()
+    )
+
+
+def _is(value: object, kind: Any) -> bool:
+    """`value` is of `kind`: a type, a tuple of types, or [shape] (a list of such objects)."""
+    if isinstance(kind, list):
+        return isinstance(value, list) and all(_fits(item, kind[0]) for item in value)
+    return isinstance(value, kind)
+
+
+def _event_data(kind: str, text: str) -> dict:
+    """An event's data: a JSON object, with a status where the event is a change of state."""
+    return _shaped(200, text, f"a {kind} event", STATE if kind == "state" else {})
 
 
 def _target(folder: Path, path: str) -> Path:

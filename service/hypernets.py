@@ -30,7 +30,7 @@ from hypernet.network.training import TrainConfig, Trainer, latest_checkpoint, r
 from hypernet.sources import resolve_model
 
 from .catalog import Catalog
-from .models import JobKind, JobStatus
+from .models import JobStatus
 from .queue import Claim, Queue
 from .storage import Storage
 
@@ -61,8 +61,9 @@ def configs(request: Mapping) -> tuple[TrainConfig, HyperConfig]:
     return TrainConfig(**budget(request), **train), HyperConfig(**net)
 
 
-def check(catalog: Catalog, request: Mapping) -> None:
-    """Everything the Trainer would refuse at the start of the job, refused now: the recipe,
+def check(catalog: Catalog, request: Mapping, memory_bytes: int | None) -> None:
+    """Everything the Trainer would refuse at the start of the job, refused now: the recipe
+    (its sizes within the bounds of `TrainConfig` and a network that fits in `memory_bytes`),
     the model, and texts that are unknown, not UTF-8 or too short to hold out their end."""
     if ".." in request["name"]:
         raise InputError(f"hypernetwork name {request['name']!r} may not contain '..'")
@@ -71,17 +72,16 @@ def check(catalog: Catalog, request: Mapping) -> None:
     if len(set(names)) < len(names):
         raise InputError("each training text may be named once")
     config.check(names)
-    _check_recipe(config, hyper)
+    hyper.check(memory_bytes)
+    _check_recipe(config)
     catalog.model(request["model"])
     for name in names:
         _require_length(name, _read(name, catalog.text(name, "training text")), config)
 
 
-def _check_recipe(config: TrainConfig, hyper: HyperConfig) -> None:
+def _check_recipe(config: TrainConfig) -> None:
     if config.vocab_min > config.vocab_max:
         raise InputError(f"vocab_min {config.vocab_min} is above vocab_max {config.vocab_max}")
-    if hyper.width % hyper.heads:
-        raise InputError(f"width {hyper.width} must be a multiple of heads {hyper.heads}")
     if not (config.lm_weight > 0 or config.rec_weight > 0):
         raise InputError(
             "lm_weight or rec_weight must be positive (aux alone may have nothing to learn from)"
@@ -112,10 +112,14 @@ def taken(catalog: Catalog, queue: Queue, name: str) -> str | None:
     networks the catalog lists) has one, or an unfinished job is training one."""
     if name in {p.name for p in catalog.hypernets()} or (catalog.hypernets_dir / name).exists():
         return f"a hypernetwork named {name!r} exists already"
-    for job in queue.unfinished(JobKind.hypernet):
-        if job.request.get("name") == name:
-            return f"job {job.id} is already training a hypernetwork named {name!r}"
+    if (job_id := queue.training(name)) is not None:
+        return taken_by(job_id, name)
     return None
+
+
+def taken_by(job_id: str, name: str) -> str:
+    """Why a request for `name` is refused while job `job_id` trains it."""
+    return f"job {job_id} is already training a hypernetwork named {name!r}"
 
 
 # --- the job ---------------------------------------------------------------------------------

@@ -64,6 +64,9 @@ class JobKind(enum.StrEnum):
     hypernet = "hypernet"
 
 
+UNFINISHED = text("status IN ('queued', 'running')")
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -82,6 +85,9 @@ class Job(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
     idempotency_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
+    # times put off for a store that did not answer: attempts that max_attempts does not count
+    deferrals: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    run_after: Mapped[datetime | None] = mapped_column(UTCDateTime)  # not claimed before this
     worker_id: Mapped[str | None] = mapped_column(String(64))
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -92,6 +98,7 @@ class Job(Base):
     error_detail: Mapped[str | None] = mapped_column(Text)
     result: Mapped[dict | None] = mapped_column(JSON)
     output_dir: Mapped[str | None] = mapped_column(String(64))  # attempt folder under the job's
+    hypernet_name: Mapped[str | None] = mapped_column(String(128))  # what a hypernet job trains
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -106,6 +113,16 @@ class Job(Base):
             "id",
             postgresql_where=text("status = 'queued'"),
             sqlite_where=text("status = 'queued'"),
+        ),
+        # A store name is claimed by one unfinished hypernet job at a time, atomically: a
+        # second POST /hypernets with it fails to insert. Once the job ends the name is free
+        # again; a published network holds it in the store.
+        Index(
+            "ix_jobs_hypernet_name",
+            "hypernet_name",
+            unique=True,
+            postgresql_where=UNFINISHED,
+            sqlite_where=UNFINISHED,
         ),
     )
 

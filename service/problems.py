@@ -1,4 +1,5 @@
-"""RFC 9457 problem+json for every error the API returns, validation errors included."""
+"""RFC 9457 problem+json for every error the API returns, validation errors included; an object
+store that does not answer is a 503 with Retry-After, a full disk (or database) a 507."""
 
 from __future__ import annotations
 
@@ -8,14 +9,19 @@ from http import HTTPStatus
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from hypernet.errors import InputError
 
 from .catalog import redact
+from .storage import StoreUnavailable, out_of_space
 
 MEDIA_TYPE = "application/problem+json"
+STORE_RETRY_AFTER = "30"  # seconds: a store that is away is usually back within a minute
+STORE_DOWN = "the object store does not answer; try again later"
+NO_SPACE = "the server is out of disk space and kept nothing of this request; try again later"
 log = logging.getLogger("tokengraft.api")
 
 
@@ -50,6 +56,7 @@ def problem(
     }
     if errors is not None:
         body["errors"] = errors
+    headers = {**(headers or {}), "X-Content-Type-Options": "nosniff"}  # a 500 skips middleware
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
@@ -93,6 +100,23 @@ def install(app: FastAPI) -> None:
         ]
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
         return problem(request.url.path, 422, detail, "/problems/validation", errors=errors)
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        log.warning("%s: %s", request.url.path, exc)
+        headers = {"Retry-After": STORE_RETRY_AFTER}
+        return problem(request.url.path, 503, STORE_DOWN, "/problems/store-unavailable", headers)
+
+    async def _space(request: Request, exc: Exception) -> JSONResponse:
+        """A full disk or quota, the database's included, is a 507; any other error goes on to
+        `_internal` as if this handler were not there."""
+        if not out_of_space(exc):
+            raise exc
+        log.error("out of disk space on %s: %s", request.url.path, exc)
+        return problem(request.url.path, 507, NO_SPACE, "/problems/insufficient-storage")
+
+    app.add_exception_handler(OSError, _space)
+    app.add_exception_handler(OperationalError, _space)
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:

@@ -12,12 +12,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Row, Select, and_, delete, func, select, update
+from sqlalchemy import Row, Select, and_, case, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from .models import Artifact, Chore, Job, JobEvent, JobKind, JobStatus, Upload, Worker, utcnow
-from .storage import Output, attempt_dir
+from .storage import ATTEMPT, Output, attempt_dir
 
 
 @dataclass(frozen=True)
@@ -29,15 +29,23 @@ class Claim:
     attempt: int
     request: dict
     kind: str = JobKind.transplant
+    deferrals: int = 0  # earlier attempts put off for a store that did not answer
 
 
 CHANNEL = "tokengraft_jobs"  # NOTIFY'd when a job is queued; idle workers LISTEN (wakeup.py)
 TERMINAL = [JobStatus.succeeded, JobStatus.failed, JobStatus.canceled]
 SWEEP_BATCH = 500  # job or upload ids per query of the sweep: bounded IN lists
+GIVEN_BACK = "given back"  # the stage of a job its worker gave back (`release`), until claimed
+RETRYING = "queued to retry"  # the stage of a job requeued after a failed or lost attempt
+WAITING = "waiting for the store"  # the stage of a job put off while its store did not answer
 
 
 class Conflict(Exception):
     """An Idempotency-Key reused with a different request body."""
+
+
+class NameTaken(Exception):
+    """A hypernet job's store name, claimed by an unfinished job (its id is the argument)."""
 
 
 def _event(session: Session, job: Job, kind: str, data: dict) -> None:
@@ -50,6 +58,11 @@ def _state(session: Session, job_id: str, status: JobStatus, **data: object) -> 
         _wake(session, job_id)
 
 
+def requeued(stage: str, message: str) -> dict:
+    """The progress a job requeued shows until it is claimed, instead of its last attempt's."""
+    return {"stage": stage, "fraction": 0.0, "message": message}
+
+
 def _wake(session: Session, job_id: str) -> None:
     """Tell idle workers a job is queued (`service.wakeup`): PostgreSQL delivers the
     notification when this transaction commits, and never if it rolls back."""
@@ -57,9 +70,17 @@ def _wake(session: Session, job_id: str) -> None:
         session.execute(select(func.pg_notify(CHANNEL, job_id)))
 
 
+def _training(name: str) -> Select:
+    """The id of the unfinished job that holds a hypernetwork's name (one at most)."""
+    unfinished = Job.status.in_([JobStatus.queued, JobStatus.running])
+    return select(Job.id).where(Job.hypernet_name == name, unfinished)
+
+
 def oldest_queued() -> Select:
-    """The next job to claim; ix_jobs_queued holds exactly these rows in this order."""
-    oldest = select(Job.id).where(Job.status == JobStatus.queued)
+    """The next job to claim, none put off until later; ix_jobs_queued holds these rows (and
+    the put off ones, few) in this order."""
+    due = or_(Job.run_after.is_(None), Job.run_after <= utcnow())
+    oldest = select(Job.id).where(Job.status == JobStatus.queued, due)
     return oldest.order_by(Job.created_at, Job.id).limit(1)
 
 
@@ -80,11 +101,15 @@ def _value(v: object) -> str:
     return str(round(v, 4) if isinstance(v, float) else v)
 
 
-def _kept(row: Row) -> Output | None:
-    """The one output of a job's row that the storage keeps, if any."""
+def _keeps(row: Row, output_dir: str) -> bool:
+    """Whether the storage keeps this folder of the job's row: the recorded output of a
+    succeeded job, the current attempt of a running one, and the scratch folders of a queued
+    or running job (what its next attempt resumes from; once it is over, no worker does)."""
+    if not ATTEMPT.fullmatch(output_dir):
+        return row.status in (JobStatus.queued, JobStatus.running)
     if row.status == JobStatus.succeeded:
-        return row.id, row.output_dir
-    return (row.id, attempt_dir(row.attempt)) if row.status == JobStatus.running else None
+        return output_dir == row.output_dir
+    return row.status == JobStatus.running and output_dir == attempt_dir(row.attempt)
 
 
 class Queue:
@@ -108,9 +133,11 @@ class Queue:
         kind: JobKind = JobKind.transplant,
     ) -> tuple[Job, bool]:
         """The new job, or the one an unexpired Idempotency-Key already names (created=False).
-        Raises Conflict when that key was used with another body."""
+        Raises Conflict when that key was used with another body, NameTaken when an unfinished
+        hypernet job trains the name this one would (ix_jobs_hypernet_name makes it atomic)."""
         now = utcnow()
         expires = now + expires_in if idempotency_key and expires_in else None
+        name = request.get("name") if kind == JobKind.hypernet else None
         for _ in range(3):
             try:
                 with self.sessions.begin() as s:
@@ -123,6 +150,8 @@ class Queue:
                         if old is not None:  # expired: the key is free again
                             old.idempotency_key = None
                             s.flush()
+                    if name is not None and (holder := s.scalar(_training(name))) is not None:
+                        raise NameTaken(holder)
                     job = Job(
                         id=uuid.uuid4().hex,
                         kind=kind,
@@ -132,13 +161,14 @@ class Queue:
                         idempotency_key=idempotency_key,
                         idempotency_expires_at=expires,
                         created_at=now,
+                        hypernet_name=name,
                     )
                     s.add(job)
                     s.flush()
                     _state(s, job.id, JobStatus.queued)
                     return job, True
             except IntegrityError:
-                continue  # a concurrent request inserted the same key first: look again
+                continue  # a concurrent request inserted the same key or name first: look again
         raise RuntimeError("could not enqueue: Idempotency-Key contention")
 
     def remembers(self, idempotency_key: str) -> bool:
@@ -147,6 +177,11 @@ class Queue:
         with self.reads() as s:
             expires = s.scalar(query)
         return expires is not None and expires > utcnow()
+
+    def training(self, name: str) -> str | None:
+        """The unfinished hypernet job that holds the store name `name`, if any."""
+        with self.reads() as s:
+            return s.scalar(_training(name))
 
     def unfinished(self, kind: JobKind) -> list[Job]:
         """Queued and running jobs of one kind (few at any time)."""
@@ -304,7 +339,8 @@ class Queue:
 
     def claim(self, worker_id: str) -> Claim | None:
         """Take the oldest queued job: FOR UPDATE SKIP LOCKED on PostgreSQL, a single
-        compare-and-set UPDATE on SQLite (whose writers are serialized anyway)."""
+        compare-and-set UPDATE on SQLite (whose writers are serialized anyway). The attempt
+        counts up, except for a job given back, which goes on with the attempt it showed."""
         now = utcnow()
         oldest = oldest_queued()
         with self.sessions.begin() as s:
@@ -320,7 +356,7 @@ class Queue:
                 .values(
                     status=JobStatus.running,
                     worker_id=worker_id,
-                    attempt=Job.attempt + 1,
+                    attempt=case((Job.stage == GIVEN_BACK, Job.attempt), else_=Job.attempt + 1),
                     heartbeat_at=now,
                     started_at=func.coalesce(Job.started_at, now),
                     stage=None,
@@ -328,12 +364,12 @@ class Queue:
                     message=None,
                     version=Job.version + 1,
                 )
-                .returning(Job.id, Job.attempt, Job.request, Job.kind)
+                .returning(Job.id, Job.attempt, Job.request, Job.kind, Job.deferrals)
             ).first()
             if row is None:
                 return None
             _state(s, row.id, JobStatus.running, attempt=row.attempt, worker=worker_id)
-            return Claim(row.id, worker_id, row.attempt, row.request, row.kind)
+            return Claim(row.id, worker_id, row.attempt, row.request, row.kind, row.deferrals)
 
     def _fenced(self, claim: Claim):  # noqa: ANN202 (a SQLAlchemy Update)
         return update(Job).where(
@@ -422,11 +458,12 @@ class Queue:
         )
 
     def fail(self, claim: Claim, error_type: str, detail: str, retry: bool) -> JobStatus | None:
-        """Requeue a retryable failure while attempts remain, else fail; None if fenced off."""
-        status = (
-            JobStatus.queued if retry and claim.attempt < self.max_attempts else JobStatus.failed
-        )
+        """Requeue a retryable failure while attempts remain (those put off are not counted),
+        else fail; None if fenced off."""
+        remain = claim.attempt - claim.deferrals < self.max_attempts
+        status = JobStatus.queued if retry and remain else JobStatus.failed
         detail = detail[:2000]
+        again = f"attempt {claim.attempt} failed ({error_type}); queued to run again"
         done = self._transition(
             claim,
             state(status, error={"type": error_type, "detail": detail}),
@@ -435,8 +472,30 @@ class Queue:
             error_detail=detail,
             worker_id=None,
             finished_at=utcnow() if status == JobStatus.failed else None,
+            **(requeued(RETRYING, again) if status == JobStatus.queued else {}),
         )
         return status if done else None
+
+    def defer(
+        self, claim: Claim, error_type: str, detail: str, wait: timedelta
+    ) -> JobStatus | None:
+        """Queue the job again, not to be claimed for `wait` (its store did not answer), its
+        attempt not counted against max_attempts; None if fenced off."""
+        detail = detail[:2000]
+        error = {"type": error_type, "detail": detail}
+        later = f"the store did not answer; tried again in {wait.total_seconds():.0f} s"
+        done = self._transition(
+            claim,
+            state(JobStatus.queued, error=error, retry_in=wait.total_seconds()),
+            status=JobStatus.queued,
+            error_type=error_type,
+            error_detail=detail,
+            worker_id=None,
+            deferrals=Job.deferrals + 1,
+            run_after=utcnow() + wait,
+            **requeued(WAITING, later),
+        )
+        return JobStatus.queued if done else None
 
     def canceled(self, claim: Claim) -> bool:
         return self._transition(
@@ -453,13 +512,15 @@ class Queue:
                 stale = stale.with_for_update(skip_locked=True)
             for job in s.scalars(stale):
                 lost = f"worker {job.worker_id} stopped beating during attempt {job.attempt}"
-                if job.attempt >= self.max_attempts:
+                if job.attempt - job.deferrals >= self.max_attempts:
                     job.status, job.finished_at = JobStatus.failed, utcnow()
                     job.error_type, job.error_detail = "worker_lost", lost
                 elif job.cancel_requested:
                     job.status, job.finished_at = JobStatus.canceled, utcnow()
                 else:
                     job.status = JobStatus.queued
+                    for field, value in requeued(RETRYING, lost + "; queued to run again").items():
+                        setattr(job, field, value)
                 job.worker_id = None
                 job.version += 1
                 _state(s, job.id, JobStatus(job.status), reason=lost)
@@ -467,24 +528,28 @@ class Queue:
         return reaped
 
     def release(self, claim: Claim) -> bool:
-        """Give a job back untouched (its worker is shutting down): queued again, and the
-        attempt it used is not counted."""
+        """Give a job back untouched (its worker is shutting down): queued again, showing the
+        attempt it made and the stage GIVEN_BACK; its next claim goes on with that attempt
+        rather than using up another."""
         return self._transition(
             claim,
             state(JobStatus.queued, reason="worker shut down"),
             status=JobStatus.queued,
             worker_id=None,
-            attempt=Job.attempt - 1,
+            **requeued(GIVEN_BACK, "its worker shut down; queued to run again"),
         )
 
     # --- storage sweep ------------------------------------------------------------------------
     def live_outputs(self, outputs: list[Output]) -> set[Output]:
-        """Those (job id, output folder) pairs the storage must keep: the recorded output of a
-        succeeded job, or the folder of a running job's current attempt."""
+        """Those (job id, output folder) pairs the storage must keep (`_keeps`)."""
         job_ids = list(dict.fromkeys(job_id for job_id, _ in outputs))
         query = select(Job.id, Job.status, Job.output_dir, Job.attempt)
-        kept = {_kept(row) for row in self._rows_in(query, Job.id, job_ids)}
-        return {output for output in outputs if output in kept}
+        rows = {row.id: row for row in self._rows_in(query, Job.id, job_ids)}
+        return {
+            (job_id, output_dir)
+            for job_id, output_dir in outputs
+            if job_id in rows and _keeps(rows[job_id], output_dir)
+        }
 
     def known_uploads(self, upload_ids: list[str]) -> set[str]:
         """Those of `upload_ids` that have a row: the sweep keeps their files."""

@@ -3,8 +3,9 @@ server, through `service.client`.
 
 stdout carries what a script reads (a job id, JSON, the job table); progress bars and status
 lines go to stderr. An answer the request caused (4xx) prints one line and exits with status 2,
-like bad input to any command; a server that cannot be reached, a server error, a failed or
-canceled job and a download that does not match its manifest exit with status 1. Nothing here
+like bad input to any command; a server that cannot be reached, a server error, a 2xx answer
+that is not what the command expects, a failed or canceled job and a download that does not
+match its manifest exit with status 1. Nothing here
 imports torch or transformers.
 """
 
@@ -57,7 +58,7 @@ def remote(cmd: RemoteCommand) -> library.Command:
     def run(args: argparse.Namespace) -> int:
         import httpx
 
-        from .client import Client, ClientError, DownloadError
+        from .client import BadAnswer, Client, ClientError, DownloadError
 
         server = args.server or os.environ.get("TOKENGRAFT_SERVER") or DEFAULT_SERVER
         try:
@@ -67,7 +68,7 @@ def remote(cmd: RemoteCommand) -> library.Command:
             return _fail(str(e), 2 if e.status < 500 else 1)
         except httpx.TransportError as e:
             return _fail(f"cannot reach {server}: {_first_line(e)}", 1)
-        except DownloadError as e:
+        except (BadAnswer, DownloadError) as e:
             return _fail(str(e), 1)
 
     return run

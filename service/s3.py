@@ -19,6 +19,10 @@ sha256 here) only when its upload starts, then uploaded from the file with no ot
 again as the upload reads it, so that the recorded sha256 is of the bytes that were sent. The
 engine has just written and evaluated the file, so the first read is mostly from the page cache.
 
+A store that does not answer (no connection, a timeout, a reset, a 5xx or SlowDown once
+botocore's own retries are spent) raises StoreUnavailable from every method: the worker puts
+the job off and the API answers 503, where a refusal (a missing key or bucket) stays itself.
+
 Limit: a hypernetwork training job's checkpoints (`scratch`) stay on the worker's own disk, so
 a job whose worker died resumes from them only on that machine; on another it starts over.
 """
@@ -27,9 +31,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import mimetypes
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,7 +44,8 @@ from typing import BinaryIO
 import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as EndpointError
 
 from .catalog import UPLOAD_ID
 from .storage import (
@@ -48,6 +55,8 @@ from .storage import (
     Live,
     LocalStorage,
     Manifest,
+    StoreUnavailable,
+    causes,
     file_parts,
     job_name,
     output_name,
@@ -56,6 +65,8 @@ from .storage import (
 
 BATCH = 1000  # keys per DeleteObjects request, S3's maximum
 MISSING = {"404", "NoSuchKey", "NotFound"}
+BUSY = {"SlowDown", "ServiceUnavailable", "RequestTimeout"}  # codes that ask for a retry later
+PROBE_SECONDS = 5.0  # readiness asks the store at most this often, however many probes come
 
 
 class _Hashing:
@@ -77,6 +88,35 @@ def _owner(root: str, key: str) -> tuple[str, str] | None:
     job_id, _, rest = key[len(root) :].partition("/")
     output_dir, _, path = rest.partition("/")
     return (job_id, output_dir) if path else None
+
+
+def _away(e: BaseException) -> bool:
+    """Whether botocore, or the socket under it, says the store is down, unreachable or
+    overloaded anywhere in the chain of causes (a managed transfer's retries keep the last)."""
+    for cause in causes(e):
+        last = getattr(cause, "last_exception", None)
+        if _down(cause) or (isinstance(last, BaseException) and _away(last)):
+            return True
+    return False
+
+
+def _down(e: BaseException) -> bool:
+    if isinstance(e, ClientError):
+        error, meta = e.response.get("Error", {}), e.response.get("ResponseMetadata", {})
+        return error.get("Code") in BUSY or meta.get("HTTPStatusCode", 0) >= 500
+    return isinstance(e, EndpointError | HTTPClientError | ConnectionError | TimeoutError)
+
+
+@contextlib.contextmanager
+def _answering() -> Iterator[None]:
+    """Botocore's word that the store is away, raised as the StoreUnavailable that the worker
+    retries later and the API answers with a 503."""
+    try:
+        yield
+    except Exception as e:
+        if _away(e):
+            raise StoreUnavailable(f"the object store did not answer: {e}") from e
+        raise
 
 
 def _batches(keys: Iterable[str]) -> Iterator[list[str]]:
@@ -101,6 +141,10 @@ class S3Storage:
         # a session of its own reads the AWS environment now (boto3's default one caches it)
         session = boto3.session.Session()
         self.client = session.client("s3", config=Config(signature_version="s3v4"))
+        # readiness: a client that does not retry and waits 2 s at most, to answer quickly
+        quick = {"connect_timeout": 2, "read_timeout": 2, "retries": {"total_max_attempts": 1}}
+        self.probe = session.client("s3", config=Config(signature_version="s3v4", **quick))
+        self._probed = (-math.inf, False)  # (when, whether the store answered)
 
     # --- keys ---------------------------------------------------------------------------------
     def _key(self, *parts: str) -> str:
@@ -158,10 +202,12 @@ class S3Storage:
         self._drop(o["Key"] for o in list(self._objects(prefix)))
 
     # --- artifacts ----------------------------------------------------------------------------
+    @_answering()
     def workspace(self, job_id: str, attempt: int) -> Path:
         self._delete(self._jobs(job_id))
         return self.work.workspace(job_id, attempt)
 
+    @_answering()
     def publish(self, job_id: str, folder: Path) -> tuple[str, Manifest]:
         """Upload every file under the attempt's prefix, then drop the local folder."""
         prefix = self._jobs(job_id, folder.name)
@@ -188,6 +234,7 @@ class S3Storage:
     def scratch(self, job_id: str, name: str) -> Path:
         return self.work.scratch(job_id, name)
 
+    @_answering()
     def check(self, job_id: str, output_dir: str, path: str, size: int) -> None:
         try:
             head = self.client.head_object(
@@ -206,14 +253,17 @@ class S3Storage:
         if end <= start:  # an empty file: no Range can name its bytes
             return
         key, span = self._file(job_id, output_dir, path), f"bytes={start}-{end - 1}"
-        body = self.client.get_object(Bucket=self.bucket, Key=key, Range=span)["Body"]
-        with contextlib.closing(body):
-            yield from body.iter_chunks(CHUNK)
+        with _answering():
+            body = self.client.get_object(Bucket=self.bucket, Key=key, Range=span)["Body"]
+            with contextlib.closing(body):
+                yield from body.iter_chunks(CHUNK)
 
+    @_answering()
     def remove(self, job_id: str, output_dir: str | None = None) -> None:
         self._delete(self._jobs(job_id, output_dir))
         self.work.remove(job_id, output_dir)
 
+    @_answering()
     def sweep(self, is_live: Live, older_than: float) -> int:
         """Objects and unfinished uploads under `<prefix>/jobs/` by their age in the store
         (all their outputs asked about at once), then this machine's work folder."""
@@ -227,6 +277,7 @@ class S3Storage:
         removed += self._drop(o["Key"] for o in objects if o["Key"] in dead)
         return removed + self.work.sweep(is_live, older_than)
 
+    @_answering()
     def sweep_uploads(self, known: Known, older_than: float) -> int:
         """Uploads under `<prefix>/uploads/` whose newest object is old enough and whose id
         has no row; keys that name no upload id are not ours and stay."""
@@ -247,11 +298,13 @@ class S3Storage:
         return self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=seconds)
 
     # --- uploads ------------------------------------------------------------------------------
+    @_answering()
     def put_upload(self, upload_id: str, files: dict[str, bytes]) -> None:
         for name, data in files.items():
             key = self._uploads(upload_id) + name
             self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
 
+    @_answering()
     def fetch_upload(self, upload_id: str, folder: Path) -> None:
         """Downloaded into a temp folder renamed into place, so that no reader ever finds half
         an upload; a concurrent fetch that renamed first wins (the files are the same)."""
@@ -270,5 +323,24 @@ class S3Storage:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
+    @_answering()
     def remove_upload(self, upload_id: str) -> None:
         self._delete(self._uploads(upload_id))
+
+    # --- readiness ----------------------------------------------------------------------------
+    def reachable(self) -> bool:
+        """Whether the bucket answered a HEAD, asked at most every PROBE_SECONDS. An answer
+        that is an error (a missing bucket, a refused key) is an answer: only a store that is
+        away is unreachable."""
+        now = time.monotonic()
+        if now - self._probed[0] >= PROBE_SECONDS:
+            self._probed = (now, self._answers())
+        return self._probed[1]
+
+    def _answers(self) -> bool:
+        try:
+            self.probe.head_bucket(Bucket=self.bucket)
+        except Exception as e:
+            if _away(e):
+                return False
+        return True

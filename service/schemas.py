@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from hypernet.network.config import MAX_HELDOUT_CHARS, MAX_SEQ_LEN
+
 from .catalog import NAME
 from .models import JobStatus
 
@@ -87,7 +89,7 @@ class HypernetTrainIn(BaseModel):
     )
     lr: float | None = Field(None, gt=0, le=1)
     batch: int | None = Field(None, ge=1, le=512, description="sequences per step")
-    seq_len: int | None = Field(None, ge=4, le=8192, description="tokens per sequence")
+    seq_len: int | None = Field(None, ge=4, le=MAX_SEQ_LEN, description="tokens per sequence")
     lm_weight: float | None = Field(None, ge=0, le=100, description="the LM loss; 0: off")
     aux_weight: float | None = Field(None, ge=0, le=100, description="pull to copied rows")
     rec_weight: float | None = Field(None, ge=0, le=100, description="re-spelled base tokens")
@@ -98,7 +100,7 @@ class HypernetTrainIn(BaseModel):
     vocab_min: int | None = Field(None, ge=100, le=1_000_000, description="sampled vocabularies")
     vocab_max: int | None = Field(None, ge=100, le=1_000_000)
     heldout_chars: int | None = Field(
-        None, ge=1, le=10_000_000, description="the end of each text, never trained on"
+        None, ge=1, le=MAX_HELDOUT_CHARS, description="the end of each text, never trained on"
     )
     width: int | None = Field(None, ge=8, le=4096, description="the network's width")
     layers: int | None = Field(None, ge=1, le=24)

@@ -12,10 +12,12 @@ texts live in the same store, so that a worker on another machine can fetch them
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
 import shutil
+import sqlite3
 import stat
 import time
 from collections.abc import Callable, Iterator
@@ -34,10 +36,40 @@ Live = Callable[[list[Output]], set[Output]]  # those outputs that a job records
 Known = Callable[[list[str]], set[str]]  # upload ids -> those that have a row
 ATTEMPT = re.compile(r"\.?(attempt-[0-9]+)(?:\..*\.tmp)?")  # an output, or its temp folder
 BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # S3's rule for bucket names
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+DISK_FULL = "53100"  # PostgreSQL's SQLSTATE for a full disk
 
 
 class Changed(OSError):
     """A recorded file whose size on disk is no longer the one recorded."""
+
+
+class StoreUnavailable(Exception):
+    """The object store did not answer (down, unreachable, overloaded): worth trying again in
+    a while. Not an OSError, so that no handler of a missing file takes it for one."""
+
+
+def causes(e: BaseException) -> Iterator[BaseException]:
+    """`e` and what it was raised from or while handling, once each (libraries wrap errors)."""
+    seen: set[int] = set()
+    cause: BaseException | None = e
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        yield cause
+        cause = cause.__cause__ or cause.__context__
+
+
+def out_of_space(e: BaseException) -> bool:
+    """A full disk or quota anywhere in the chain of causes, the database's included."""
+    return any(_full(c) for c in causes(e))
+
+
+def _full(e: BaseException) -> bool:
+    if isinstance(e, OSError):
+        return e.errno in NO_SPACE
+    if isinstance(e, sqlite3.Error):
+        return getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    return getattr(e, "sqlstate", None) == DISK_FULL  # psycopg's errors carry their SQLSTATE
 
 
 def sha256_file(path: Path) -> str:
@@ -85,7 +117,8 @@ class Storage(Protocol):
 
     def scratch(self, job_id: str, name: str) -> Path:
         """A local folder of the job's that outlives its attempts (created if absent), so that
-        the next attempt can resume from what a dead worker checkpointed there."""
+        the next attempt can resume from what a dead worker checkpointed there; `sweep` removes
+        it once the job is over, where its worker did not."""
 
     def check(self, job_id: str, output_dir: str, path: str, size: int) -> None:
         """Raise FileNotFoundError unless the file is there as it was written (a regular file
@@ -123,6 +156,9 @@ class Storage(Protocol):
 
     def remove_upload(self, upload_id: str) -> None:
         """The upload's files in the store, if any."""
+
+    def reachable(self) -> bool:
+        """Whether the store answers now, asked cheaply enough for every readiness probe."""
 
 
 def open_storage(settings: Settings) -> Storage:
@@ -237,15 +273,16 @@ class LocalStorage:
             self._job(job_id).rmdir()
 
     def sweep(self, is_live: Live, older_than: float) -> int:
-        """Attempt folders (and the temp folders of unfinished ones) by their age on disk; a
-        job's folder goes once empty. Scratch folders are the job's own to remove."""
+        """Attempt folders (and the temp folders of unfinished ones) and scratch folders by
+        their age on disk, a scratch folder as an output of its own name (`is_live` keeps it
+        while its job may run again); a job's folder goes once empty."""
         cutoff = time.time() - older_than
         jobs = {job: older(job, cutoff) for job in _folders(self.root)}  # before removing inside
         found = {
-            entry: (job.name, match[1])
+            entry: (job.name, _output(entry.name))
             for job in jobs
             for entry in _folders(job)
-            if (match := ATTEMPT.fullmatch(entry.name)) and older(entry, cutoff)
+            if older(entry, cutoff)
         }
         live = is_live(list(dict.fromkeys(found.values())))
         doomed = [entry for entry, output in found.items() if output not in live]
@@ -271,6 +308,17 @@ class LocalStorage:
 
     def remove_upload(self, upload_id: str) -> None:
         """Nothing: `uploads.remove` removes the folder."""
+
+    def reachable(self) -> bool:
+        """True: a folder is there while its filesystem is (whose free space `/readyz` checks)."""
+        return True
+
+
+def _output(name: str) -> str:
+    """The output a folder in a job's folder is part of: an attempt (the temp folder of one
+    too), else the scratch folder of that name."""
+    match = ATTEMPT.fullmatch(name)
+    return match[1] if match else name
 
 
 def older(path: Path, cutoff: float) -> bool:

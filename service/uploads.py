@@ -7,20 +7,27 @@ A tokenizer is a bare tokenizer.json or a tar of a tokenizer folder (`archive` b
 unpacks to). Its vocabulary is counted from the JSON before the tokenizers library builds it (a
 two-million-token file takes seconds and hundreds of MB to build); the library's errors and its
 panics are a 422, and so is a tokenizer whose ids repeat or leave more gaps than
-`hypernet.vocab.check_ids` allows (its highest id + 1 is the size that counts).
+`hypernet.vocab.check_ids` allows (its highest id + 1 is the size that counts). That check
+runs in a forked child (`apart`): what the library builds is the child's memory, given back
+whole when it exits. The JSON's objects are freed before the library builds the tokenizer.
+
+A file name with a control character (NUL, which PostgreSQL's text refuses, among them) is a
+422 on every database.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import io
 import json
 import shutil
+import unicodedata
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 from sqlalchemy import delete
 from tokenizers import Tokenizer
@@ -29,6 +36,7 @@ from hypernet.errors import InputError, is_panic
 from hypernet.sources import check_config
 from hypernet.vocab import check_ids
 
+from .apart import Lost, apart
 from .archive import ArchiveError, read_members
 from .catalog import UPLOAD_ID
 from .models import JobKind, Upload
@@ -42,6 +50,7 @@ JSON_FILES = {"tokenizer_config.json", "special_tokens_map.json"}
 PROBE = "Hello, world! 123"  # encoded once: some broken tokenizers only fail (or panic) here
 T = TypeVar("T")
 INVALID, TOO_LARGE = "/problems/invalid-upload", "/problems/too-large"
+CHECK_SECONDS = 120  # a 256k-token tokenizer.json builds in seconds; past this, it is a bomb
 
 
 def invalid(detail: str) -> ProblemError:
@@ -54,6 +63,36 @@ def reason(e: BaseException) -> str:
     return lines[0][:300] if lines else type(e).__name__
 
 
+def check_filename(name: str) -> None:
+    if any(unicodedata.category(c) == "Cc" for c in name):
+        raise invalid("the file name may not hold control characters")
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: its allocator keeps no such heap
+        return None
+
+
+MALLOC_TRIM = _malloc_trim()
+
+
+def kept(
+    store: Callable[[Services, str, bytes], Upload],
+    services: Services,
+    filename: str,
+    file: BinaryIO,
+) -> Upload:
+    """`store` on the file's content; the memory its check freed goes back to the system."""
+    try:
+        file.seek(0)
+        return store(services, filename, file.read())
+    finally:
+        if MALLOC_TRIM is not None:
+            MALLOC_TRIM(0)
+
+
 # --- tokenizers -------------------------------------------------------------------------------
 def tokenizer_files(data: bytes, max_bytes: int, max_vocab: int) -> tuple[dict[str, bytes], int]:
     """The files to keep and the vocabulary size; ProblemError (413 or 422) for anything else."""
@@ -63,7 +102,13 @@ def tokenizer_files(data: bytes, max_bytes: int, max_vocab: int) -> tuple[dict[s
             check_config(name, _json_object(files[name], name))
         except InputError as e:  # kept, it would only fail the jobs that name it
             raise invalid(str(e)) from None
-    return files, check_tokenizer(files["tokenizer.json"], max_vocab)
+    try:
+        return files, apart(CHECK_SECONDS, check_tokenizer, files["tokenizer.json"], max_vocab)
+    except Lost:
+        raise invalid(
+            f"not a valid tokenizer.json: building it took over {CHECK_SECONDS} s or more "
+            "memory than the server has"
+        ) from None
 
 
 def _unpack(data: bytes, max_bytes: int) -> dict[str, bytes]:
@@ -96,13 +141,19 @@ def _json_object(raw: bytes, name: str) -> dict:
 def check_tokenizer(raw: bytes, max_vocab: int) -> int:
     """The vocabulary size (highest id + 1) of a tokenizer.json that is within `max_vocab` and
     usable."""
+    _check_spec(raw, max_vocab)  # raw is UTF-8: from_buffer holds no str copy of it
+    return _check_size(_check_built(library(Tokenizer.from_buffer, raw)), max_vocab)
+
+
+def _check_spec(raw: bytes, max_vocab: int) -> None:
+    """What the JSON alone shows; its objects are freed on return, before the library builds
+    the tokenizer."""
     spec = _json_object(raw, "tokenizer.json")
     model = spec.get("model")
     if not isinstance(model, dict):
         raise invalid("not a valid tokenizer.json: it has no `model` object")
     _check_size(vocab_bound(spec), max_vocab)
     _check_unk(model)
-    return _check_size(_check_built(library(Tokenizer.from_str, raw.decode())), max_vocab)
 
 
 def _check_size(size: int, max_vocab: int) -> int:
@@ -198,13 +249,15 @@ def save(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    blob = b"".join(files[k] for k in sorted(files))
+    digest = hashlib.sha256()  # of the files in name order, with no copy of them joined
+    for name in sorted(files):
+        digest.update(files[name])
     row = Upload(
         id=upload_id,
         kind=kind,
         filename=Path(filename).name[:255] or kind,
-        size=len(blob),
-        sha256=hashlib.sha256(blob).hexdigest(),
+        size=sum(len(content) for content in files.values()),
+        sha256=digest.hexdigest(),
         vocab_size=vocab,
     )
     try:

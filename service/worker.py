@@ -2,16 +2,17 @@
 and cancellation, record the outcome. Many workers (threads, processes, machines) can share one
 database.
 
-Errors are classified: bad input, out-of-memory and a full disk fail at once, anything else
-is treated as transient and retried up to `max_attempts`; what a client sees of an error never
-holds a server path. A lost worker's job is requeued by any other worker's reaper once its
-heartbeat is `stale_seconds` old. The same periodic pass deletes what the retention settings
-say is too old or too much, and sweeps the storage of files that no job records or runs.
+Errors are classified: bad input, out-of-memory and a full disk fail at once; an object store
+that does not answer puts the job back for later, the waits doubling, without using up its
+attempts; anything else is treated as transient and retried up to `max_attempts`. What a
+client sees of an error never holds a server path. A lost worker's job is requeued by any
+other worker's reaper once its heartbeat is `stale_seconds` old. The same periodic pass
+deletes what the retention settings say is too old or too much, and sweeps the storage of
+files that no job records or runs.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import math
 import os
@@ -34,11 +35,12 @@ from .catalog import Catalog, redact
 from .config import Settings
 from .models import JobKind, JobStatus, utcnow
 from .queue import Claim, Queue
-from .storage import Storage, attempt_dir
+from .storage import Storage, StoreUnavailable, attempt_dir, causes, out_of_space
 
 log = logging.getLogger("tokengraft.worker")
 
 NO_SPACE = "the server ran out of disk space while writing the checkpoint; free space and resubmit"
+STORE_DOWN = "the object store did not answer"
 RETAIN_EVERY = 60.0  # seconds between retention passes; one worker of the fleet takes each
 RETAIN_BATCH = 50  # jobs deleted at most per pass, so that a pass never holds up the beats
 # stale periods an attempt's files are left alone: a worker presumed dead may still be writing
@@ -158,28 +160,32 @@ class _Beat(threading.Thread):
                 self.cancel.set()
 
 
-def _out_of_space(e: BaseException) -> bool:
-    """A full disk or quota anywhere in the chain of causes (libraries wrap OSErrors)."""
-    seen: set[int] = set()
-    cause: BaseException | None = e
-    while cause is not None and id(cause) not in seen:
-        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        seen.add(id(cause))
-        cause = cause.__cause__ or cause.__context__
-    return False
-
-
 def classify(e: Exception) -> tuple[str, str, bool]:
     """(error type, detail for the client, retry?): the request's fault and exhausted
-    resources fail at once; anything else may be transient."""
-    if _out_of_space(e):
+    resources fail at once; anything else may be transient (a store that is away is put off
+    by `Worker._deferred`)."""
+    if out_of_space(e):
         return "no_space", NO_SPACE, False
+    if any(isinstance(c, StoreUnavailable) for c in causes(e)):
+        return "store_unavailable", STORE_DOWN, True
     if isinstance(e, InputError):
         return "invalid_input", str(e), False
     if isinstance(e, MemoryError | torch.OutOfMemoryError):
         return "out_of_memory", str(e) or "out of memory", False
     return "internal", f"{type(e).__name__}: {e}", True
+
+
+def backoff(settings: Settings, deferrals: int) -> float | None:
+    """Seconds before the next try of a job already put off `deferrals` times: doubling from
+    `store_retry_seconds` up to `store_retry_max_seconds`; None once the waits so far add up
+    to `store_retry_total_seconds` (the store is not coming back soon: an operator's matter)."""
+
+    def wait(k: int) -> float:
+        first, most = settings.store_retry_seconds, settings.store_retry_max_seconds
+        return min(first * 2.0 ** min(k, 64), most)
+
+    waited = sum(wait(k) for k in range(deferrals))
+    return None if waited >= settings.store_retry_total_seconds else wait(deferrals)
 
 
 class Worker:
@@ -294,9 +300,21 @@ class Worker:
     def _failed(self, claim: Claim, e: Exception) -> JobStatus | None:
         """Record a failure as `classify` sees it; the detail is redacted of server paths."""
         error_type, detail, retry = classify(e)
+        if error_type == "store_unavailable":
+            return self._deferred(claim, e)
         if retry or error_type == "no_space":
             log.exception("job %s attempt %d failed", claim.job_id, claim.attempt)
         return self.queue.fail(claim, error_type, redact(detail), retry=retry)
+
+    def _deferred(self, claim: Claim, e: Exception) -> JobStatus | None:
+        """Put the job back for `backoff`'s wait, its attempt not counted; fail it once the
+        waits add up to `store_retry_total_seconds`."""
+        wait = backoff(self.settings, claim.deferrals)
+        if wait is None:
+            log.error("job %s failed: the object store stayed away (%s)", claim.job_id, e)
+            return self.queue.fail(claim, "store_unavailable", STORE_DOWN, retry=False)
+        log.warning("job %s put off for %.0f s: %s", claim.job_id, wait, e)
+        return self.queue.defer(claim, "store_unavailable", STORE_DOWN, timedelta(seconds=wait))
 
     def retain(self) -> None:
         """Delete finished jobs older than `retention_days`, then the oldest succeeded jobs

@@ -13,6 +13,7 @@ import tiny
 from safetensors import safe_open
 
 from hypernet.cli import given_fields
+from hypernet.network import config as network_config
 from hypernet.network.config import HyperConfig, TrainConfig
 from service.cli import listening, main, parser
 
@@ -235,6 +236,34 @@ def test_hypernet_bad_input(base: Path, tmp_path: Path, capsys: pytest.CaptureFi
     ]
     assert main(argv) == 2
     assert "no tokens" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--seq-len", "9000"], "seq_len is 9000, above the longest sequence, 8192"),
+        (["--corpus-seq-len", "text=1000000000"], "corpus seq_len for 'text' is 1000000000"),
+        (["--batch", "512", "--seq-len", "8192"], "4194304 tokens a step, above 16384"),
+        (["--width", "1024", "--layers", "4", "--heads", "16"], "0.8 GiB with AdamW's state, over"),
+        (["--width", "30", "--heads", "4"], "width 30 must be a multiple of heads 4"),
+    ],
+)
+def test_hypernet_train_refuses_a_recipe_past_its_bounds(
+    flags: list[str],
+    message: str,
+    base: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(network_config, "machine_memory", lambda: 2**29)
+    corpus = tiny.corpus(tmp_path / "text.txt")
+    out = tmp_path / "hn"
+    argv = ["hypernet", "train", "--model", str(base), "--corpus", str(corpus), "--out", str(out)]
+    assert main([*argv, "--quiet", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("tokengraft: error: ") and message in err, err
+    assert not out.exists()  # nothing trained
 
 
 def test_keys_and_a_public_serve_without_keys(

@@ -8,11 +8,12 @@ server, on SQLite.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -23,7 +24,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from service import client as client_module
 from service import keys
 from service.cli import main
-from service.client import Client, ClientError, DownloadError
+from service.client import BadAnswer, Client, ClientError, DownloadError
 from service.config import Settings
 from service.services import Services
 
@@ -225,6 +226,64 @@ def test_an_unreachable_server_is_one_line_and_status_1(
     url = f"http://127.0.0.1:{free_port()}"
     assert remote(url, "list") == 1
     assert f"cannot reach {url}: " in one_error_line(capsys)
+
+
+def answering(status: int, **body: object) -> httpx.MockTransport:
+    """A server that gives every request the same answer."""
+    return httpx.MockTransport(lambda request: httpx.Response(status, **body))  # type: ignore[arg-type]
+
+
+NOT_JSON = {"text": "<html><body>OK</body></html>", "headers": {"content-type": "text/html"}}
+
+
+@pytest.mark.parametrize(
+    ("call", "body", "what"),
+    [
+        (lambda c: c.job("j1"), NOT_JSON, "a job"),
+        (lambda c: c.job("j1"), {"json": {"id": None, "status": "queued"}}, "a job"),
+        (lambda c: c.submit({"model": "m"}), {"json": ["j1"]}, "a job"),
+        (lambda c: c.submit({"dry_run": True}), {"json": {"ok": 1}}, "a validation answer"),
+        (lambda c: list(c.jobs()), {"json": {"jobs": [{"id": "j1"}]}}, "a page of jobs"),
+        (lambda c: c.manifest("j1"), {"json": {"files": [{"path": "a"}]}}, "a manifest"),
+        (lambda c: list(c.events("j1")), {"text": "event: state\ndata: {]\n\n"}, "a state"),
+    ],
+)
+def test_a_2xx_that_is_not_the_expected_json_is_a_bad_answer(
+    call: Callable[[Client], object], body: dict, what: str
+) -> None:
+    client = Client("http://tokengraft.test", transport=answering(200, **body))
+    with pytest.raises(BadAnswer, match=f"the server answered 200 with a body that is not {what}"):
+        call(client)
+
+
+@pytest.mark.parametrize(
+    ("argv", "status", "body", "what"),
+    [
+        (["submit", "--model", "tiny", "--tokenizer", "sp"], 202, NOT_JSON, "a job"),
+        (["submit", "--model", "tiny", "--tokenizer", "sp"], 202, {"json": {"id": None}}, "a job"),
+        (["submit", "--model", "m", "--tokenizer", "t", "--dry-run"], 200, NOT_JSON, "a valid"),
+        (["list"], 200, {"json": []}, "a page of jobs"),
+        (["cancel", "j1"], 200, {"json": {"id": "j1"}}, "a job"),
+        (["download", "j1", "--out", "o"], 200, NOT_JSON, "a manifest"),
+        (["watch", "j1"], 200, {"text": "event: state\ndata: null\n\n"}, "a state event"),
+    ],
+)
+def test_a_2xx_that_is_not_the_expected_json_is_one_line_and_status_1(
+    argv: list[str],
+    status: int,
+    body: dict,
+    what: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    fake = functools.partial(Client, transport=answering(status, **body))
+    monkeypatch.setattr(client_module, "Client", fake)
+    assert remote("http://tokengraft.test", *argv) == 1
+    out, err = capsys.readouterr()
+    assert out == ""  # no job id, no None
+    lines = err.splitlines()  # watch's progress bar comes first, on a line of its own
+    assert lines[-1].startswith("tokengraft: error: ") and "Traceback" not in err, err
+    assert f"the server answered {status} with a body that is not {what}" in lines[-1], err
 
 
 @SQLITE

@@ -387,7 +387,7 @@ def read_multipart(case: bytes) -> str:
     content_type, body = (s.encode("latin-1") for s in json.loads(case))
     request = Streamed(content_type, body, 1 + len(body) % 97)
     try:
-        asyncio.run(receive_file(request, 4096))  # type: ignore[arg-type]
+        asyncio.run(receive_file(request, 4096, io.BytesIO()))  # type: ignore[arg-type]
     except (ProblemError, InputError) as e:
         return refused(e)
     return "read"

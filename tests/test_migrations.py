@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import MetaData, Table, create_engine, inspect, select
+from sqlalchemy import MetaData, Table, create_engine, func, inspect, select
 
 from service.migrate import alembic_config, upgrade
 from service.models import Base
@@ -143,5 +143,80 @@ def test_concurrent_migrations_are_safe(database_url: str) -> None:
             assert set(inspect(conn).get_table_names()) == set(Base.metadata.tables) | {
                 "alembic_version"
             }
+    finally:
+        engine.dispose()
+
+
+def test_unfinished_hypernet_jobs_claim_their_names_the_oldest_first(database_url: str) -> None:
+    upgrade(database_url, "0005")
+    engine = create_engine(database_url)
+    rows = [  # (id, kind, status, name): two unfinished jobs of one name, from before the claim
+        ("a", "hypernet", "queued", "hn"),
+        ("b", "hypernet", "running", "hn"),
+        ("c", "hypernet", "failed", "hn"),
+        ("d", "hypernet", "succeeded", "other"),
+        ("e", "transplant", "queued", None),
+    ]
+    try:
+        with engine.begin() as conn:
+            jobs = Table("jobs", MetaData(), autoload_with=conn)
+            for n, (job_id, kind, status, name) in enumerate(rows):
+                conn.execute(
+                    jobs.insert().values(
+                        id=job_id,
+                        kind=kind,
+                        status=status,
+                        version=1,
+                        request={"name": name} if name else {"model": "m"},
+                        request_hash="0" * 64,
+                        attempt=0,
+                        cancel_requested=False,
+                        fraction=0.0,
+                        created_at=datetime(2026, 1, 1, n, tzinfo=UTC),
+                    )
+                )
+        upgrade(database_url)
+        with engine.connect() as conn:
+            jobs = Table("jobs", MetaData(), autoload_with=conn)
+            names = dict(conn.execute(select(jobs.c.id, jobs.c.hypernet_name)).all())
+        assert names == {"a": "hn", "b": None, "c": "hn", "d": "other", "e": None}
+        downgrade(database_url, "0005")
+        upgrade(database_url)
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+            jobs = Table("jobs", MetaData(), autoload_with=conn)
+            assert conn.execute(select(func.count()).select_from(jobs)).scalar() == 5
+    finally:
+        engine.dispose()
+
+
+def test_jobs_from_before_put_off_jobs_were_never_put_off(database_url: str) -> None:
+    upgrade(database_url, "0006")
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            jobs = Table("jobs", MetaData(), autoload_with=conn)
+            conn.execute(
+                jobs.insert().values(
+                    id="q",
+                    status="queued",
+                    version=1,
+                    request={"model": "m"},
+                    request_hash="0" * 64,
+                    attempt=2,
+                    cancel_requested=False,
+                    fraction=0.0,
+                    created_at=datetime.now(UTC),
+                )
+            )
+        upgrade(database_url)
+        with engine.connect() as conn:
+            jobs = Table("jobs", MetaData(), autoload_with=conn)
+            row = conn.execute(select(jobs.c.attempt, jobs.c.deferrals, jobs.c.run_after)).one()
+        assert tuple(row) == (2, 0, None)
+        downgrade(database_url, "0006")
+        upgrade(database_url)
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
     finally:
         engine.dispose()

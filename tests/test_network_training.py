@@ -10,9 +10,10 @@ import torch
 
 from hypernet.align import align
 from hypernet.errors import Cancelled, InputError
-from hypernet.network.model import CONFIG, HyperConfig, read_meta
+from hypernet.network.config import MAX_HELDOUT_CHARS, MAX_SEQ_LEN, STEP_TOKENS
+from hypernet.network.model import CONFIG, HyperConfig, HyperNet, read_meta
 from hypernet.network.predict import Predictor
-from hypernet.network.training import CHECKPOINT, TrainConfig, Trainer, resume_recipe
+from hypernet.network.training import CHECKPOINT, Sampled, TrainConfig, Trainer, resume_recipe
 from hypernet.predict import assemble
 from hypernet.vocab import load_vocab
 
@@ -259,3 +260,79 @@ def test_held_out_scores_cover_every_drawn_cut_beside_the_like_one(
     # each cut has its own tokenizer: the scores differ, and a second evaluation reuses them
     assert len(set(scores.values())) == 3
     assert trainer.evaluate() == scores and len(trainer._heldouts) == 3
+
+
+def test_a_cancel_during_a_step_stops_it_within_the_step(
+    setup: tuple[Path, Path], tmp_path: Path
+) -> None:
+    trainer = _trainer(setup, tmp_path, steps=5)
+    asked = []
+    draw = trainer._draw_tokenizer
+
+    def drawing(text: str) -> Sampled:
+        sampled = draw(text)
+        asked.append("cancel")  # while the tokenizer was trained
+        return sampled
+
+    def step_went_on(*args: object) -> None:
+        pytest.fail("the step went on after the cancel")
+
+    trainer._draw_tokenizer = drawing  # type: ignore[method-assign]
+    trainer.lm_loss = step_went_on  # type: ignore[method-assign,assignment]
+    with pytest.raises(Cancelled):
+        trainer.fit(progress=False, cancelled=lambda: bool(asked))
+    assert trainer.step == 0 and not (tmp_path / CONFIG).exists()
+
+
+class _Counting:
+    """A tokenizer that counts its calls."""
+
+    def __init__(self, tokenizer: object) -> None:
+        self.tokenizer, self.calls = tokenizer, 0
+        self.bos_token_id = getattr(tokenizer, "bos_token_id", None)
+
+    def __call__(self, *args: object, **kwargs: object) -> object:
+        self.calls += 1
+        return self.tokenizer(*args, **kwargs)  # type: ignore[operator]
+
+
+def test_a_cancel_stops_tokenizing_a_batch_and_training_held_out_tokenizers(
+    setup: tuple[Path, Path], tmp_path: Path
+) -> None:
+    trainer = _trainer(setup, tmp_path, batch=4)
+    sampled = trainer._draw_tokenizer(trainer.texts[0][1])
+    counting = _Counting(sampled.tokenizer)
+    sampled.tokenizer = counting  # type: ignore[assignment]
+    trainer.cancelled = lambda: counting.calls >= 1
+    with pytest.raises(Cancelled):
+        trainer._batch(sampled, trainer.texts[0][1], 16)
+    assert counting.calls == 1  # not the batch's four sequences
+    trainer.cancelled = lambda: True
+    with pytest.raises(Cancelled):
+        trainer.evaluate()
+    assert trainer._heldouts == {}  # no held-out tokenizer was trained first
+
+
+def test_recipes_past_the_bounds_are_refused(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    for changes, message in [
+        ({"seq_len": MAX_SEQ_LEN + 1}, f"seq_len is {MAX_SEQ_LEN + 1}, above"),
+        ({"corpus_seq_len": {"text": 10**9}}, "corpus seq_len for 'text' is 1000000000, above"),
+        ({"batch": 512, "seq_len": 8192}, f"4194304 tokens a step, above {STEP_TOKENS}"),
+        ({"batch": 3, "corpus_seq_len": {"text": 8000}}, "batch 3 x seq_len 8000"),
+        ({"heldout_chars": 10**7}, f"heldout_chars is 10000000, above {MAX_HELDOUT_CHARS}"),
+    ]:
+        with pytest.raises(InputError, match=message):
+            _config(**changes).check(["text"])
+    _config(batch=2, seq_len=MAX_SEQ_LEN).check(["text"])  # at the bounds
+    big = HyperConfig(width=4096, layers=24, heads=64)
+    with pytest.raises(InputError, match=r"4,8\d\d,\d{3},\d{3} parameters: 7\d.\d GiB"):
+        big.check(64 * 2**30)
+    with pytest.raises(InputError, match="multiple of heads"):
+        HyperConfig(width=30, heads=4).check()
+    HyperConfig().check(64 * 2**20)  # the default network: 1.6M parameters, 25 MiB
+    trainer = _trainer(setup, tmp_path)
+    counted = sum(p.numel() for p in trainer.net.parameters())
+    assert trainer.net.config.parameters() == counted  # the estimate is the count
+    untied = HyperConfig(width=32, layers=1, heads=2, dim=16, tied=False)
+    rows = torch.zeros(10, 16)
+    assert untied.parameters() == sum(p.numel() for p in HyperNet(untied, rows, rows).parameters())

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
 import logging
+import os
+import shutil
+import sqlite3
 import tarfile
 import threading
 import time
+import types
 from collections.abc import Callable
+from pathlib import Path
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.exc import OperationalError
 
 from service import keys
 from service.config import Settings
@@ -464,3 +472,121 @@ def test_hypernet_jobs(client: TestClient, services: Services) -> None:
     assert "fingerprint matches" in report["method_choice"]
     missing = client.post("/transplant", json={**REQUEST, "method": "hypernet", "hypernet": "x"})
     assert_problem(missing, 422, "hypernetwork")
+
+
+# --- a full disk -----------------------------------------------------------------------------
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT], ids=["ENOSPC", "EDQUOT"])
+def test_a_full_disk_answers_507_and_keeps_nothing(
+    client: TestClient, services: Services, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    uploads = services.settings.uploads_dir
+    write_bytes = Path.write_bytes
+
+    def full(path: Path, data: bytes) -> int:
+        write_bytes(path, data[: len(data) // 2])  # half of it made it to the disk
+        raise OSError(code, os.strerror(code), str(path))
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    tokenizer = (services.settings.tokenizers_dir / "sp" / "tokenizer.json").read_bytes()
+    for route, data in (("/texts", b"Der Fuchs.\n"), ("/tokenizers", tokenizer)):
+        response = client.post(route, files={"file": ("f", data)})
+        assert_problem(response, 507, "out of disk space")
+        assert response.json()["type"] == "/problems/insufficient-storage"
+        assert str(uploads) not in response.text
+    assert list(uploads.iterdir()) == []  # no temp folder, no half-written file
+    assert client.get("/texts").json()["uploads"] == []
+
+
+def _database_full(dialect: str) -> OperationalError:
+    """What SQLAlchemy raises when the database's disk is full, from the driver's own error."""
+    if dialect == "sqlite":
+        driver: Exception = sqlite3.OperationalError("database or disk is full")
+        driver.sqlite_errorcode = sqlite3.SQLITE_FULL
+    else:
+        driver = psycopg.errors.DiskFull("could not extend file: No space left on device")
+    error = OperationalError("INSERT INTO jobs ...", {}, driver)
+    error.__cause__ = driver
+    return error
+
+
+def test_a_submit_into_a_full_database_answers_507(
+    client: TestClient, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = client.app.state.services.queue
+    raised = [_database_full(services.engine.dialect.name)]
+
+    def enqueue(*args: object) -> None:
+        raise raised[0]
+
+    monkeypatch.setattr(queue, "enqueue", enqueue)
+    response = client.post("/transplant", json=REQUEST)
+    assert_problem(response, 507, "out of disk space")
+    assert "INSERT" not in response.text
+    locked = sqlite3.OperationalError("database is locked")
+    raised[0] = OperationalError("INSERT INTO jobs ...", {}, locked)
+    with pytest.raises(OperationalError):  # any other database error is still a 500
+        client.post("/transplant", json=REQUEST)
+    assert client.get("/jobs").json()["jobs"] == []
+
+
+def test_readiness_wants_free_space_in_the_data_dir(
+    client: TestClient, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data, usage = services.settings.data_dir, shutil.disk_usage
+    floor = services.settings.min_free_bytes
+
+    def low(path: Path) -> object:
+        free = floor - 1 if Path(path) == data else floor
+        return types.SimpleNamespace(free=free, total=usage(path).total)
+
+    services.queue.register("w1", "host", 1, "cpu")
+    assert client.get("/readyz").status_code == 200
+    monkeypatch.setattr(shutil, "disk_usage", low)
+    services.queue.worker_beat("w1")
+    response = client.get("/readyz")
+    assert_problem(response, 503, f"{floor - 1} bytes free in the data dir")
+    assert str(data) not in response.text
+
+
+# --- HEAD and nosniff ----------------------------------------------------------------------------
+def test_head_answers_wherever_get_does(client: TestClient) -> None:
+    job = submit(client)
+    url = f"/jobs/{job['id']}"
+    got, head = client.get(url), client.head(url)
+    assert head.status_code == 200 and head.content == b""
+    for name in ("etag", "retry-after", "content-type", "content-length"):
+        assert head.headers[name] == got.headers[name], name
+    assert client.head(url, headers={"If-None-Match": got.headers["etag"]}).status_code == 304
+    missing = client.head("/jobs/" + "0" * 32)
+    assert missing.status_code == 404 and missing.content == b""
+    lists = ["/jobs", "/tokenizers", "/texts", "/models", "/hypernets", "/methods", "/access"]
+    for path in [*lists, f"{url}/artifacts"]:
+        got, head = client.get(path), client.head(path)
+        assert (head.status_code, head.content) == (got.status_code, b""), path
+        assert head.headers["content-length"] == got.headers["content-length"], path
+
+
+def test_every_response_says_nosniff(
+    client: TestClient, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from test_service_jobs import FILES, succeeded  # it imports this module
+
+    job_id, _ = succeeded(services, FILES)
+    answers = [
+        client.get(f"/jobs/{job_id}"),  # JSON
+        client.get(f"/jobs/{job_id}/artifacts/model.safetensors"),  # a download
+        client.get(f"/jobs/{job_id}/checkpoint.tar"),
+        client.get("/jobs/" + "0" * 32),  # a problem
+        client.post("/transplant", json={}),  # a validation problem
+        client.put("/jobs"),  # the router's 405
+        client.get("/ui/"),  # the dashboard's files
+    ]
+    monkeypatch.setattr(client.app.state.services.queue, "page", lambda *_: 1 / 0)
+    failing = TestClient(client.app, raise_server_exceptions=False)  # its lifespan is client's
+    answers.append(failing.get("/jobs"))  # a 500, answered outside every middleware
+    keys.create(services.sessions, "ci", "read")
+    answers.append(client.get("/jobs"))  # the guard's 401
+    statuses = [a.status_code for a in answers]
+    assert statuses == [200, 200, 200, 404, 422, 405, 200, 500, 401]
+    assert all(a.headers["x-content-type-options"] == "nosniff" for a in answers)
+    assert all(len(a.headers.get_list("x-content-type-options")) == 1 for a in answers)

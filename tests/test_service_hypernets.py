@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -25,10 +27,13 @@ from test_service_api import (
 from test_service_e2e import Server, tokengraft
 
 from hypernet.network.training import latest_checkpoint
+from service import worker as worker_module
 from service.config import Settings
 from service.hypernets import WORK
 from service.models import JobStatus
+from service.queue import GIVEN_BACK
 from service.services import Services
+from service.worker import Worker
 
 # A tiny recipe for the tiny model: a few milliseconds a step on a CPU core.
 TRAIN = {
@@ -79,6 +84,7 @@ def leftovers(settings: Settings, job_id: str) -> list[str]:
 def test_bad_requests_are_problems_and_never_jobs(
     client: TestClient, settings: Settings, corpus: str
 ) -> None:
+    settings.max_train_memory_bytes = 8 * 2**30  # the workers' memory, whatever this host has
     short = client.post("/texts", files={"file": ("short.txt", b"Der Fuchs.\n" * 50)})
     (settings.corpora_dir / "latin1.txt").write_bytes("Grüße ".encode("latin-1") * 400)
     cases = [
@@ -101,6 +107,9 @@ def test_bad_requests_are_problems_and_never_jobs(
         ({"lm_weight": 0, "rec_weight": 0}, "lm_weight or rec_weight"),
         ({"corpus_weights": {"other": 2.0}}, "no corpus named so"),
         ({"corpus_seq_len": {corpus: 0}}, "must be positive"),
+        ({"corpus_seq_len": {corpus: 10**9}}, f"seq_len for {corpus!r} is 1000000000, above"),
+        ({"seq_len": 8192, "batch": 512}, "4194304 tokens a step, above 16384"),
+        ({"width": 4096, "layers": 24, "heads": 64}, "GiB with AdamW's state, over the 8.0 GiB"),
         ({"name": "../etc"}, "name"),
         ({"name": "a..b"}, "'..'"),
         ({"dim": 64}, "dim"),  # set from the base model, not an option
@@ -131,6 +140,34 @@ def test_a_taken_name_is_a_conflict(client: TestClient, settings: Settings, corp
     other = client.post("/hypernets", json=TRAIN | {"steps": 5}, headers=key)
     assert_problem(other, 422, "Idempotency-Key")
     assert len(client.get("/jobs").json()["jobs"]) == 1
+
+
+def test_of_concurrent_requests_for_one_name_one_gets_the_job(
+    client: TestClient, services: Services, corpus: str
+) -> None:
+    n = 20
+    ready = threading.Barrier(n)
+
+    def post(_: int):  # noqa: ANN202 (an httpx.Response)
+        ready.wait()
+        return client.post("/hypernets", json=TRAIN)
+
+    with ThreadPoolExecutor(n) as pool:
+        answers = list(pool.map(post, range(n)))
+    assert sorted(a.status_code for a in answers) == [202] + [409] * (n - 1)
+    (winner,) = [a.json()["id"] for a in answers if a.status_code == 202]
+    for answer in answers:
+        if answer.status_code == 409:
+            assert_problem(answer, 409, f"job {winner} is already training")
+    assert [j["id"] for j in client.get("/jobs").json()["jobs"]] == [winner]
+    # a job that ends without a network frees the name: canceled (queued) or failed (running)
+    assert client.post(f"/jobs/{winner}/cancel").json()["status"] == "canceled"
+    second = train(client)["id"]
+    claim = services.queue.claim("w")
+    assert claim is not None and claim.job_id == second
+    assert_problem(client.post("/hypernets", json=TRAIN), 409, f"job {second} is already")
+    assert services.queue.fail(claim, "internal", "lost", retry=False) == JobStatus.failed
+    assert train(client)["id"] not in (winner, second)
 
 
 def test_training_job_publishes_a_network_transplant_can_use(
@@ -208,6 +245,12 @@ def test_a_job_given_back_resumes_from_its_checkpoint(
         worker.abandon.set()  # as a second SIGTERM does
         thread.join(timeout=60)
     assert outcome["status"] == JobStatus.queued
+    shown = client.get(f"/jobs/{job['id']}").json()  # the attempt it made, and why it waits
+    assert (shown["status"], shown["attempt"], shown["progress"]["stage"]) == (
+        "queued",
+        1,
+        GIVEN_BACK,
+    )
     saved = json.loads(loop.read_text())["step"]  # the folder is kept for the next attempt
     assert saved >= 2
     assert run_next(services) == JobStatus.succeeded
@@ -218,6 +261,34 @@ def test_a_job_given_back_resumes_from_its_checkpoint(
     assert second[1]["resumed_from"] == saved  # after "prepare"
     assert steps(second)[0] == saved + 1 and 0 not in steps(second)
     assert leftovers(settings, job["id"]) == []
+
+
+def test_the_sweep_removes_the_work_folder_of_a_job_over_whose_worker_died(
+    client: TestClient,
+    services: Services,
+    settings: Settings,
+    corpus: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    queue, claims, folders = services.queue, {}, {}
+    for name in ("canceled", "failed", "running", "given-back"):
+        train(client, name=name)
+        claims[name] = queue.claim(f"worker-{name}")
+        folders[name] = services.storage.scratch(claims[name].job_id, WORK)
+        (folders[name] / "checkpoint").mkdir()  # what the worker had trained
+    canceled = claims["canceled"].job_id
+    assert client.post(f"/jobs/{canceled}/cancel").json()["cancel_requested"]
+    queue.fail(claims["failed"], "internal", "boom", retry=False)
+    queue.release(claims["given-back"])
+    time.sleep(0.05)
+    queue.heartbeat(claims["running"])  # this one's worker is alive
+    assert queue.reap(stale_seconds=0.04) == [canceled]  # that one's stopped beating
+    assert queue.get(canceled).status == JobStatus.canceled
+    monkeypatch.setattr(worker_module, "SWEEP_GRACE", 0)
+    Worker(settings, queue, services.storage, services.catalog).retain()
+    kept = {name for name, folder in folders.items() if folder.exists()}
+    assert kept == {"running", "given-back"}  # what their next attempt resumes from
+    assert not (settings.jobs_dir / canceled).exists()
 
 
 def test_a_name_taken_while_training_fails_the_job_and_keeps_the_other(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from test_service_api import REQUEST, assert_problem, submit
 from test_service_e2e import Server
 
 from service.api.routes.artifacts import _range
-from service.api.routes.events import _last_event_id
+from service.api.routes.events import MAX_EVENT_ID, _last_event_id
 from service.config import Settings
 from service.models import Artifact, Job, JobEvent, JobStatus
 from service.problems import ProblemError
@@ -294,3 +295,11 @@ def test_failed_jobs_leave_no_folder(services: Services) -> None:
     services.storage.scratch("keep", "work")
     services.storage.remove("keep", kept.name)
     assert [p.name for p in (jobs / "keep").iterdir()] == ["work"]  # other outputs stay
+
+
+def test_the_schema_says_last_event_id_is_digits(client: TestClient) -> None:
+    """Declared only: the route checks it itself, and anything else stays its 400."""
+    route = client.get("/openapi.json").json()["paths"]["/jobs/{job_id}/events"]["get"]
+    schema = next(p["schema"] for p in route["parameters"] if p["name"] == "last-event-id")
+    assert (schema["pattern"], schema["maxLength"]) == ("^[0-9]{1,10}$", 10)
+    assert re.fullmatch(schema["pattern"], str(MAX_EVENT_ID))

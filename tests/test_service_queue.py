@@ -14,7 +14,7 @@ import service.queue
 import service.worker
 from hypernet.errors import InputError
 from service.models import Chore, Job, JobStatus, Upload, utcnow
-from service.queue import Claim, Queue, oldest_queued
+from service.queue import GIVEN_BACK, RETRYING, WAITING, Claim, Queue, oldest_queued
 from service.services import Services
 from service.worker import Worker
 
@@ -141,8 +141,21 @@ def test_a_worker_shutting_down_gives_its_job_back(services: Services) -> None:
     worker.abandon.set()
     _, status = _run(services, worker)
     job = services.queue.get(job_id)
-    assert status == JobStatus.queued and job.status == JobStatus.queued and job.attempt == 0
+    assert status == JobStatus.queued and job.status == JobStatus.queued
+    assert (job.attempt, job.stage, job.fraction) == (1, GIVEN_BACK, 0.0)  # not 0, nor stale
+    assert "queued to run again" in job.message
     assert not (services.settings.jobs_dir / job_id).exists()  # nothing left behind
+    again = services.queue.claim("w2")  # it goes on with that attempt: none is used up
+    assert again is not None and again.attempt == 1
+    assert services.queue.get(job_id).stage is None
+    services.queue.release(again)
+    time.sleep(0.02)
+    services.queue.reap(stale_seconds=0.01)  # nothing running: nothing to reap
+    lost = services.queue.claim("w3")
+    assert lost is not None and lost.attempt == 1
+    time.sleep(0.02)
+    assert services.queue.reap(stale_seconds=0.01) == [job_id]
+    assert services.queue.claim("w4").attempt == 2  # a lost worker's attempt counts
 
 
 def test_worker_loop_runs_jobs_and_stops(services: Services) -> None:
@@ -262,3 +275,83 @@ def test_the_sweep_asks_about_outputs_in_batches(
     with services.sessions.begin() as s:
         s.add(Upload(id="c" * 32, kind="text", filename="t.txt", size=1, sha256="0" * 64))
     assert queue.known_uploads(["a" * 32, "b" * 32, "c" * 32]) == {"c" * 32}
+
+
+def test_a_job_put_off_waits_its_turn_and_keeps_its_attempts(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Put off (its store did not answer), a job is not claimed before its time, and however
+    often that happens, its failures and lost workers still get max_attempts tries."""
+    queue, now = services.queue, utcnow()
+    monkeypatch.setattr(service.queue, "utcnow", lambda: now)
+    (job_id,) = enqueue(queue)
+    put_off = queue.max_attempts + 2
+    for n in range(1, put_off + 1):
+        claim = queue.claim("w")
+        assert claim is not None and (claim.attempt, claim.deferrals) == (n, n - 1)
+        wait = timedelta(seconds=5 * n)
+        assert queue.defer(claim, "store_unavailable", "away", wait) == JobStatus.queued
+        assert queue.get(job_id).run_after == now + wait
+        now += wait - timedelta(seconds=1)
+        assert queue.claim("w") is None  # not yet
+        now += timedelta(seconds=1)
+    claim = queue.claim("w")
+    assert queue.fail(claim, "internal", "boom", retry=True) == JobStatus.queued  # 1 of 3 used
+    assert queue.claim("w") is not None
+    now += timedelta(seconds=10)
+    assert queue.reap(stale_seconds=1) == [job_id]  # 2 of 3 used
+    assert queue.get(job_id).status == JobStatus.queued
+    claim = queue.claim("w")
+    assert (claim.attempt, claim.deferrals) == (put_off + 3, put_off)
+    assert queue.fail(claim, "internal", "boom", retry=True) == JobStatus.failed  # 3 of 3
+    waits = [e.data.get("retry_in") for e in queue.events(job_id, 0) if e.kind == "state"]
+    assert [w for w in waits if w is not None] == [5.0 * n for n in range(1, put_off + 1)]
+
+
+def test_a_job_put_off_by_a_fenced_off_worker_stays_with_the_newer_attempt(
+    services: Services,
+) -> None:
+    queue = services.queue
+    (job_id,) = enqueue(queue)
+    old = queue.claim("old")
+    time.sleep(0.05)
+    queue.reap(stale_seconds=0.01)
+    new = queue.claim("new")
+    assert queue.defer(old, "store_unavailable", "away", timedelta(seconds=5)) is None
+    job = queue.get(job_id)
+    assert (job.status, job.worker_id, job.deferrals, job.run_after) == (
+        JobStatus.running,
+        "new",
+        0,
+        None,
+    )
+    assert new is not None
+
+
+def test_a_requeued_job_shows_why_and_not_its_last_attempts_stage(services: Services) -> None:
+    """Retried, reaped or put off, a queued job shows that it waits to run again, at 0, never
+    the stage and fraction its last attempt reached."""
+    queue = services.queue
+    (job_id,) = enqueue(queue)
+
+    def requeue(how: str) -> Job:
+        claim = queue.claim("w")
+        assert claim is not None
+        queue.progress(claim, "evaluate", 0.9, "scoring")
+        if how == "fail":
+            queue.fail(claim, "internal", "boom", retry=True)
+        elif how == "defer":
+            queue.defer(claim, "store_unavailable", "away", timedelta(0))
+        else:
+            time.sleep(0.05)
+            assert queue.reap(stale_seconds=0.01) == [job_id]
+        return queue.get(job_id)
+
+    for how, stage, said in [
+        ("fail", RETRYING, "attempt 1 failed (internal)"),
+        ("defer", WAITING, "the store did not answer"),
+        ("reap", RETRYING, "stopped beating"),
+    ]:
+        job = requeue(how)
+        assert (job.status, job.stage, job.fraction) == (JobStatus.queued, stage, 0.0), how
+        assert said in job.message, how

@@ -4,10 +4,12 @@ sweep, presigned URLs), then the API and the worker over it, on SQLite and Postg
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
 import tarfile
+import time
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,19 +17,29 @@ from pathlib import Path
 import boto3
 import httpx
 import pytest
+from boto3.exceptions import S3UploadFailedError
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
+from conftest import _free_ports
 from fastapi.testclient import TestClient
 from test_service_api import REQUEST, assert_problem, assert_ranges, run_next, submit
 
+import service.s3
 from hypernet.errors import InputError
 from service import cli, worker
 from service.api.main import create_app
 from service.catalog import Catalog
 from service.config import Settings
 from service.embedded import environment
-from service.models import JobStatus
+from service.models import JobStatus, utcnow
 from service.s3 import S3Storage
 from service.services import Services
-from service.storage import Changed, LocalStorage, open_storage
+from service.storage import Changed, LocalStorage, StoreUnavailable, open_storage
 
 MiB = 2**20
 
@@ -193,12 +205,13 @@ def test_the_local_store_sweeps_attempt_folders_the_same_way(tmp_path: Path) -> 
     (local.root / JOB / ".attempt-1.x1y2.tmp").mkdir()  # a killed attempt's temp folder
     local.scratch(JOB, "train")
     write(local.workspace(OTHER, 1), {"a.txt": b"gone"})
+    local.scratch(OTHER, "train")  # a scratch folder is asked about as an output of its own
 
     def is_live(outputs: list[tuple[str, str]]) -> set[tuple[str, str]]:
-        return {(JOB, "attempt-2")} & set(outputs)
+        return {(JOB, "attempt-2"), (JOB, "train")} & set(outputs)
 
     assert local.sweep(is_live, older_than=3600) == 0
-    assert local.sweep(is_live, older_than=0) == 2
+    assert local.sweep(is_live, older_than=0) == 3
     assert sorted(p.name for p in (local.root / JOB).iterdir()) == ["attempt-2", "train"]
     assert not (local.root / OTHER).exists()
 
@@ -465,3 +478,164 @@ def test_the_worker_sweeps_with_the_database_as_judge(
     w.retain()
     upload = f"{PREFIX}/uploads/{text}/text.txt"
     assert keys(bucket) == sorted([*kept, f"{PREFIX}/jobs/{running}/attempt-1/a.txt", upload])
+
+
+# --- a store that does not answer ------------------------------------------------------------
+def go_away(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point the AWS environment at a loopback port where nothing listens, and tell botocore
+    not to retry: the store is down for every client made from now on."""
+    (port,) = _free_ports(1)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+
+
+def _client_error(code: str, status: int) -> ClientError:
+    response = {
+        "Error": {"Code": code, "Message": code},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
+    return ClientError(response, "HeadObject")
+
+
+AWAY = {
+    "endpoint": EndpointConnectionError(endpoint_url="http://127.0.0.1:9"),
+    "connect-timeout": ConnectTimeoutError(endpoint_url="http://127.0.0.1:9"),
+    "read-timeout": ReadTimeoutError(endpoint_url="http://127.0.0.1:9"),
+    "closed": ConnectionClosedError(endpoint_url="http://127.0.0.1:9"),
+    "reset": ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"),
+    "slow-down": _client_error("SlowDown", 503),
+    "unavailable": _client_error("ServiceUnavailable", 503),
+    "internal": _client_error("InternalError", 500),
+}
+
+
+@pytest.mark.parametrize("error", AWAY.values(), ids=AWAY.keys())
+def test_a_store_that_is_away_raises_store_unavailable(
+    store: S3Storage, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    def fail(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(store.client, "head_object", fail)
+    with pytest.raises(StoreUnavailable):
+        store.check(JOB, "attempt-1", "a.txt", 1)
+    monkeypatch.setattr(store.client, "upload_fileobj", fail)
+    out = write(store.work.workspace(JOB, 1), {"a.txt": b"a"})
+    with pytest.raises(StoreUnavailable):
+        store.publish(JOB, out)
+
+
+@pytest.mark.parametrize(("code", "status"), [("NoSuchBucket", 404), ("AccessDenied", 403)])
+def test_a_store_that_answers_no_is_not_away(
+    store: S3Storage, monkeypatch: pytest.MonkeyPatch, code: str, status: int
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise _client_error(code, status)
+
+    monkeypatch.setattr(store.client, "head_object", refuse)
+    with pytest.raises(ClientError):
+        store.check(JOB, "attempt-1", "a.txt", 1)
+
+
+def test_an_upload_whose_parts_the_store_refuses_for_now_is_store_unavailable(
+    store: S3Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def overloaded(*args: object, **kwargs: object) -> None:
+        try:
+            raise _client_error("SlowDown", 503)
+        except ClientError as e:
+            raise S3UploadFailedError(f"Failed to upload a.txt: {e}") from None
+
+    monkeypatch.setattr(store.client, "upload_fileobj", overloaded)
+    out = write(store.work.workspace(JOB, 1), {"a.txt": b"a"})
+    with pytest.raises(StoreUnavailable):
+        store.publish(JOB, out)
+
+
+def test_reachable_asks_the_store_at_most_every_few_seconds(
+    store: S3Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert store.reachable()
+    go_away(monkeypatch)
+    away = S3Storage(store.bucket, PREFIX, store.work.root)
+    started = time.monotonic()
+    assert not away.reachable()
+    assert time.monotonic() - started < 5  # no retries, short timeouts
+    monkeypatch.setattr(store.probe, "head_bucket", away.probe.head_bucket)
+    assert store.reachable()  # asked a moment ago
+    monkeypatch.setattr(service.s3, "PROBE_SECONDS", 0.0)
+    assert not store.reachable()
+
+
+def test_an_unreachable_store_answers_503_with_retry_after(
+    s3_client: TestClient,
+    s3_services: Services,
+    s3_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    job = submit(s3_client)
+    assert run_next(s3_services) == JobStatus.succeeded
+    files = s3_client.get(f"/jobs/{job['id']}/artifacts").json()["files"]
+    url, tar = (
+        f"/jobs/{job['id']}/artifacts/{files[0]['path']}",
+        f"/jobs/{job['id']}/checkpoint.tar",
+    )
+    tokenizer = (s3_settings.tokenizers_dir / "sp" / "tokenizer.json").read_bytes()
+    gone = submit(s3_client)
+    assert run_next(s3_services) == JobStatus.succeeded
+    s3_services.queue.register("w1", "host", 1, "cpu")
+    go_away(monkeypatch)
+    with TestClient(create_app(s3_settings)) as client:
+        answers = [
+            client.get(url),
+            client.get(tar),
+            client.post("/texts", files={"file": ("e.txt", b"Der Fuchs.\n")}),
+            client.post("/tokenizers", files={"file": ("t.json", tokenizer)}),
+        ]
+        for response in answers:
+            assert_problem(response, 503, "the object store does not answer")
+            assert response.json()["type"] == "/problems/store-unavailable"
+            assert response.headers["retry-after"] == "30"
+            assert (
+                "127.0.0.1" not in response.text and str(s3_settings.data_dir) not in response.text
+            )
+        head = client.head(url)
+        assert head.status_code == 503 and head.headers["retry-after"] == "30"
+        assert client.get("/texts").json()["uploads"] == []
+        assert list(s3_settings.uploads_dir.iterdir()) == []  # nothing half-kept
+        s3_services.queue.worker_beat("w1")
+        assert_problem(client.get("/readyz"), 503, "object store unreachable")
+        assert client.delete(f"/jobs/{gone['id']}").status_code == 204  # the files wait
+        assert client.get(f"/jobs/{gone['id']}").status_code == 404
+    s3_services.queue.worker_beat("w1")
+    assert s3_client.get("/readyz").status_code == 200  # its clients reach the store still
+    assert s3_client.get(url).status_code == 200
+
+
+def test_a_job_whose_store_is_down_is_put_off_until_it_is_back(
+    s3_settings: Settings, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real outage (nothing listens where the store was): the job is put off, its waits
+    doubling and its attempts not used up, and runs once a worker reaches the store."""
+    up = Services.build(s3_settings)
+    go_away(monkeypatch)
+    down = Services.build(s3_settings)
+    now = utcnow()
+    monkeypatch.setattr("service.queue.utcnow", lambda: now)
+    try:
+        job, _ = down.queue.enqueue(REQUEST, "0" * 64)
+        waits = []
+        for _ in range(down.settings.max_attempts + 1):
+            assert run_next(down) == JobStatus.queued
+            row = down.queue.get(job.id)
+            waits.append((row.run_after - now).total_seconds())
+            now = row.run_after
+        assert waits == [5, 10, 20, 40]
+        assert (row.error_type, row.attempt, row.deferrals) == ("store_unavailable", 4, 4)
+        assert run_next(up) == JobStatus.succeeded
+        assert up.queue.get(job.id).output_dir == "attempt-5"
+        listed = up.storage.client.list_objects_v2(Bucket=bucket)["Contents"]
+    finally:
+        up.engine.dispose()
+        down.engine.dispose()
+    assert listed and all(o["Key"].startswith(f"{PREFIX}/jobs/{job.id}/attempt-5/") for o in listed)

@@ -1,7 +1,8 @@
 """Uploads on SQLite and PostgreSQL: bodies are read only up to their limit, a tokenizer is
 bounded before it is parsed and refused (422) rather than crash the server when it is broken,
 ids leave few gaps, archives are bounded by what they unpack to, and uploads can be deleted
-unless an unfinished job names them."""
+unless an unfinished job names them. File names hold no control characters, and uploads are
+checked a bounded number at a time."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import io
 import json
 import lzma
 import tarfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,9 +28,11 @@ from hypernet.errors import InputError
 from hypernet.sources import load_tokenizer
 from hypernet.vocab import load_vocab
 from service.api.main import create_app
+from service.api.routes.uploads import RETRY_AFTER, Parses
 from service.archive import ArchiveError, read_members
 from service.config import Settings
 from service.models import JobKind
+from service.problems import ProblemError
 from service.services import Services
 
 BOUNDARY = b"tgboundary"
@@ -163,7 +167,7 @@ class Unparsed:
     """Stands in for tokenizers.Tokenizer where a test shows a parse never happens."""
 
     @staticmethod
-    def from_str(text: str) -> None:
+    def from_buffer(data: bytes) -> None:
         raise AssertionError("parsed a tokenizer.json that was over the vocabulary limit")
 
 
@@ -416,3 +420,79 @@ def test_uploaded_folders_hold_only_what_was_checked(client: TestClient) -> None
         assert_problem(post_tokenizer(client, malformed, "t.tar"), 422, "added_tokens_decoder")
     twice = tar_of({"a/tokenizer.json": tok, "b/tokenizer.json": tok})
     assert_problem(post_tokenizer(client, twice, "t.tar"), 422, "two")
+
+
+# --- file names and boundaries -------------------------------------------------------------------
+def form(filename: bytes, data: bytes, boundary: bytes = BOUNDARY) -> dict:
+    """A multipart body written by hand (httpx would escape a control character in the name)."""
+    body = (
+        b"--" + boundary + b'\r\nContent-Disposition: form-data; name="file"; filename="'
+        + filename + b'"\r\n\r\n' + data + b"\r\n--" + boundary + b"--\r\n"
+    )  # fmt: skip
+    return {
+        "content": body,
+        "headers": {"content-type": f"multipart/form-data; boundary={boundary.decode()}"},
+    }
+
+
+@pytest.mark.parametrize("name", [b"a\x00b.txt", b"a\x07.txt", b"a\x7f.txt", b"a\xc2\x85.txt"])
+def test_a_file_name_with_a_control_character_is_a_422(client: TestClient, name: bytes) -> None:
+    """PostgreSQL's text refuses NUL: a 500 there, a 201 on SQLite, before."""
+    for path in ("/tokenizers", "/texts"):
+        data = bpe({"a": 0}) if path == "/tokenizers" else b"Der Fuchs.\n"
+        assert_problem(client.post(path, **form(name, data)), 422, "control characters")
+    assert client.get("/tokenizers").json()["uploads"] == []
+    assert client.get("/texts").json()["uploads"] == []
+    kept = client.post("/texts", **form("Füchse ✓.txt".encode(), b"Der Fuchs.\n"))
+    assert kept.status_code == 201 and kept.json()["filename"] == "Füchse ✓.txt"
+
+
+def test_a_boundary_over_256_characters_is_a_400(client: TestClient) -> None:
+    response = client.post("/texts", **form(b"t.txt", b"Der Fuchs.\n", b"b" * 257))
+    assert_problem(response, 400, "malformed multipart body: Boundary length 257")
+    assert client.post("/texts", **form(b"t.txt", b"Der Fuchs.\n", b"b" * 256)).status_code == 201
+
+
+# --- uploads are checked a bounded number at a time ----------------------------------------------
+def test_parses_run_at_most_their_number_at_once() -> None:
+    parses, running, most = Parses(2, wait=60), [0], [0]
+    lock, pair = threading.Lock(), threading.Barrier(2, timeout=60)  # two at once, or it breaks
+
+    def check() -> None:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        pair.wait()
+        with lock:
+            running[0] -= 1
+
+    async def many() -> None:
+        async with anyio.create_task_group() as tasks:
+            for _ in range(8):
+                tasks.start_soon(parses.run, check)
+
+    anyio.run(many)
+    assert most[0] == 2
+
+
+def test_an_upload_that_waits_too_long_for_its_parse_is_a_503() -> None:
+    parses, started, release = Parses(1, wait=0.05), threading.Event(), threading.Event()
+    refused: list[ProblemError] = []
+
+    async def second() -> None:
+        await anyio.to_thread.run_sync(started.wait)
+        try:
+            await parses.run(lambda: None)
+        except ProblemError as e:
+            refused.append(e)
+        release.set()
+
+    async def both() -> None:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(parses.run, lambda: (started.set(), release.wait()))
+            tasks.start_soon(second)
+
+    anyio.run(both)
+    assert [(e.status, e.type, e.headers) for e in refused] == [
+        (503, "/problems/busy", {"Retry-After": RETRY_AFTER})
+    ]

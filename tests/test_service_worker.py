@@ -1,6 +1,7 @@
 """Job execution on SQLite and PostgreSQL: what is refused before a job exists, how a job
 fails (once for bad input and a full disk, never with a server path), how fast a cancel takes
-effect, readiness, validation that does no job's work, and retention."""
+effect, readiness, validation that does no job's work, retention, and a store that does not
+answer (the job put off, its waits doubling)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from test_service_uploads import tar_of
 from tokenizers import Tokenizer
 
 import hypernet.write
+import service.queue
 from hypernet.errors import Cancelled
 from hypernet.transplant import TransplantRequest, transplant
 from service.catalog import redact
@@ -30,7 +32,8 @@ from service.config import Settings
 from service.models import Job, JobStatus, utcnow
 from service.models import Worker as WorkerRow
 from service.services import Services
-from service.worker import NO_SPACE, Worker
+from service.storage import StoreUnavailable
+from service.worker import NO_SPACE, STORE_DOWN, Worker, backoff
 
 BAD_OPTIONS = [
     ("gaussian", {"seed": "x"}, "seed"),
@@ -412,3 +415,64 @@ def test_a_panic_inside_a_job_fails_it_once(
     assert run_next(services) == JobStatus.failed
     job = job_of(client, job_id)
     assert (job["error"]["type"], job["attempt"]) == ("invalid_input", 1), job["error"]
+
+
+# --- 9. a store that does not answer puts the job off ----------------------------------------
+def test_backoff_doubles_to_its_cap_and_ends_at_its_total() -> None:
+    settings, waits, deferrals = Settings(), [], 0
+    while (wait := backoff(settings, deferrals)) is not None:
+        waits.append(wait)
+        deferrals += 1
+    assert waits == [5, 10, 20, 40, 80, 120, 120, 120, 120]
+    assert sum(waits[:-1]) < settings.store_retry_total_seconds <= sum(waits)
+
+
+def _store_away(services: Services, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """The storage's workspace raising StoreUnavailable while the flag it returns holds True."""
+    away, workspace = [True], services.storage.workspace
+
+    def maybe(job_id: str, attempt: int) -> Path:
+        if away[0]:
+            raise StoreUnavailable("the object store did not answer: http://10.0.0.9:8333/b")
+        return workspace(job_id, attempt)
+
+    monkeypatch.setattr(services.storage, "workspace", maybe)
+    return away
+
+
+def test_a_store_that_does_not_answer_puts_the_job_off_with_growing_waits(
+    client: TestClient, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = utcnow()
+    monkeypatch.setattr(service.queue, "utcnow", lambda: now)
+    away = _store_away(services, monkeypatch)
+    job = submit(client)
+    waits = []
+    for _ in range(services.settings.max_attempts + 2):
+        assert run_next(services) == JobStatus.queued
+        row = services.queue.get(job["id"])
+        waits.append((row.run_after - now).total_seconds())
+        now = row.run_after
+    assert waits == [5, 10, 20, 40, 80]
+    put_off = job_of(client, job["id"])
+    assert put_off["status"] == "queued" and put_off["attempt"] == 5
+    assert put_off["error"] == {"type": "store_unavailable", "detail": STORE_DOWN}
+    away[0] = False
+    assert run_next(services) == JobStatus.succeeded
+
+
+def test_a_store_away_past_the_total_fails_the_job(
+    client: TestClient, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = utcnow()
+    monkeypatch.setattr(service.queue, "utcnow", lambda: now)
+    _store_away(services, monkeypatch)
+    short = services.settings.model_copy(update={"store_retry_total_seconds": 4})
+    monkeypatch.setattr(services, "settings", short)
+    job = submit(client)
+    assert run_next(services) == JobStatus.queued  # put off for 5 s
+    now = services.queue.get(job["id"]).run_after
+    assert run_next(services) == JobStatus.failed  # 5 s waited: past the total, attempts left
+    done = job_of(client, job["id"])
+    assert done["error"] == {"type": "store_unavailable", "detail": STORE_DOWN}
+    assert "10.0.0.9" not in json.dumps([e.data for e in services.queue.events(job["id"], 0)])

@@ -7,11 +7,20 @@ They live apart from torch so that the CLI builds `hypernet train`'s flags from 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..cuts import CUTS
 from ..errors import InputError
+
+# A recipe's upper bounds, checked before a run starts (and before a job is queued): past them
+# one step runs for minutes, which a cancel waits for, or the network does not fit in memory.
+MAX_SEQ_LEN = 8192  # tokens a sequence: the longest context of the bases (SmolLM2's)
+STEP_TOKENS = 16_384  # batch x seq_len: the base model keeps a step's activations for backward
+MAX_HELDOUT_CHARS = 20_000  # a held-out tail is scored as one sequence: within MAX_SEQ_LEN tokens
+ADAM_BYTES = 16  # a parameter's float32 weight, gradient and AdamW's two moments
+FALLBACK_ROWS = 256  # the network's rows for bytes the base vocabulary lacks (model.N_BYTES)
 
 
 def _setting(default: Any, help: str) -> Any:
@@ -28,8 +37,10 @@ class TrainConfig:
     warmup: int = _setting(30, "steps of linear learning-rate warm-up")
     weight_decay: float = _setting(0.01, "AdamW weight decay")
     # 2 x 128 tokens is ~1.5 s forward+backward on 2 cores
-    batch: int = _setting(2, "sequences per step")
-    seq_len: int = _setting(128, "tokens of the sampled tokenizer per sequence")
+    batch: int = _setting(2, f"sequences per step (batch x seq_len <= {STEP_TOKENS})")
+    seq_len: int = _setting(
+        128, f"tokens of the sampled tokenizer per sequence (at most {MAX_SEQ_LEN})"
+    )
     negatives: int = _setting(2048, "sampled-softmax negatives per LM step")
     # the objective that matters
     lm_weight: float = _setting(
@@ -47,7 +58,8 @@ class TrainConfig:
     vocab_max: int = _setting(48000, "largest sampled vocabulary size")
     slice_chars: int = _setting(200_000, "characters of text a sampled tokenizer is trained on")
     heldout_chars: int = _setting(
-        3000, "the end of each corpus file: never trained on, evaluated on"
+        3000,
+        f"the end of each corpus file, never trained on: held out (at most {MAX_HELDOUT_CHARS})",
     )
     eval_every: int = _setting(100, "steps between held-out evaluations")
     checkpoint_every: int = _setting(50, "steps between checkpoints, where a run resumes")
@@ -98,6 +110,23 @@ class TrainConfig:
                 raise InputError(f"cut weight for {cut!r}: no such cut ({', '.join(CUTS)})")
             if not weight > 0:
                 raise InputError(f"cut weight for {cut!r} must be positive, not {weight}")
+        self._check_step()
+
+    def _check_step(self) -> None:
+        """A step's sequences within MAX_SEQ_LEN tokens each and STEP_TOKENS in all."""
+        lengths = {"seq_len": self.seq_len}
+        lengths |= {f"corpus seq_len for {n!r}": v for n, v in self.corpus_seq_len.items()}
+        for option, value in lengths.items():
+            if value > MAX_SEQ_LEN:
+                raise InputError(f"{option} is {value}, above the longest sequence, {MAX_SEQ_LEN}")
+        if self.heldout_chars > MAX_HELDOUT_CHARS:
+            raise InputError(f"heldout_chars is {self.heldout_chars}, above {MAX_HELDOUT_CHARS}")
+        tokens = self.batch * max(lengths.values())
+        if tokens > STEP_TOKENS:
+            raise InputError(
+                f"batch {self.batch} x seq_len {max(lengths.values())} is {tokens} tokens a step, "
+                f"above {STEP_TOKENS}: a smaller batch or shorter sequences"
+            )
 
     # A resumed run may change its budget; everything else is the recipe it was started with.
     BUDGET = ("steps", "max_minutes")
@@ -116,3 +145,35 @@ class HyperConfig:
     tied: bool = True  # untied bases get a second head for the LM head rows
 
     FROM_BASE = ("dim", "tied")  # set by the Trainer from the base model, never by the user
+
+    def parameters(self) -> int:
+        """HyperNet's parameter count; with `dim` still 0 (the base not read yet), the ones
+        that do not depend on the base, which the encoder's 12 width^2 a layer dominate."""
+        w, d = self.width, self.dim
+        layer = 12 * w * w + 13 * w  # attention 4 w^2, feed-forward 8 w^2, biases, two norms
+        heads = 1 if self.tied else 2  # an untied base's rows are its input and output rows
+        return (
+            self.layers * layer
+            + (self.max_pieces + 3) * w  # positions, the projection's bias, the final norm
+            + (FALLBACK_ROWS + w) * heads * d  # fallback rows, the projection
+            + heads * (w + 1) * d
+        )
+
+    def check(self, memory_bytes: int | None = None) -> None:
+        """The width splits into the heads, and the weights with AdamW's state fit in
+        `memory_bytes` (None: this machine's memory)."""
+        if self.width % self.heads:
+            raise InputError(f"width {self.width} must be a multiple of heads {self.heads}")
+        budget = machine_memory() if memory_bytes is None else memory_bytes
+        need = self.parameters() * ADAM_BYTES
+        if need > budget:
+            raise InputError(
+                f"width {self.width} x {self.layers} layers is {self.parameters():,} parameters: "
+                f"{need / 2**30:.1f} GiB with AdamW's state, over the {budget / 2**30:.1f} GiB "
+                "there are for training"
+            )
+
+
+def machine_memory() -> int:
+    """This machine's memory in bytes."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

@@ -157,6 +157,7 @@ class Trainer:
         self.decomposer = Decomposer(self.base_tok, self.base_vocab, self.rows)
         hyper = hyper or HyperConfig()
         hyper.dim, hyper.tied = self.input_rows.shape[1], ckpt.tied
+        hyper.check()
         torch.manual_seed(config.seed)
         self.net = HyperNet(hyper, self.input_rows, self.output_rows).to(self.device)
         self.optimizer = torch.optim.AdamW(
@@ -259,6 +260,7 @@ class Trainer:
         bos = sampled.tokenizer.bos_token_id
         rows: list[list[int]] = []
         for _ in range(100 * c.batch):
+            self._stop_if_cancelled()  # each try tokenizes 8 * seq_len characters
             start = self.rng.randrange(max(1, len(text) - 8 * seq_len))
             ids = sampled.tokenizer(text[start : start + 8 * seq_len], add_special_tokens=False)[
                 "input_ids"
@@ -351,6 +353,7 @@ class Trainer:
         name, text, _ = self.rng.choices(self.texts, weights)[0]
         if self.sampled is None or self.step % c.tokenizer_every == 0:
             self.sampled = self._draw_tokenizer(text)
+            self._stop_if_cancelled()  # drawing trains a tokenizer: seconds
         for group in self.optimizer.param_groups:
             group["lr"] = self._lr()
         self.net.train()
@@ -382,6 +385,7 @@ class Trainer:
         """The fixed held-out tokenizer cut as `cut`: trained once, on the first `slice_chars`
         of every file at once, so the sampler never draws it."""
         if cut not in self._heldouts:
+            self._stop_if_cancelled()  # each cut's tokenizer is trained first: seconds
             lines = [
                 line
                 for _, text, _ in self.texts
@@ -463,7 +467,8 @@ class Trainer:
         return self.out
 
     def _stop_if_cancelled(self) -> None:
-        """Asked every step and between the parts of a held-out evaluation."""
+        """Asked every step, inside its long parts (a tokenizer drawn, a batch tokenized) and
+        between the parts of a held-out evaluation."""
         if self.cancelled():
             raise Cancelled("training cancelled")
 

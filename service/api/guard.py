@@ -1,6 +1,7 @@
 """Authorization and body limits, decided from the request line and headers before any route
-runs: a client without a valid key cannot make the server read a byte of its body, and no body
-is read past its limit (`Content-Length` first, then while it streams in).
+runs: headers past their limit are a 431 before any key is looked up, a client without a valid
+key cannot make the server read a byte of its body, and no body is read past its limit
+(`Content-Length` first, then while it streams in).
 
 Open while no API key was ever created (the server then only listens on loopback); from the
 first key on, every request but the probes, the API's own description and the dashboard's
@@ -66,6 +67,19 @@ async def _refusal(gate: Gate, method: str, authorization: str) -> ProblemError 
     return await run_in_threadpool(refusal, gate, method, authorization)
 
 
+def headers_too_large(limit: int) -> ProblemError:
+    detail = f"request headers larger than {limit} bytes"
+    return ProblemError(431, detail, "/problems/headers-too-large")
+
+
+def oversized_headers(headers: list[tuple[bytes, bytes]], limit: int) -> ProblemError | None:
+    """A 431 for headers larger than `limit`: checked first, so that no key of megabytes is
+    decoded or hashed."""
+    if sum(len(name) + len(value) for name, value in headers) <= limit:
+        return None
+    return headers_too_large(limit)
+
+
 def too_large(limit: int) -> ProblemError:
     return ProblemError(413, f"request body larger than {limit} bytes", "/problems/too-large")
 
@@ -105,10 +119,10 @@ class Guard:
             return
         services = scope["app"].state.services
         method, path = scope["method"], scope["path"]
+        refused = oversized_headers(scope["headers"], services.settings.max_header_bytes)
         headers = dict(scope["headers"])
         limit = body_limit(services.settings, method, path)
-        refused = None
-        if not is_open(path):
+        if refused is None and not is_open(path):
             authorization = headers.get(b"authorization", b"").decode("latin-1")
             refused = await _refusal(services.gate, method, authorization)
         refused = refused or declared_length(headers, limit)

@@ -17,6 +17,7 @@ from ..embedded import WorkerProcess
 from ..services import Services
 from . import spec
 from .guard import Guard
+from .nosniff import Nosniff
 from .routes import (
     access,
     artifacts,
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None, worker: bool = False) -> FastAP
         app.state.services = services
         app.state.polls = Polls(settings.poll_cache_seconds)
         app.state.manifests = Manifests(settings.manifest_cache_seconds)
+        app.state.parses = uploads.Parses(settings.upload_parses, settings.upload_wait_seconds)
         gc.freeze()  # what start-up built (torch, transformers) is never scanned again
         embedded = WorkerProcess(settings) if worker else None
         if embedded is not None:
@@ -64,6 +66,7 @@ def create_app(settings: Settings | None = None, worker: bool = False) -> FastAP
 
     app = FastAPI(title="tokengraft", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.add_middleware(Guard)
+    app.add_middleware(Nosniff)  # outside the guard: its refusals carry the header too
     problems.install(app)
     spec.document(app)
     for module in (transplant, train, jobs, events, artifacts, uploads, catalog, access, health):

@@ -17,14 +17,15 @@ PROBLEM = {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
 
 def answers(path: str, method: str, operation: dict) -> list[int]:
     """Statuses any operation may answer besides its own: 400 (a malformed Content-Length, a
-    body that is not text), 413 (a body over its limit), 401/403 (keys)."""
-    codes = [400]
+    body that is not text), 431 (headers over their limit), 413 (a body over its limit),
+    401/403 (keys); a write 503 (an object store that does not answer) and 507 (a full disk)."""
+    codes = [400, 431]
     if "requestBody" in operation:
         codes.append(413)
     if not is_open(path):
         codes.append(401)
         if method.upper() not in READ:
-            codes.append(403)
+            codes += [403, 503, 507]
     return codes
 
 

@@ -23,6 +23,7 @@ def _access(gate: Gate, authorization: str | None) -> AccessOut:
 
 
 @router.get("/access", response_model=AccessOut)
+@router.head("/access", response_model=AccessOut)
 async def access(request: Request, services: ServicesDep) -> AccessOut:
     authorization = request.headers.get("authorization")
     return await run_in_threadpool(_access, services.gate, authorization)

@@ -118,6 +118,7 @@ def _available(services: Services, job: Job, files: list[Artifact]) -> None:
 
 
 @router.get("/jobs/{job_id}/artifacts", response_model=Manifest, responses={409: {}, **NOT_FOUND})
+@router.head("/jobs/{job_id}/artifacts", response_model=Manifest, responses={409: {}, **NOT_FOUND})
 async def manifest(job_id: str, services: ServicesDep) -> Manifest:
     _, files = await run_in_threadpool(_files, services, job_id)
     return Manifest(files=[FileOut(path=f.path, size=f.size, sha256=f.sha256) for f in files])
@@ -219,6 +220,7 @@ FILE_RESPONSES: dict = {
     307: {"description": "Redirect to a presigned URL of the object store (storage_redirect)"},
     409: {},
     416: {},
+    503: {"description": "The object store does not answer (Retry-After)"},
     **NOT_FOUND,
 }
 
@@ -288,7 +290,12 @@ def _tar_stream(
 @router.get(
     "/jobs/{job_id}/checkpoint.tar",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/x-tar": {}}}, 409: {}, **NOT_FOUND},
+    responses={
+        200: {"content": {"application/x-tar": {}}},
+        409: {},
+        503: FILE_RESPONSES[503],
+        **NOT_FOUND,
+    },
 )
 async def checkpoint_tar(job_id: str, services: ServicesDep) -> StreamingResponse:
     job, files = await run_in_threadpool(_files, services, job_id)

@@ -17,6 +17,7 @@ router = APIRouter(dependencies=[Authorized], tags=["catalog"])
 
 
 @router.get("/models", response_model=ModelList)
+@router.head("/models", response_model=ModelList)
 async def list_models(services: ServicesDep) -> ModelList:
     return ModelList(models=[NamedEntry(**m) for m in services.catalog.models()])
 
@@ -43,11 +44,13 @@ def _hypernets(services: Services) -> list[HypernetOut]:
 
 
 @router.get("/hypernets", response_model=HypernetList)
+@router.head("/hypernets", response_model=HypernetList)
 async def list_hypernets(services: ServicesDep) -> HypernetList:
     return HypernetList(hypernets=await run_in_threadpool(_hypernets, services))
 
 
 @router.get("/methods", response_model=MethodList)
+@router.head("/methods", response_model=MethodList)
 async def list_methods() -> MethodList:
     return MethodList(
         methods=[

@@ -28,6 +28,12 @@ from .jobs import NOT_FOUND, find
 
 router = APIRouter(dependencies=[Authorized], tags=["jobs"])
 MAX_EVENT_ID = 2**31 - 1  # job_events.id is an INTEGER column
+DIGITS = len(str(MAX_EVENT_ID))
+# What the schema declares; the route checks it itself, so that anything else is its 400.
+LAST_EVENT_ID = Header(
+    description="the id of the last event received: ASCII digits (else 400)",
+    json_schema_extra={"pattern": f"^[0-9]{{1,{DIGITS}}}$", "maxLength": DIGITS},
+)
 SHUTDOWN_GRACE = 5.0  # seconds a stream has to send its last event once the server stops
 
 
@@ -80,7 +86,7 @@ def _last_event_id(header: str | None) -> int:
     range can be an id this server sent: anything else is refused before the stream starts
     (int() would take "²", and the database would fail on an id out of its range)."""
     digits = (header or "").strip().lstrip("0") or "0"
-    fits = digits.isascii() and digits.isdigit() and len(digits) <= len(str(MAX_EVENT_ID))
+    fits = digits.isascii() and digits.isdigit() and len(digits) <= DIGITS
     if not fits or int(digits) > MAX_EVENT_ID:
         raise ProblemError(
             400,
@@ -98,7 +104,7 @@ def _last_event_id(header: str | None) -> int:
 async def job_events(
     job_id: str,
     services: ServicesDep,
-    last_event_id: Annotated[str | None, Header()] = None,
+    last_event_id: Annotated[str | None, LAST_EVENT_ID] = None,
 ) -> EventSourceResponse:
     last = _last_event_id(last_event_id)
     await run_in_threadpool(find, services, job_id)

@@ -1,8 +1,11 @@
-"""Liveness, readiness (database and at least one live worker) and Prometheus metrics."""
+"""Liveness, readiness (database, at least one live worker, a store that answers and free
+disk space) and Prometheus metrics."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
@@ -15,6 +18,7 @@ from ...models import JobStatus
 from ...problems import ProblemError
 from ...schemas import Health, Ready
 from ...services import Services
+from ...storage import LocalStorage
 from ..deps import Authorized, ServicesDep
 
 router = APIRouter(tags=["health"])
@@ -25,21 +29,50 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
-def _ready(services: Services) -> Ready:
+def _ready(services: Services) -> tuple[Ready, str | None]:
+    """The readiness and why it is not ready (None: it is)."""
     try:
         with services.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except Exception:
-        return Ready(status="not ready", database=False, live_workers=0)
+        return Ready(status="not ready", database=False, live_workers=0), "database unreachable"
     workers = services.queue.live_workers(services.settings.live_seconds)
-    return Ready(status="ready" if workers else "not ready", database=True, live_workers=workers)
+    why = _storage(services) if workers else "no live worker"
+    return Ready(status="not ready" if why else "ready", database=True, live_workers=workers), why
+
+
+def _storage(services: Services) -> str | None:
+    """Why nothing could be kept now: an object store that does not answer, or a disk with
+    less than `min_free_bytes` free (named, never by its path)."""
+    if not services.storage.reachable():
+        return "object store unreachable"
+    floor = services.settings.min_free_bytes
+    for name, folder in _folders(services).items():
+        free = shutil.disk_usage(_existing(folder)).free
+        if free < floor:
+            return f"{free} bytes free in the {name}, under min_free_bytes ({floor})"
+    return None
+
+
+def _folders(services: Services) -> dict[str, Path]:
+    """Where the service writes: the data dir, and a file store's folder wherever it is."""
+    folders = {"data dir": services.settings.data_dir}
+    if isinstance(services.storage, LocalStorage):
+        folders["storage folder"] = services.storage.root
+    return folders
+
+
+def _existing(path: Path) -> Path:
+    """`path`, or its nearest ancestor that exists (a store's folder is made by its first job)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 @router.get("/readyz", response_model=Ready, responses={503: {}})
 async def readyz(services: ServicesDep) -> Ready:
-    ready = await run_in_threadpool(_ready, services)
-    if ready.status != "ready":
-        why = "database unreachable" if not ready.database else "no live worker"
+    ready, why = await run_in_threadpool(_ready, services)
+    if why is not None:
         raise ProblemError(503, why, "/problems/not-ready")
     return ready
 

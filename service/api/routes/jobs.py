@@ -1,9 +1,10 @@
-"""Jobs: list, read (with ETag / 304), cancel, delete."""
+"""Jobs: list, read (with ETag / 304; HEAD too), cancel, delete."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -14,11 +15,15 @@ from ...models import Job, JobKind, JobStatus
 from ...problems import ProblemError
 from ...schemas import JobOut, JobPage, Problem
 from ...services import Services
+from ...storage import StoreUnavailable
 from ..deps import Authorized, ManifestsDep, PollsDep, ServicesDep
 from ..views import Polls, Seen, compressed, job_out, not_modified, page_etag
 
+log = logging.getLogger("tokengraft.api")
 router = APIRouter(dependencies=[Authorized], tags=["jobs"])
 NOT_FOUND = {404: {"model": Problem, "content": {"application/problem+json": {}}}}
+PAGE = {"response_model": JobPage, "responses": {304: {}}}
+ONE = {"response_model": JobOut, "responses": {304: {}, **NOT_FOUND}}
 
 
 def _cursor(job: Job) -> str:
@@ -46,7 +51,8 @@ def find(services: Services, job_id: str) -> Job:
     return job
 
 
-@router.get("/jobs", response_model=JobPage, responses={304: {}})
+@router.get("/jobs", **PAGE)
+@router.head("/jobs", **PAGE)
 async def list_jobs(
     services: ServicesDep,
     status: JobStatus | None = None,
@@ -84,7 +90,8 @@ async def _refresh(services: Services, polls: Polls, job_id: str) -> None:
         polls.refreshing.discard(job_id)
 
 
-@router.get("/jobs/{job_id}", response_model=JobOut, responses={304: {}, **NOT_FOUND})
+@router.get("/jobs/{job_id}", **ONE)
+@router.head("/jobs/{job_id}", **ONE)
 async def get_job(
     job_id: str,
     services: ServicesDep,
@@ -112,6 +119,15 @@ async def cancel_job(job_id: str, services: ServicesDep, polls: PollsDep) -> Job
     return job_out(job)
 
 
+def _remove_files(services: Services, job_id: str) -> None:
+    """The deleted job's files; while the store is away they stay, and the sweep removes them
+    once it is back (no row names them any more): the job is gone either way."""
+    try:
+        services.storage.remove(job_id)
+    except StoreUnavailable:
+        log.warning("job %s deleted; the store did not answer, the sweep removes its files", job_id)
+
+
 @router.delete("/jobs/{job_id}", status_code=204, responses={409: {"model": Problem}, **NOT_FOUND})
 async def delete_job(
     job_id: str, services: ServicesDep, polls: PollsDep, manifests: ManifestsDep
@@ -122,7 +138,7 @@ async def delete_job(
             409, f"job {job_id} is {job.status}: cancel it first", "/problems/job-not-terminal"
         )
     if await run_in_threadpool(services.queue.delete, job_id):
-        await run_in_threadpool(services.storage.remove, job_id)
+        await run_in_threadpool(_remove_files, services, job_id)
     polls.forget(job_id)
     manifests.forget(job_id)
     return Response(status_code=204)

@@ -9,6 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from ... import hypernets
 from ...models import JobKind
 from ...problems import ProblemError
+from ...queue import NameTaken
 from ...schemas import HypernetTrainIn, JobOut, Problem
 from ...services import Services
 from ..deps import Authorized, ServicesDep
@@ -16,6 +17,7 @@ from ..submit import IdempotencyKey, enqueue
 
 router = APIRouter(dependencies=[Authorized], tags=["jobs"])
 PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
+TAKEN = "/problems/hypernet-exists"
 
 
 def validate(services: Services, request: dict, idempotency_key: str | None) -> None:
@@ -25,8 +27,8 @@ def validate(services: Services, request: dict, idempotency_key: str | None) -> 
     if not (idempotency_key and services.queue.remembers(idempotency_key)):
         reason = hypernets.taken(services.catalog, services.queue, request["name"])
         if reason is not None:
-            raise ProblemError(409, reason, "/problems/hypernet-exists")
-    hypernets.check(services.catalog, request)
+            raise ProblemError(409, reason, TAKEN)
+    hypernets.check(services.catalog, request, services.settings.max_train_memory_bytes)
 
 
 @router.post(
@@ -41,6 +43,11 @@ async def train_hypernet(
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> JobOut:
+    """The name is claimed as the job is queued: of concurrent requests for one name, one
+    gets the job and the others 409."""
     request = body.model_dump(exclude_none=True)
     await run_in_threadpool(validate, services, request, idempotency_key)
-    return await enqueue(services, response, request, JobKind.hypernet, idempotency_key)
+    try:
+        return await enqueue(services, response, request, JobKind.hypernet, idempotency_key)
+    except NameTaken as e:
+        raise ProblemError(409, hypernets.taken_by(str(e), request["name"]), TAKEN) from None
