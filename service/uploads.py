@@ -18,7 +18,6 @@ A file name with a control character (NUL, which PostgreSQL's text refuses, amon
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import hashlib
 import io
 import json
@@ -68,29 +67,15 @@ def check_filename(name: str) -> None:
         raise invalid("the file name may not hold control characters")
 
 
-def _malloc_trim() -> Callable[[int], int] | None:
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc: its allocator keeps no such heap
-        return None
-
-
-MALLOC_TRIM = _malloc_trim()
-
-
 def kept(
     store: Callable[[Services, str, bytes], Upload],
     services: Services,
     filename: str,
     file: BinaryIO,
 ) -> Upload:
-    """`store` on the file's content; the memory its check freed goes back to the system."""
-    try:
-        file.seek(0)
-        return store(services, filename, file.read())
-    finally:
-        if MALLOC_TRIM is not None:
-            MALLOC_TRIM(0)
+    """`store` on the file's content, read from the temp file it streamed into."""
+    file.seek(0)
+    return store(services, filename, file.read())
 
 
 # --- tokenizers -------------------------------------------------------------------------------
