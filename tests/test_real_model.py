@@ -14,6 +14,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from hypernet.network.model import read_meta
+from hypernet.network.store import SHIPPED
 from hypernet.sources import resolve_model
 from service.cli import main
 
@@ -119,6 +121,8 @@ def test_a_fresh_install_ships_a_hypernetwork_for_smollm2_and_uses_it(
     assert main(["hypernet", "list"]) == 0
     listed = capsys.readouterr().out
     assert "shipped/smollm2-135m  base smollm2-135m" in listed
+    cuts = read_meta(SHIPPED / "smollm2-135m").recipe["cut_weights"]
+    assert {"like", "llama3", "qwen", "metaspace", "gpt2"} <= cuts.keys()  # other families' cuts
 
     common = _german_transplant(german_bpe)
     default = _json(capsys, ["transplant", *common, "--out", str(tmp_path / "default")])
