@@ -29,25 +29,28 @@ def test_head_matches_the_models(database_url: str) -> None:
     assert tables == set(Base.metadata.tables) | {"alembic_version"}
 
 
+def old_job(job_id: str, status: str, attempt: int, fraction: float) -> dict:
+    """A jobs row as the first migrations wrote it."""
+    return {
+        "id": job_id,
+        "status": status,
+        "version": 1,
+        "request": {"model": "m"},
+        "request_hash": "0" * 64,
+        "attempt": attempt,
+        "cancel_requested": False,
+        "fraction": fraction,
+        "created_at": datetime.now(UTC),
+    }
+
+
 def test_jobs_from_before_job_kinds_are_transplants(database_url: str) -> None:
     upgrade(database_url, "0001")
     engine = create_engine(database_url)
     try:
         with engine.begin() as conn:
             jobs = Table("jobs", MetaData(), autoload_with=conn)
-            conn.execute(
-                jobs.insert().values(
-                    id="old",
-                    status="succeeded",
-                    version=1,
-                    request={"model": "m"},
-                    request_hash="0" * 64,
-                    attempt=1,
-                    cancel_requested=False,
-                    fraction=1.0,
-                    created_at=datetime.now(UTC),
-                )
-            )
+            conn.execute(jobs.insert().values(old_job("old", "succeeded", 1, 1.0)))
         upgrade(database_url)
         with engine.connect() as conn:
             jobs = Table("jobs", MetaData(), autoload_with=conn)
@@ -196,19 +199,7 @@ def test_jobs_from_before_put_off_jobs_were_never_put_off(database_url: str) -> 
     try:
         with engine.begin() as conn:
             jobs = Table("jobs", MetaData(), autoload_with=conn)
-            conn.execute(
-                jobs.insert().values(
-                    id="q",
-                    status="queued",
-                    version=1,
-                    request={"model": "m"},
-                    request_hash="0" * 64,
-                    attempt=2,
-                    cancel_requested=False,
-                    fraction=0.0,
-                    created_at=datetime.now(UTC),
-                )
-            )
+            conn.execute(jobs.insert().values(old_job("q", "queued", 2, 0.0)))
         upgrade(database_url)
         with engine.connect() as conn:
             jobs = Table("jobs", MetaData(), autoload_with=conn)
