@@ -61,5 +61,5 @@ def test_if_none_match_is_weak_and_takes_a_star(client: TestClient, services: Se
 
 def test_405_names_every_method_of_the_path(client: TestClient) -> None:
     response = client.put("/jobs/0123")
-    assert response.status_code == 405 and response.headers["Allow"] == "DELETE, GET"
-    assert client.options("/jobs").headers["Allow"] == "GET"
+    assert response.status_code == 405 and response.headers["Allow"] == "DELETE, GET, HEAD"
+    assert client.options("/jobs").headers["Allow"] == "GET, HEAD"
