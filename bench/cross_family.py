@@ -7,7 +7,7 @@ network given as NAME=FOLDER; with --with-option KEY=VALUE, each again with that
 option), one `tokengraft transplant`, then the ratio of its bits per byte
 to the original's on the first --eval-bytes of each shared eval file, and the excess split by
 kind of token on --split-langs. With --refine-minutes, also `hypernet+hybrid` refined that long
-on the train text of --refine-lang, per network.
+on the train text of each --refine-lang, per network.
 
 Cells accumulate in bench/out/cross_family.json: a run computes only the cells not there yet
 (--force recomputes), so a new network is added beside earlier ones.
@@ -35,9 +35,9 @@ RESULTS = OUT / "cross_family.json"
 TARGETS = ("de-32k", "llama3", "qwen3", "gemma3", "deepseek_v3")
 
 
-def transplant_args(label: str, networks: dict[str, str], refine: tuple[float, str]) -> list[str]:
-    """The `tokengraft transplant` options of a cell label: `hybrid`, NAME or NAME+refine, then
-    any `,KEY=VALUE` method options."""
+def transplant_args(label: str, networks: dict[str, str], minutes: float) -> list[str]:
+    """The `tokengraft transplant` options of a cell label: `hybrid`, NAME or NAME+refine:LANG
+    (refined on LANG.train.txt), then any `,KEY=VALUE` method options."""
     label, *options = label.split(",")
     extra = [arg for option in options for arg in ("--option", option)]
     if label == "hybrid":
@@ -45,7 +45,7 @@ def transplant_args(label: str, networks: dict[str, str], refine: tuple[float, s
     name, _, refined = label.partition("+")
     args = ["--method", "hypernet+hybrid", "--hypernet", networks[name], *extra]
     if refined:
-        minutes, lang = refine
+        lang = refined.removeprefix("refine:")
         args += ["--refine-text", str(corpus_file(lang, "train")), "--refine-minutes", str(minutes)]
     return args
 
@@ -129,7 +129,7 @@ def main() -> None:
     p.add_argument("--eval-bytes", type=int, default=16000)
     p.add_argument("--split-langs", nargs="*", default=["en", "python"])
     p.add_argument("--refine-minutes", type=float, default=0)
-    p.add_argument("--refine-lang", default="en", help="refine on LANG.train.txt")
+    p.add_argument("--refine-lang", nargs="+", default=["en"], help="refine on LANG.train.txt")
     p.add_argument(
         "--with-option",
         action="append",
@@ -142,7 +142,7 @@ def main() -> None:
     networks = dict(n.split("=", 1) for n in args.network)
     labels = ([] if args.no_hybrid else ["hybrid"]) + list(networks)
     if args.refine_minutes:
-        labels += [f"{name}+refine" for name in networks]
+        labels += [f"{name}+refine:{lang}" for name in networks for lang in args.refine_lang]
     labels += [f"{label},{option}" for option in args.with_option for label in labels]
     base = resolve_model("smollm2-135m")
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
@@ -157,7 +157,7 @@ def main() -> None:
             if label in results.get(target, {}) and not args.force:
                 continue
             print(f"{target} {label}", flush=True)
-            t_args = transplant_args(label, networks, (args.refine_minutes, args.refine_lang))
+            t_args = transplant_args(label, networks, args.refine_minutes)
             results.setdefault(target, {})[label] = {
                 "args": t_args,
                 **cell(base, tokenizer, t_args, texts, split),

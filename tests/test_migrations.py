@@ -29,8 +29,8 @@ def test_head_matches_the_models(database_url: str) -> None:
     assert tables == set(Base.metadata.tables) | {"alembic_version"}
 
 
-def old_job(job_id: str, status: str, attempt: int, fraction: float) -> dict:
-    """A jobs row as the first migrations wrote it."""
+def old_job(job_id: str, status: str, attempt: int = 0, fraction: float = 0.0, **columns) -> dict:
+    """A jobs row as the first migrations wrote it, with any later columns given."""
     return {
         "id": job_id,
         "status": status,
@@ -41,22 +41,41 @@ def old_job(job_id: str, status: str, attempt: int, fraction: float) -> dict:
         "cancel_requested": False,
         "fraction": fraction,
         "created_at": datetime.now(UTC),
+        **columns,
     }
 
 
-def test_jobs_from_before_job_kinds_are_transplants(database_url: str) -> None:
-    upgrade(database_url, "0001")
-    engine = create_engine(database_url)
+def migrated(url: str, revision: str, rows: list[dict]) -> dict[str, dict]:
+    """The jobs table by id after `rows` were written at `revision` and the database upgraded
+    to head."""
+    upgrade(url, revision)
+    engine = create_engine(url)
     try:
         with engine.begin() as conn:
-            jobs = Table("jobs", MetaData(), autoload_with=conn)
-            conn.execute(jobs.insert().values(old_job("old", "succeeded", 1, 1.0)))
-        upgrade(database_url)
+            conn.execute(Table("jobs", MetaData(), autoload_with=conn).insert(), rows)
+        upgrade(url)
         with engine.connect() as conn:
             jobs = Table("jobs", MetaData(), autoload_with=conn)
-            assert conn.execute(select(jobs.c.id, jobs.c.kind)).all() == [("old", "transplant")]
+            return {row["id"]: dict(row) for row in conn.execute(select(jobs)).mappings()}
     finally:
         engine.dispose()
+
+
+def round_trip(url: str, revision: str) -> list:
+    """Down to `revision` and up again: the schema's difference from the models (empty)."""
+    downgrade(url, revision)
+    upgrade(url)
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    finally:
+        engine.dispose()
+
+
+def test_jobs_from_before_job_kinds_are_transplants(database_url: str) -> None:
+    jobs = migrated(database_url, "0001", [old_job("old", "succeeded", 1, 1.0)])
+    assert {k: v["kind"] for k, v in jobs.items()} == {"old": "transplant"}
 
 
 def downgrade(url: str, revision: str) -> None:
@@ -80,19 +99,7 @@ def test_file_sizes_over_2_gib_fit_and_rows_are_kept(database_url: str) -> None:
                 Table(name, MetaData(), autoload_with=conn)
                 for name in ("jobs", "artifacts", "uploads")
             )
-            conn.execute(
-                jobs.insert().values(
-                    id="j",
-                    status="succeeded",
-                    version=1,
-                    request={},
-                    request_hash="0" * 64,
-                    attempt=1,
-                    cancel_requested=False,
-                    fraction=1.0,
-                    created_at=datetime.now(UTC),
-                )
-            )
+            conn.execute(jobs.insert().values(old_job("j", "succeeded", 1, 1.0)))
             conn.execute(artifacts.insert().values(job_id="j", path="a", size=7, sha256="0"))
         upgrade(database_url)
         with engine.begin() as conn:
@@ -151,8 +158,6 @@ def test_concurrent_migrations_are_safe(database_url: str) -> None:
 
 
 def test_unfinished_hypernet_jobs_claim_their_names_the_oldest_first(database_url: str) -> None:
-    upgrade(database_url, "0005")
-    engine = create_engine(database_url)
     rows = [  # (id, kind, status, name): two unfinished jobs of one name, from before the claim
         ("a", "hypernet", "queued", "hn"),
         ("b", "hypernet", "running", "hn"),
@@ -160,54 +165,33 @@ def test_unfinished_hypernet_jobs_claim_their_names_the_oldest_first(database_ur
         ("d", "hypernet", "succeeded", "other"),
         ("e", "transplant", "queued", None),
     ]
+    jobs = migrated(
+        database_url,
+        "0005",
+        [
+            old_job(
+                job_id,
+                status,
+                kind=kind,
+                request={"name": name} if name else {"model": "m"},
+                created_at=datetime(2026, 1, 1, n, tzinfo=UTC),
+            )
+            for n, (job_id, kind, status, name) in enumerate(rows)
+        ],
+    )
+    names = {job_id: row["hypernet_name"] for job_id, row in jobs.items()}
+    assert names == {"a": "hn", "b": None, "c": "hn", "d": "other", "e": None}
+    assert round_trip(database_url, "0005") == []
+    engine = create_engine(database_url)
     try:
-        with engine.begin() as conn:
-            jobs = Table("jobs", MetaData(), autoload_with=conn)
-            for n, (job_id, kind, status, name) in enumerate(rows):
-                conn.execute(
-                    jobs.insert().values(
-                        id=job_id,
-                        kind=kind,
-                        status=status,
-                        version=1,
-                        request={"name": name} if name else {"model": "m"},
-                        request_hash="0" * 64,
-                        attempt=0,
-                        cancel_requested=False,
-                        fraction=0.0,
-                        created_at=datetime(2026, 1, 1, n, tzinfo=UTC),
-                    )
-                )
-        upgrade(database_url)
         with engine.connect() as conn:
-            jobs = Table("jobs", MetaData(), autoload_with=conn)
-            names = dict(conn.execute(select(jobs.c.id, jobs.c.hypernet_name)).all())
-        assert names == {"a": "hn", "b": None, "c": "hn", "d": "other", "e": None}
-        downgrade(database_url, "0005")
-        upgrade(database_url)
-        with engine.connect() as conn:
-            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
-            jobs = Table("jobs", MetaData(), autoload_with=conn)
-            assert conn.execute(select(func.count()).select_from(jobs)).scalar() == 5
+            jobs_table = Table("jobs", MetaData(), autoload_with=conn)
+            assert conn.execute(select(func.count()).select_from(jobs_table)).scalar() == 5
     finally:
         engine.dispose()
 
 
 def test_jobs_from_before_put_off_jobs_were_never_put_off(database_url: str) -> None:
-    upgrade(database_url, "0006")
-    engine = create_engine(database_url)
-    try:
-        with engine.begin() as conn:
-            jobs = Table("jobs", MetaData(), autoload_with=conn)
-            conn.execute(jobs.insert().values(old_job("q", "queued", 2, 0.0)))
-        upgrade(database_url)
-        with engine.connect() as conn:
-            jobs = Table("jobs", MetaData(), autoload_with=conn)
-            row = conn.execute(select(jobs.c.attempt, jobs.c.deferrals, jobs.c.run_after)).one()
-        assert tuple(row) == (2, 0, None)
-        downgrade(database_url, "0006")
-        upgrade(database_url)
-        with engine.connect() as conn:
-            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
-    finally:
-        engine.dispose()
+    row = migrated(database_url, "0006", [old_job("q", "queued", 2)])["q"]
+    assert (row["attempt"], row["deferrals"], row["run_after"]) == (2, 0, None)
+    assert round_trip(database_url, "0006") == []
