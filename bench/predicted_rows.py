@@ -8,7 +8,7 @@ the softmax than a real token's would. This transplants the bundled SmolLM2-135M
 tokenizer once (--method), then changes only the predicted rows, and scores each variant on the
 first --eval-bytes of the shared eval files (ratio to the original's bits per byte):
 
-- `as written`;
+- `as written` (the method's default shift off);
 - `norm xF`: each predicted row rescaled to F times the mean norm of the base rows;
 - `shift D`: each predicted row moved against the base model's mean final hidden state, lowering
   its logit by D nats in the average context (`--option shift=D`, `hypernet/heuristics/shift.py`).
@@ -79,7 +79,8 @@ def main() -> None:
     shutil.rmtree(out, ignore_errors=True)
     hypernet = ["--hypernet", args.hypernet] if args.method.startswith("hypernet") else []
     run(["transplant", "--model", str(base_dir), "--tokenizer", str(tokenizer),
-         "--method", args.method, *hypernet, "--out", str(out), "--quiet"])  # fmt: skip
+         "--method", args.method, *hypernet, "--option", "shift=0", "--out", str(out),
+         "--quiet"])  # fmt: skip
     base_tok, new_tok = load_tokenizer(base_dir), load_tokenizer(out)
     base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
     base_rows = base.get_input_embeddings().weight.detach()

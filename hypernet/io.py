@@ -11,6 +11,7 @@ nothing half-written.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -71,6 +72,10 @@ class Checkpoint:
     @property
     def tied(self) -> bool:
         return self.output_name is None
+
+    @property
+    def parameters(self) -> int:
+        return sum(math.prod(t.shape) for t in self.tensors.values())
 
     def read(self, name: str) -> Tensor:
         info = self.tensors[name]

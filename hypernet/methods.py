@@ -98,8 +98,9 @@ class MethodOptions:
     hypernet_weight: float = _option(0.1, float, 0, 1)
     # copied tokens take the network's rows; None: as trained
     hypernet_copied: bool | None = _option(None, bool)
-    # lower the logits of predicted rows by about this many nats (heuristics/shift.py)
-    shift: float = _option(0.0, float, 0, 20)
+    # lower the logits of predicted rows by about this many nats (heuristics/shift.py); None:
+    # the method's default, by the number of predicted rows for `hybrid`, else 0
+    shift: float | None = _option(None, float, 0, 20)
     # for the gaussian baseline
     seed: int = _option(0, int, 0, 2**63 - 1)
 
@@ -363,6 +364,7 @@ class MethodSpec:
     hypernet: bool = False  # needs a trained hypernetwork for the base model
     donor: bool = False  # needs a model that already speaks the new tokenizer
     embedder: bool = False  # reads a text-embedding model (the global heuristic)
+    shift: bool = False  # shifts predicted rows by default (heuristics/shift.py: auto_nats)
 
     @property
     def needs(self) -> list[str]:
@@ -465,7 +467,9 @@ def _knn(ctx: Context) -> Prediction:
     return MixturePrediction(global_knn(ctx))
 
 
-@register("hybrid", "(1 - w) * weighted local + w * global; the default.", embedder=True)
+@register(
+    "hybrid", "(1 - w) * weighted local + w * global; the default.", embedder=True, shift=True
+)
 def _hybrid(ctx: Context) -> Prediction:
     mixture = hybrid.hybrid(local_weighted(ctx), global_knn(ctx), ctx.options.weight)
     return MixturePrediction(mixture)

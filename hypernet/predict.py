@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .align import Alignment, Setup
 from .heuristics.mean import mean
-from .heuristics.shift import shift
+from .heuristics.shift import AUTO_MAX_PARAMETERS, auto_nats, shift
 from .hidden import mean_hidden
 from .methods import MethodOptions, MethodSpec, get_method
 from .network.store import find_hypernet
@@ -69,12 +69,22 @@ def predict(
     for name, matrix in setup.matrices.items():
         out[name] = prediction.rows(name, matrix)
         fallbacks = assemble(matrix, setup.alignment, out[name], keep, specials)
-    if options.shift and setup.alignment.predict:
+    todo = setup.alignment.predict
+    if options.shift is None:  # resolved here, so the report says what ran
+        options.shift = default_shift(method, len(todo), setup.ckpt.parameters)
+    if options.shift and todo:
         head = "output" if "output" in out else "input"  # tied: the one matrix is the head
         mu = mean_hidden(setup.ckpt.path, setup.base_tok)
-        todo = setup.alignment.predict
         out[head][todo] = shift(out[head][todo], mu, options.shift)
     return out, fallbacks
+
+
+def default_shift(method: MethodSpec, predicted: int, parameters: int) -> float:
+    """The method's own shift for this many predicted rows: 0 where it does not shift, and
+    where the base model is too large to take its mean hidden state cheaply."""
+    if not method.shift or parameters > AUTO_MAX_PARAMETERS:
+        return 0.0
+    return round(auto_nats(predicted), 3)
 
 
 def assemble(

@@ -118,3 +118,10 @@ def test_shift_lowers_the_logit_by_nats_at_the_mean_state_and_only_along_it(
     assert torch.equal(shift.shift(base, mu, 0.0), base)
     with pytest.raises(AssertionError):
         shift.shift(base, mu[:3], 1.0)
+
+
+def test_the_default_shift_is_zero_for_look_alikes_and_grows_with_predicted_rows() -> None:
+    assert shift.auto_nats(0) == 0.0
+    assert shift.auto_nats(26_071) == 0.0  # a German 32k look-alike
+    assert shift.auto_nats(88_690) == pytest.approx(1.0839, abs=1e-4)  # Llama-3
+    assert shift.auto_nats(209_640) == pytest.approx(1.9442, abs=1e-4)  # Gemma3

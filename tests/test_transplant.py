@@ -200,6 +200,7 @@ def test_eval_report(base_tied: Path, sp_tokenizer: Path, tmp_path: Path) -> Non
         1
     )
     assert "evaluate" in report.timings
+    assert report.options["shift"] == 0.0  # resolved: only hybrid shifts unless asked
 
 
 def test_bad_input_writes_nothing(base_tied: Path, sp_tokenizer: Path, tmp_path: Path) -> None:
