@@ -391,9 +391,11 @@ def _donor_users() -> str:
     return "method " + ", ".join(repr(m.name) for m in METHODS.values() if m.donor)
 
 
-def register(name: str, summary: str, **needs: bool) -> Callable[[Method], Method]:
+def register(name: str, summary: str, **traits: bool) -> Callable[[Method], Method]:
+    """Add a method with its MethodSpec flags: what it needs, and whether it shifts."""
+
     def wrap(fn: Method) -> Method:
-        METHODS[name] = MethodSpec(name, fn, summary, **needs)
+        METHODS[name] = MethodSpec(name, fn, summary, **traits)
         return fn
 
     return wrap

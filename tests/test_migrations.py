@@ -122,10 +122,8 @@ def test_file_sizes_over_2_gib_fit_and_rows_are_kept(database_url: str) -> None:
             assert conn.execute(select(uploads.c.size)).scalar() == big
             conn.execute(artifacts.delete().where(artifacts.c.size == big))
             conn.execute(uploads.delete())
-        downgrade(database_url, "0002")
-        upgrade(database_url)
+        assert round_trip(database_url, "0002") == []
         with engine.connect() as conn:
-            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
             artifacts = Table("artifacts", MetaData(), autoload_with=conn)
             assert conn.execute(select(artifacts.c.path, artifacts.c.size)).all() == [("a", 7)]
     finally:
